@@ -1,0 +1,302 @@
+"""Typed experiment configuration: defaults in code, YAML and overrides on top.
+
+`load_config` is the only way in: it merges a YAML file and `section.key=value`
+overrides over the defaults, checks every value once, and returns a frozen
+`Config`. Code that receives a `Config` never re-checks it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lora_cli.errors import ConfigError
+from lora_cli.yamlio import YamlError, dump_yaml, parse_yaml, read_yaml_file
+
+
+def _spec(default: Any, help: str, **rules: Any) -> Any:
+    """A schema field: its default, one line of help, and its rules (min, gt, choices)."""
+    return field(default=default, metadata={"help": help, **rules})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    n: int = _spec(10000, "rows of X (and of X2 for the finetune data)", min=1)
+    d_in: int = _spec(1001, "input features: columns of X, rows of θ", min=1)
+    d_out: int = _spec(1000, "outputs: columns of θ and of y", min=1)
+    noise_std: float = _spec(0.0, "std of Gaussian noise added to y", min=0.0)
+
+
+@dataclass(frozen=True)
+class ShiftConfig:
+    kind: str = _spec("add", "how θ changes between pretraining and finetuning", choices=("add",))
+    value: float = _spec(1.0, "add: θ2 = θ + value (a rank-1 change)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _spec(100, "passes; each has n // batch_size steps", min=1)
+    batch_size: int = _spec(128, "distinct random rows per step", min=1)
+    lr: float = _spec(1e-3, "Adam learning rate", gt=0.0)
+    log_every: int = _spec(10, "full-data MSE every this many epochs (and at the end)", min=1)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
+    # rank's bounds depend on data.d_in/d_out, so _check_relations checks both ends.
+    rank: int = _spec(1, "LoRA rank r: lora_A is r x d_in, lora_B is d_out x r")
+    alpha: float = _spec(1.0, "LoRA alpha; scaling = alpha / rank", gt=0.0)
+    init: str = _spec(
+        "gaussian",
+        "lora_A init: gaussian = N(0, 1) as in the blog, kaiming = PEFT's default",
+        choices=("gaussian", "kaiming"),
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = _spec("posit", "run-folder prefix: runs/<name>-<UTC time>")
+    seed: int = _spec(0, "seeds every random draw (data, init, batches)", min=0)
+    data: DataConfig = field(default_factory=DataConfig)
+    shift: ShiftConfig = field(default_factory=ShiftConfig)
+    pretrain: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def scaling(self) -> float:
+        return self.finetune.alpha / self.finetune.rank
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: list[tuple[str, str, Any]] | None = None,
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Resolve a config from defaults, an optional base dict, a YAML file and overrides.
+
+    Args:
+        path: YAML file, or None for the built-in defaults (the blog recipe).
+        overrides: (source, dotted key, value) triples applied last, e.g.
+            ("--set", "finetune.rank", 4) or ("--rank", "finetune.rank", 4).
+        base: an already resolved config dict (from a run folder) to start from.
+    Returns:
+        A frozen, fully valid Config.
+    Raises:
+        ConfigError: every problem found, each naming its source, key and allowed values.
+    """
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if base is not None:
+        raw = _deep_copy(base)
+    if path is not None:
+        doc = _read_mapping(path)
+        _merge(raw, doc, sources, str(path), prefix="")
+        raw.setdefault("name", _default_name(path))
+    for source, key, value in overrides or []:
+        _apply_override(raw, sources, source, key, value)
+    return _build(Config, raw, sources, prefix="")
+
+
+def parse_set_option(text: str) -> tuple[str, Any]:
+    """Split one `--set section.key=value` into (key, parsed value)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. --set finetune.rank=4")
+    try:
+        parsed = parse_yaml(value, where=f"--set {key}")
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
+    if isinstance(parsed, (dict, list)):
+        raise ConfigError(f"--set {key}: value {value!r} must be a single number or word")
+    return key, parsed
+
+
+def config_to_yaml(cfg: Config, header: str = "") -> str:
+    return dump_yaml(cfg.to_dict(), header)
+
+
+def describe_schema() -> list[tuple[str, str, Any, str]]:
+    """Rows (key, type, default, help) for every config key, for docs and `--help`."""
+    rows = []
+    for key, f, owner in _walk_fields(Config, ""):
+        rows.append((key, f.type, getattr(owner(), f.name), f.metadata.get("help", "")))
+    return rows
+
+
+# ---- internals -------------------------------------------------------------
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        doc = read_yaml_file(path)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
+    if doc is None:
+        raise ConfigError(f"{path}: the file is empty; start from configs/posit.yaml")
+    if not isinstance(doc, dict):
+        kind = type(doc).__name__
+        raise ConfigError(f"{path}: expected a mapping of sections (data:, pretrain:, …), found a {kind}")
+    return doc
+
+
+def _default_name(path: Path) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "-", path.stem).lstrip("-_.")
+    return stem or "run"
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def _section_classes(cls: type) -> dict[str, type]:
+    return {f.name: f.default_factory for f in dataclasses.fields(cls) if dataclasses.is_dataclass(f.default_factory)}
+
+
+def _merge(raw: dict, doc: dict, sources: dict, source: str, prefix: str) -> None:
+    for key, value in doc.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            node = raw.setdefault(key, {})
+            if isinstance(node, dict):
+                _merge(node, value, sources, source, dotted + ".")
+                continue
+        raw[key] = value
+        sources[dotted] = source
+
+
+def _apply_override(raw: dict, sources: dict, source: str, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+    sources[key] = source
+
+
+def _walk_fields(cls: type, prefix: str):
+    sections = _section_classes(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in sections:
+            yield from _walk_fields(sections[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f, cls
+
+
+def _build(cls: type, raw: Any, sources: dict[str, str], prefix: str) -> Any:
+    problems: list[str] = []
+    result = _build_into(cls, raw, sources, prefix, problems)
+    if not problems:
+        problems = _check_relations(result, sources)
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def _build_into(cls: type, raw: Any, sources: dict, prefix: str, problems: list[str]) -> Any:
+    section = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, dict):
+        where = sources.get(prefix.rstrip("."), "config")
+        problems.append(f"{where}: {section} must be a mapping of keys, found {raw!r}")
+        return cls()
+    sections = _section_classes(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            dotted = f"{prefix}{key}"
+            hint = difflib.get_close_matches(str(key), names, n=1)
+            did_you_mean = f"; did you mean {prefix}{hint[0]}?" if hint else ""
+            problems.append(
+                f"{_source(sources, dotted)}: unknown key {dotted}{did_you_mean} "
+                f"(keys in {section}: {', '.join(names)})"
+            )
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        dotted = f"{prefix}{f.name}"
+        if f.name in sections:
+            values[f.name] = _build_into(sections[f.name], raw[f.name], sources, dotted + ".", problems)
+        else:
+            problem = _check_value(f, raw[f.name])
+            if problem:
+                problems.append(f"{_source(sources, dotted)}: {dotted} = {raw[f.name]!r} {problem}")
+            else:
+                values[f.name] = float(raw[f.name]) if f.type == "float" else raw[f.name]
+    return cls(**values)
+
+
+def _source(sources: dict[str, str], dotted: str) -> str:
+    while dotted:
+        if dotted in sources:
+            return sources[dotted]
+        dotted = dotted.rpartition(".")[0]
+    return "config"
+
+
+def _check_value(f: dataclasses.Field, value: Any) -> str | None:
+    meta = f.metadata
+    if f.type == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"is not allowed: must be a whole number{_range_text(meta)}"
+    elif f.type == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"is not allowed: must be a finite number{_range_text(meta)}"
+    elif f.type == "str":
+        if not isinstance(value, str):
+            return f"is not allowed: must be text{_choices_text(meta)}"
+        if "choices" in meta and value not in meta["choices"]:
+            return f"is not allowed: must be {_choices_text(meta).strip()[1:-1]}"
+        if f.name == "name" and not _NAME_RE.match(value):
+            return "is not allowed: use 1-64 letters, digits, '.', '_' or '-'"
+        return None
+    if "min" in meta and value < meta["min"] or "gt" in meta and value <= meta["gt"]:
+        return f"is out of range: must be{_range_text(meta)}"
+    if abs(value) > 1e15:
+        return "is out of range: must be at most 1e15 in size"
+    return None
+
+
+def _range_text(meta: dict) -> str:
+    if "min" in meta:
+        return f" ≥ {meta['min']}"
+    if "gt" in meta:
+        return f" > {meta['gt']}"
+    return ""
+
+
+def _choices_text(meta: dict) -> str:
+    return f" (one of {', '.join(meta['choices'])})" if "choices" in meta else ""
+
+
+def _check_relations(cfg: Config, sources: dict[str, str]) -> list[str]:
+    problems = []
+    d = cfg.data
+    limit = min(d.d_in, d.d_out)
+    if not 1 <= cfg.finetune.rank <= limit:
+        problems.append(
+            f"{_source(sources, 'finetune.rank')}: finetune.rank = {cfg.finetune.rank} is out of range: "
+            f"must be 1 ≤ rank ≤ min(d_in, d_out) = {limit}"
+        )
+    for stage in ("pretrain", "finetune"):
+        batch = getattr(cfg, stage).batch_size
+        if batch > d.n:
+            problems.append(
+                f"{_source(sources, stage + '.batch_size')}: {stage}.batch_size = {batch} is out of range: "
+                f"must be ≤ data.n = {d.n} (each step draws distinct rows)"
+            )
+    return problems

@@ -1,0 +1,23 @@
+from pathlib import Path
+
+import pytest
+
+from lora_cli.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+SMOKE = CONFIGS / "smoke.yaml"
+
+
+def tiny_config(**sets) -> Config:
+    """The smoke config with dotted overrides, e.g. tiny_config(**{"finetune.rank": 2})."""
+    return load_config(SMOKE, [("test", k, v) for k, v in sets.items()])
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch) -> Path:
+    """An empty runs root that the CLI uses by default, inside a throwaway working directory."""
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "runs"
+    monkeypatch.setenv("LORA_RUNS_DIR", str(root))
+    return root

@@ -1,0 +1,123 @@
+"""The config schema: defaults are the blog recipe; every bad value names its key and source."""
+
+import pytest
+
+from lora_cli.config import Config, config_to_yaml, load_config, parse_set_option
+from lora_cli.errors import ConfigError
+from tests.conftest import CONFIGS, SMOKE
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates_and_names_its_command(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    assert path.read_text().startswith("# Used by: lora "), "each config opens with the command that uses it"
+
+
+def test_defaults_are_the_blog_recipe():
+    cfg = load_config()
+    assert (cfg.data.n, cfg.data.d_in, cfg.data.d_out, cfg.data.noise_std) == (10000, 1001, 1000, 0.0)
+    assert cfg.shift.value == 1.0
+    for stage in (cfg.pretrain, cfg.finetune):
+        assert (stage.epochs, stage.batch_size, stage.lr, stage.log_every) == (100, 128, 1e-3, 10)
+    assert (cfg.finetune.rank, cfg.finetune.alpha, cfg.scaling) == (1, 1.0, 1.0)
+    assert load_config(CONFIGS / "posit.yaml") == cfg
+
+
+def test_name_defaults_to_the_file_stem(tmp_path):
+    path = tmp_path / "my-exp.yaml"
+    path.write_text("seed: 3\n")
+    cfg = load_config(path)
+    assert (cfg.name, cfg.seed) == ("my-exp", 3)
+
+
+def test_yaml_1_2_floats_and_round_trip(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("pretrain:\n  lr: 1e-3\nfinetune:\n  alpha: 2\n")
+    cfg = load_config(path)
+    assert cfg.pretrain.lr == 1e-3 and isinstance(cfg.finetune.alpha, float)
+    again = tmp_path / "again.yaml"
+    again.write_text(config_to_yaml(cfg))
+    assert load_config(again) == cfg
+
+
+def test_overrides_apply_last_and_parse_values():
+    key, value = parse_set_option("finetune.lr=5e-4")
+    assert (key, value) == ("finetune.lr", 5e-4)
+    cfg = load_config(SMOKE, [("--set", key, value), ("--rank", "finetune.rank", 3)])
+    assert (cfg.finetune.lr, cfg.finetune.rank) == (5e-4, 3)
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("finetune.rank", 0, "--set: finetune.rank = 0 is out of range: must be 1 ≤ rank ≤ min(d_in, d_out) = 32"),
+        ("finetune.rank", 33, "finetune.rank = 33 is out of range: must be 1 ≤ rank ≤ min(d_in, d_out) = 32"),
+        ("pretrain.batch_size", 513, "pretrain.batch_size = 513 is out of range: must be ≤ data.n = 512"),
+        ("pretrain.lr", 0.0, "pretrain.lr = 0.0 is out of range: must be > 0.0"),
+        ("pretrain.lr", float("inf"), "pretrain.lr = inf is not allowed: must be a finite number > 0.0"),
+        ("finetune.epochs", 0, "finetune.epochs = 0 is out of range: must be ≥ 1"),
+        ("finetune.epochs", 2.5, "finetune.epochs = 2.5 is not allowed: must be a whole number ≥ 1"),
+        ("data.n", True, "data.n = True is not allowed: must be a whole number ≥ 1"),
+        ("data.d_in", "big", "data.d_in = 'big' is not allowed: must be a whole number ≥ 1"),
+        ("finetune.init", "zeros", "finetune.init = 'zeros' is not allowed: must be one of gaussian, kaiming"),
+        ("finetune.rnak", 2, "unknown key finetune.rnak; did you mean finetune.rank?"),
+        ("data", 5, "data must be a mapping of keys, found 5"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_allowed_range(key, value, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(SMOKE, [("--set", key, value)])
+    assert len(err.value.problems) == 1
+    assert expected in err.value.problems[0]
+    assert err.value.problems[0].startswith("--set: ")
+
+
+def test_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  n: -3\nfinetune:\n  rank: 2\n  bogus: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    problems = err.value.problems
+    assert len(problems) == 2, "every problem is reported, not just the first"
+    assert all(p.startswith(str(path)) for p in problems)
+    assert any("data.n = -3 is out of range: must be ≥ 1" in p for p in problems)
+    assert any("unknown key finetune.bogus" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", "the file is empty"),
+        ("- 1\n- 2\n", "expected a mapping of sections"),
+        ("42\n", "expected a mapping of sections"),
+        ("data: {n: 1\n", "not valid YAML (line"),
+        ("seed: 1\nseed: 2\n", "duplicate key 'seed'"),
+        ("a: &x {n: 1}\ndata: *x\n", "aliases (*name) are not allowed"),
+        ("data:\n\tn: 1\n", "not valid YAML"),
+    ],
+)
+def test_malformed_yaml_is_one_clear_problem(tmp_path, text, expected):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert expected in str(err.value) and str(path) in str(err.value)
+
+
+def test_unreadable_files(tmp_path):
+    cases = {"missing.yaml": None, "bin.yaml": b"\x00\x01\x02", "latin.yaml": "seed: 1 # caf\xe9\n".encode("latin-1")}
+    messages = {"missing.yaml": "no such file", "bin.yaml": "binary file", "latin.yaml": "not UTF-8"}
+    for name, content in cases.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        with pytest.raises(ConfigError, match=messages[name]):
+            load_config(tmp_path / name)
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
+
+
+def test_set_option_needs_key_and_value():
+    for text in ("finetune.rank", "=3", "finetune.rank={a: 1}"):
+        with pytest.raises(ConfigError):
+            parse_set_option(text)
