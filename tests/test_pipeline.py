@@ -1,0 +1,51 @@
+"""The blog's stages on the smoke config: the adapter learns ΔW ≈ ones, merging changes nothing."""
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from lora_cli import data, pipeline
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def stages():
+    cfg = tiny_config()
+    pre = pipeline.pretrain(cfg)
+    fin = pipeline.finetune(cfg, pre.weight)
+    return cfg, pre, fin, pipeline.merge(cfg, pre.weight, fin.lora_A, fin.lora_B)
+
+
+def test_pretrain_recovers_theta(stages):
+    cfg, pre, _, _ = stages
+    assert pre.history.final < 1e-3 * pre.history.baseline
+    assert_close(pre.weight, data.make_theta(cfg).T, atol=1e-2, rtol=0)
+
+
+def test_base_on_shifted_data_costs_about_d_in(stages):
+    # x·(θ+1) − x·θ = x·1, a sum of d_in unit normals per output: MSE ≈ d_in · shift²
+    cfg, _, fin, merged = stages
+    assert fin.history.baseline == pytest.approx(cfg.data.d_in, rel=0.15)
+    assert merged.base_loss == pytest.approx(fin.history.baseline, rel=1e-6)
+
+
+def test_rank_one_adapter_learns_all_ones(stages):
+    _, _, fin, merged = stages
+    assert fin.history.final < 1e-3
+    assert abs(merged.delta.mean().item() - 1.0) < 0.01 and merged.delta.std().item() < 0.01
+    assert_close(merged.delta, torch.ones_like(merged.delta), atol=0.01, rtol=0)
+
+
+def test_merge_matches_the_adapter(stages):
+    _, pre, fin, merged = stages
+    assert merged.merged_loss == pytest.approx(merged.adapter_loss, rel=1e-3, abs=1e-7)
+    assert merged.max_abs_diff < 1e-4
+    assert_close(merged.merged, pre.weight + fin.lora_B @ fin.lora_A)
+
+
+def test_same_seed_same_tensors():
+    cfg = tiny_config(**{"pretrain.epochs": 2, "finetune.epochs": 2})
+    a, b = pipeline.pretrain(cfg), pipeline.pretrain(cfg)
+    assert torch.equal(a.weight, b.weight)
+    fa, fb = pipeline.finetune(cfg, a.weight), pipeline.finetune(cfg, b.weight)
+    assert torch.equal(fa.lora_A, fb.lora_A) and torch.equal(fa.lora_B, fb.lora_B)
