@@ -1,0 +1,284 @@
+"""Run folders: self-describing, written atomically, checked on load.
+
+    runs/<name>-<UTC time>/
+        config.yaml          resolved config
+        manifest.json        seed, versions, stages.<name>, files.<path>.sha256
+        metrics.jsonl        one line per logged point
+        base.safetensors     key "weight" (d_out, d_in)
+        adapter/adapter_model.safetensors, adapter/adapter_config.json   (PEFT layout)
+        merged.safetensors   key "weight" (d_out, d_in)
+
+Every file is written to a temporary file in the same folder, fsynced, then
+renamed over the old one, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lora_cli import __version__
+from lora_cli.config import Config, config_to_yaml, load_config
+from lora_cli.errors import ConfigError, RunError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+BASE = "base.safetensors"
+ADAPTER_WEIGHTS = "adapter/adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter/adapter_config.json"
+MERGED = "merged.safetensors"
+STAGES = ("pretrain", "finetune", "merge")
+STAGE_FILES = {"pretrain": (BASE,), "finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG), "merge": (MERGED,)}
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class RunFolder:
+    """One run folder. Stages read and write it only through these methods."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # ---- finding and creating ------------------------------------------------
+
+    @classmethod
+    def create(cls, cfg: Config, run_dir: Path | None, root: Path, force: bool = False) -> RunFolder:
+        """A fresh run: `run_dir` if given, else root/<name>-<UTC time>.
+
+        An existing run folder is started over only with `force` when any stage is complete;
+        a non-empty folder that is not a run folder is never touched.
+        """
+        if run_dir is None:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            run_dir = root / f"{cfg.name}-{stamp}"
+            suffix = 2
+            while run_dir.exists():
+                run_dir = root / f"{cfg.name}-{stamp}-{suffix}"
+                suffix += 1
+        run = cls(run_dir)
+        run._check_writable_target(force)
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(cfg)
+        run._write_manifest(
+            {
+                "format_version": FORMAT_VERSION,
+                "name": cfg.name,
+                "created": utc_now(),
+                "seed": cfg.seed,
+                "versions": _versions(),
+                "stages": {},
+                "files": {},
+            }
+        )
+        return run
+
+    @classmethod
+    def open(cls, path: Path) -> RunFolder:
+        """An existing run folder; RunError if `path` is not one."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise RunError(f"{path}: no such run folder; start one with `lora pretrain` or `lora run CONFIG`")
+        if not (run.path / MANIFEST).is_file():
+            raise RunError(f"{path}: not a lora run folder (no {MANIFEST}); start one with `lora pretrain`")
+        manifest = run.manifest()
+        version = manifest.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise RunError(
+                f"{path}: written by a newer lora (run format {version}, this lora reads ≤ {FORMAT_VERSION}); upgrade lora"
+            )
+        return run
+
+    @classmethod
+    def newest(cls, root: Path) -> RunFolder:
+        """The run folder under `root` created last."""
+        runs = list_runs(root)
+        if not runs:
+            raise RunError(f"no run folders in {root}/; start one with `lora pretrain` or `lora run CONFIG`")
+        return cls.open(runs[-1].path)
+
+    def _check_writable_target(self, force: bool) -> None:
+        if (self.path / MANIFEST).is_file():
+            done = [k for k, v in RunFolder.open(self.path).manifest()["stages"].items() if v.get("status") == "complete"]
+            if done and not force:
+                raise RunError(
+                    f"{self.path}: already holds a run ({', '.join(done)} complete); pass --force to start over "
+                    "in it, or leave out --run-dir for a new folder"
+                )
+            for rel in (*[f for files in STAGE_FILES.values() for f in files], METRICS):
+                (self.path / rel).unlink(missing_ok=True)
+        elif self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path}: exists and is not a folder; choose another --run-dir")
+        elif self.path.is_dir() and any(self.path.iterdir()):
+            raise RunError(f"{self.path}: not empty and not a lora run folder; choose a new or empty --run-dir")
+
+    # ---- manifest and config -------------------------------------------------
+
+    def manifest(self) -> dict[str, Any]:
+        return _read_json(self.path / MANIFEST)
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write(self.path / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return self.manifest()["stages"].get(name, {})
+
+    def update_stage(self, name: str, **fields: Any) -> None:
+        m = self.manifest()
+        m["stages"].setdefault(name, {}).update(fields)
+        self._write_manifest(m)
+
+    def start_stage(self, name: str) -> None:
+        """Mark `name` running and forget it and every later stage (their files too)."""
+        m = self.manifest()
+        for later in STAGES[STAGES.index(name) :]:
+            m["stages"].pop(later, None)
+            for rel in STAGE_FILES[later]:
+                m["files"].pop(rel, None)
+                (self.path / rel).unlink(missing_ok=True)
+        m["stages"][name] = {"status": "running", "started": utc_now()}
+        self._write_manifest(m)
+        self._drop_metrics(STAGES[STAGES.index(name) :])
+
+    def require_complete(self, name: str, hint: str) -> dict[str, Any]:
+        rec = self.stage(name)
+        if rec.get("status") != "complete":
+            state = rec.get("status", "not run")
+            raise RunError(f"{self.path}: the {name} stage is {state}; {hint}")
+        return rec
+
+    def write_config(self, cfg: Config) -> None:
+        header = "# Resolved config of this run; rerun it with: lora run <this file>\n"
+        atomic_write(self.path / CONFIG, config_to_yaml(cfg, header).encode())
+
+    def config(self, overrides: list[tuple[str, str, Any]] | None = None) -> Config:
+        try:
+            return load_config(self.path / CONFIG, overrides)
+        except ConfigError as exc:
+            raise RunError(f"{self.path}: its {CONFIG} is invalid: {exc.problems[0]}") from None
+
+    # ---- tensors and metrics -------------------------------------------------
+
+    def save_tensors(self, rel: str, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> str:
+        """Write a safetensors file atomically and record its SHA-256; returns the hash."""
+        from safetensors.torch import save
+
+        data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+        return self._save_bytes(rel, data)
+
+    def save_json(self, rel: str, obj: Any) -> str:
+        return self._save_bytes(rel, (json.dumps(obj, indent=2) + "\n").encode())
+
+    def _save_bytes(self, rel: str, data: bytes) -> str:
+        atomic_write(self.path / rel, data)
+        digest = sha256_bytes(data)
+        m = self.manifest()
+        m["files"][rel] = {"sha256": digest, "bytes": len(data)}
+        self._write_manifest(m)
+        return digest
+
+    def load_tensors(self, rel: str, stage: str) -> dict[str, Any]:
+        """Read a safetensors file after checking it against the hash in the manifest."""
+        from safetensors.torch import load
+
+        data = self._load_bytes(rel, stage)
+        try:
+            return load(data)
+        except Exception as exc:  # safetensors raises its own error types
+            raise RunError(f"{self.path / rel}: not a readable safetensors file ({exc}); rerun `lora {stage}`") from None
+
+    def load_json(self, rel: str, stage: str) -> Any:
+        return json.loads(self._load_bytes(rel, stage))
+
+    def _load_bytes(self, rel: str, stage: str) -> bytes:
+        path = self.path / rel
+        if not path.is_file():
+            raise RunError(f"{path}: missing; rerun `lora {stage} --run-dir {self.path}`")
+        data = path.read_bytes()
+        expected = self.manifest()["files"].get(rel, {}).get("sha256")
+        if expected != sha256_bytes(data):
+            raise RunError(
+                f"{path}: does not match the SHA-256 recorded in {MANIFEST} (changed or truncated); "
+                f"rerun `lora {stage} --run-dir {self.path}`"
+            )
+        return data
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / METRICS
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def add_metrics(self, rows: list[dict[str, Any]]) -> None:
+        kept = self.metrics() + rows
+        atomic_write(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+    def _drop_metrics(self, stages: tuple[str, ...]) -> None:
+        rows = self.metrics()
+        kept = [r for r in rows if r.get("stage") not in stages]
+        if len(kept) != len(rows):
+            atomic_write(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+
+def list_runs(root: Path) -> list[RunFolder]:
+    """Every run folder directly under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    runs = [RunFolder(c) for c in root.iterdir() if (c / MANIFEST).is_file() and _safe(c)]
+    return sorted(runs, key=lambda r: (str(r.manifest().get("created", "")), r.path.name))
+
+
+def _safe(folder: Path) -> bool:
+    try:
+        return isinstance(_read_json(folder / MANIFEST), dict)
+    except RunError:
+        return False
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path}: unreadable ({exc}); the run folder is damaged") from None
+    if not isinstance(obj, dict):
+        raise RunError(f"{path}: not a JSON object; the run folder is damaged")
+    return obj
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "lora": __version__}

@@ -1,0 +1,170 @@
+"""Stages against a run folder: load what a stage needs, run it, record everything.
+
+Each stage returns a JSON-ready report; the same numbers go to manifest.json
+(stages.<name>) and metrics.jsonl, so the CLI only has to print them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from lora_cli import peft_format, pipeline
+from lora_cli.adapter import lora_parameter_count
+from lora_cli.config import Config, load_config
+from lora_cli.errors import ConfigError, RunError
+from lora_cli.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BASE, MERGED, RunFolder, utc_now
+from lora_cli.train import EpochCallback, History
+
+Overrides = list[tuple[str, str, Any]]
+FINETUNE_KEYS = ("finetune.", "shift.")
+
+
+def parameter_counts(cfg: Config) -> dict[str, Any]:
+    d, r = cfg.data, cfg.finetune.rank
+    full, lora = d.d_in * d.d_out, lora_parameter_count(d.d_in, d.d_out, r)
+    return {"full": full, "lora": lora, "rank": r, "reduction": 1 - lora / full, "compression": full / lora}
+
+
+def history_rows(stage: str, history: History) -> list[dict[str, Any]]:
+    return [
+        {"stage": stage, "epoch": p.epoch, "step": p.step, "loss": p.loss, "improvement": history.improvement(p.loss)}
+        for p in history.points
+    ]
+
+
+@contextmanager
+def _recording(run: RunFolder, name: str) -> Iterator[None]:
+    """Mark the stage running; on any failure mark it failed with the reason, then re-raise."""
+    run.start_stage(name)
+    try:
+        yield
+    except BaseException as exc:
+        reason = str(exc) or type(exc).__name__
+        run.update_stage(name, status="failed", error=reason, finished=utc_now())
+        raise
+
+
+def _finish_training(run: RunFolder, name: str, history: History, seconds: float, extra: dict) -> dict[str, Any]:
+    rows = history_rows(name, history)
+    run.add_metrics(rows)
+    record = {
+        "status": "complete",
+        "finished": utc_now(),
+        "seconds": seconds,
+        "baseline_loss": history.baseline,
+        "final_loss": history.final,
+        **extra,
+    }
+    run.update_stage(name, **record)
+    return {"stage": name, "run_dir": str(run.path), **record, "history": rows}
+
+
+def pretrain_stage(run: RunFolder, cfg: Config, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+    """Pretrain the full-rank base into `run` (a fresh folder from RunFolder.create)."""
+    with _recording(run, "pretrain"):
+        start = time.perf_counter()
+        result = pipeline.pretrain(cfg, on_epoch)
+        run.save_tensors(BASE, {"weight": result.weight})
+        extra = {"parameters": parameter_counts(cfg)}
+        return _finish_training(run, "pretrain", result.history, time.perf_counter() - start, extra)
+
+
+def finetune_config(run: RunFolder, overrides: Overrides) -> Config:
+    """The run's config with `overrides`, which may change finetune.* and shift.* only."""
+    for source, key, _ in overrides:
+        if not key.startswith(FINETUNE_KEYS):
+            raise ConfigError(
+                f"{source}: {key} was fixed when {run.path} was pretrained; only finetune.* and shift.* "
+                f"can change now. For a different {key}, start a new run: lora run CONFIG --set {key}=…"
+            )
+    return load_config(base=run.config().to_dict(), overrides=overrides)
+
+
+def finetune_stage(
+    run: RunFolder, cfg: Config, on_epoch: EpochCallback | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Train the adapter on the run's frozen base; `cfg` comes from `finetune_config`."""
+    run.require_complete("pretrain", f"run `lora pretrain --run-dir {run.path}` first")
+    _refuse_rerun(run, "finetune", force, "the merge built on it is discarded")
+    base = run.load_tensors(BASE, "pretrain")["weight"]
+    base_sha = run.manifest()["files"][BASE]["sha256"]
+    with _recording(run, "finetune"):
+        run.write_config(cfg)
+        start = time.perf_counter()
+        result = pipeline.finetune(cfg, base, on_epoch)
+        spec = pipeline.lora_spec(cfg)
+        run.save_tensors(ADAPTER_WEIGHTS, peft_format.adapter_state_dict(result.lora_A, result.lora_B))
+        run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(spec))
+        extra = {
+            "rank": spec.rank,
+            "alpha": spec.alpha,
+            "scaling": spec.scaling,
+            "init": spec.init,
+            "base_sha256": base_sha,
+            "parameters": parameter_counts(cfg),
+        }
+        return _finish_training(run, "finetune", result.history, time.perf_counter() - start, extra)
+
+
+def merge_stage(run: RunFolder, force: bool = False) -> dict[str, Any]:
+    """Merge the adapter into the base, save merged.safetensors and report the checks."""
+    cfg = run.config()
+    trained = run.require_complete("finetune", f"run `lora finetune --run-dir {run.path}` first")
+    _refuse_rerun(run, "merge", force, "")
+    base = run.load_tensors(BASE, "pretrain")["weight"]
+    if run.manifest()["files"][BASE]["sha256"] != trained.get("base_sha256"):
+        raise RunError(
+            f"{run.path / BASE}: is not the base the adapter was trained on (SHA-256 differs); "
+            f"rerun `lora finetune --run-dir {run.path} --force`"
+        )
+    lora_a, lora_b = _load_adapter(run, cfg)
+    with _recording(run, "merge"):
+        start = time.perf_counter()
+        result = pipeline.merge(cfg, base, lora_a, lora_b)
+        run.save_tensors(MERGED, {"weight": result.merged})
+        delta_theta = result.delta.T  # blog layout Δθ (d_in, d_out), as the blog prints it
+        record = {
+            "status": "complete",
+            "finished": utc_now(),
+            "seconds": time.perf_counter() - start,
+            "baseline_loss": result.base_loss,
+            "final_loss": result.merged_loss,
+            "base_loss_on_shifted": result.base_loss,
+            "adapter_loss": result.adapter_loss,
+            "merged_loss": result.merged_loss,
+            "max_abs_diff": result.max_abs_diff,
+            "delta_mean": result.delta.mean().item(),
+            "delta_std": result.delta.std().item(),
+            "delta_corner": delta_theta[:5, :5].tolist(),
+        }
+        run.update_stage("merge", **record)
+        return {"stage": "merge", "run_dir": str(run.path), **record}
+
+
+def _refuse_rerun(run: RunFolder, name: str, force: bool, consequence: str) -> None:
+    if run.stage(name).get("status") == "complete" and not force:
+        extra = f" ({consequence})" if consequence else ""
+        raise RunError(f"{run.path}: {name} is already complete; pass --force to run it again{extra}")
+
+
+def _load_adapter(run: RunFolder, cfg: Config):
+    tensors = run.load_tensors(ADAPTER_WEIGHTS, "finetune")
+    d, r = cfg.data, cfg.finetune.rank
+    expected = {peft_format.KEY_A: (r, d.d_in), peft_format.KEY_B: (d.d_out, r)}
+    for key, shape in expected.items():
+        if key not in tensors or tuple(tensors[key].shape) != shape:
+            found = tuple(tensors[key].shape) if key in tensors else "missing"
+            raise RunError(
+                f"{run.path / ADAPTER_WEIGHTS}: {key} should be {shape}, found {found}; "
+                f"rerun `lora finetune --run-dir {run.path} --force`"
+            )
+    saved = run.load_json(ADAPTER_CONFIG, "finetune")
+    if saved.get("r") != r or saved.get("lora_alpha") != cfg.finetune.alpha:
+        raise RunError(
+            f"{run.path / ADAPTER_CONFIG}: r/lora_alpha ({saved.get('r')}, {saved.get('lora_alpha')}) do not match "
+            f"config.yaml ({r}, {cfg.finetune.alpha}); rerun `lora finetune --run-dir {run.path} --force`"
+        )
+    return tensors[peft_format.KEY_A], tensors[peft_format.KEY_B]

@@ -1,0 +1,80 @@
+"""Run folders: atomic files, recorded hashes, refusals that protect finished work."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lora_cli.errors import RunError
+from lora_cli.runs import MANIFEST, RunFolder, atomic_write, list_runs, sha256_bytes
+from tests.conftest import tiny_config
+
+
+def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
+    target = tmp_path / "f.bin"
+    atomic_write(target, b"old")
+    atomic_write(target, b"new contents")
+    assert target.read_bytes() == b"new contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_tensors_round_trip_with_their_hash(tmp_path):
+    run = RunFolder.create(tiny_config(), tmp_path / "r", tmp_path)
+    w = torch.randn(3, 4)
+    digest = run.save_tensors("base.safetensors", {"weight": w})
+    assert digest == sha256_bytes((tmp_path / "r" / "base.safetensors").read_bytes())
+    assert run.manifest()["files"]["base.safetensors"]["sha256"] == digest
+    assert torch.equal(run.load_tensors("base.safetensors", "pretrain")["weight"], w)
+    assert torch.equal(load_file(tmp_path / "r" / "base.safetensors")["weight"], w)
+
+
+def test_altered_or_truncated_tensors_are_refused(tmp_path):
+    run = RunFolder.create(tiny_config(), tmp_path / "r", tmp_path)
+    run.save_tensors("base.safetensors", {"weight": torch.randn(3, 4)})
+    path = tmp_path / "r" / "base.safetensors"
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(RunError, match="does not match the SHA-256"):
+        run.load_tensors("base.safetensors", "pretrain")
+    path.unlink()
+    with pytest.raises(RunError, match="missing; rerun `lora pretrain"):
+        run.load_tensors("base.safetensors", "pretrain")
+
+
+def test_create_refuses_to_clobber(tmp_path):
+    cfg = tiny_config()
+    run = RunFolder.create(cfg, tmp_path / "r", tmp_path)
+    run.update_stage("pretrain", status="complete")
+    with pytest.raises(RunError, match="already holds a run .*--force"):
+        RunFolder.create(cfg, tmp_path / "r", tmp_path)
+    again = RunFolder.create(cfg, tmp_path / "r", tmp_path, force=True)
+    assert again.manifest()["stages"] == {}
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(RunError, match="not empty and not a lora run folder"):
+        RunFolder.create(cfg, other, tmp_path, force=True)
+    assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_default_folder_name_newest_and_listing(tmp_path):
+    first = RunFolder.create(tiny_config(), None, tmp_path)
+    second = RunFolder.create(tiny_config(), None, tmp_path)
+    assert first.path.name.startswith("smoke-") and first.path != second.path
+    assert [r.path for r in list_runs(tmp_path)] == [first.path, second.path]
+    assert RunFolder.newest(tmp_path).path == second.path
+    with pytest.raises(RunError, match="no run folders"):
+        RunFolder.newest(tmp_path / "empty")
+
+
+def test_open_refuses_non_runs_and_newer_formats(tmp_path):
+    with pytest.raises(RunError, match="no such run folder"):
+        RunFolder.open(tmp_path / "nope")
+    with pytest.raises(RunError, match="not a lora run folder"):
+        RunFolder.open(tmp_path)
+    run = RunFolder.create(tiny_config(), tmp_path / "r", tmp_path)
+    manifest = json.loads((run.path / MANIFEST).read_text())
+    manifest["format_version"] = 99
+    (run.path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match="newer lora"):
+        RunFolder.open(run.path)
