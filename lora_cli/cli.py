@@ -1,0 +1,91 @@
+"""The `lora` command line. Commands live in lora_cli.commands; this file wires them
+up and is the one place where errors become exit codes and one-line messages."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from lora_cli import __version__
+from lora_cli.commands import inspect, pipeline
+from lora_cli.errors import LoraError
+
+
+class LoraGroup(TyperGroup):
+    """Runs a command and turns every expected failure into one line on stderr.
+
+    Exit codes: 0 success, 1 runtime failure, 2 usage or config error, 130 interrupted.
+    """
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            # one name in usage lines and hints, however it was started (lora, python -m lora_cli, tests)
+            rv = super().main(args=args, prog_name="lora", complete_var=complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:  # usage errors: bad option, missing argument, …
+            command = exc.ctx.command_path if getattr(exc, "ctx", None) else "lora"
+            _fail(f"{exc.format_message()} (see: {command} --help)", exc.exit_code)
+        except typer.Abort:
+            _fail("interrupted", 130)
+        except LoraError as exc:
+            _fail(str(exc), exc.exit_code)
+        except Exception as exc:  # a bug: say so in one line unless asked for the traceback
+            if os.environ.get("LORA_DEBUG"):
+                raise
+            _fail(f"internal error ({type(exc).__name__}: {exc}); this is a bug in lora. Rerun with LORA_DEBUG=1 for the traceback", 1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    err = Console(stderr=True, highlight=False)
+    for line in message.splitlines() or [""]:
+        err.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+    sys.exit(code)
+
+
+app = typer.Typer(
+    cls=LoraGroup,
+    help="Reproduce, measure and extend the classic LoRA demonstrations.",
+    add_completion=False,
+    no_args_is_help=False,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lora {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+) -> None:
+    """Reproduce, measure and extend the classic LoRA demonstrations.
+
+    Start with: lora run configs/posit.yaml
+    """
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
+
+
+app.command("run")(pipeline.run)
+app.command("pretrain")(pipeline.pretrain)
+app.command("finetune")(pipeline.finetune)
+app.command("merge")(pipeline.merge)
+app.command("runs")(inspect.runs)
+app.command("validate")(inspect.validate)
+
+
+def main() -> None:
+    app()

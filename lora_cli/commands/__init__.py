@@ -1,0 +1,1 @@
+"""CLI commands: parse, call the library, print. No math here."""

@@ -1,0 +1,58 @@
+"""`lora runs` and `lora validate`: look at run folders and configs without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lora_cli.commands.options import JsonOpt, SetOpt, collect_overrides, runs_root
+from lora_cli.commands.output import Output
+from lora_cli.config import describe_schema, load_config
+
+SUMMARY_KEYS = ("status", "seconds", "baseline_loss", "final_loss", "error")
+
+
+def runs(
+    root: Annotated[Optional[Path], typer.Option("--root", help="Folder holding run folders (default: runs/ or $LORA_RUNS_DIR).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List run folders, oldest first, with each stage's status and final loss."""
+    from lora_cli import report
+    from lora_cli.runs import list_runs
+
+    root = root or runs_root()
+    summaries = []
+    for run in list_runs(root):
+        m = run.manifest()
+        stages = {k: {f: v[f] for f in SUMMARY_KEYS if f in v} for k, v in m.get("stages", {}).items()}
+        summaries.append({"run_dir": str(run.path), "name": m.get("name"), "created": m.get("created"), "stages": stages})
+    out = Output(as_json)
+    out.emit({"root": str(root), "runs": summaries})
+    if not summaries:
+        out.note(f"No run folders in {root}/ yet; start one with: lora run configs/posit.yaml")
+        return
+    out.show(report.runs_table(summaries))
+
+
+def validate(
+    config: Annotated[Path, typer.Argument(help="YAML config to check.")],
+    sets: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a config and print it resolved (defaults filled in), or every error found."""
+    from lora_cli import report
+
+    cfg = load_config(config, collect_overrides(sets, {}))
+    out = Output(as_json)
+    out.emit(cfg.to_dict())
+    values = cfg.to_dict()
+    rows = []
+    for key, _type, _default, help_text in describe_schema():
+        node = values
+        for part in key.split("."):
+            node = node[part]
+        rows.append((key, node, help_text))
+    out.show(report.config_table(rows))
+    out.note(f"{config}: valid")

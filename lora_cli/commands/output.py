@@ -1,0 +1,52 @@
+"""Where command output goes: tables or JSON on stdout, notes and progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console, RenderableType
+from rich.markup import escape
+
+
+class Output:
+    """One per command invocation. With --json, stdout holds exactly one JSON object."""
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+        self.out = Console(highlight=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    def note(self, message: str) -> None:
+        """A line for the person (which folder, what next); never part of the JSON."""
+        self.err.print(escape(message), soft_wrap=True, style="cyan")
+
+    def show(self, *items: RenderableType) -> None:
+        if not self.as_json:
+            for item in items:
+                self.out.print(item)
+
+    def emit(self, result: dict[str, Any]) -> None:
+        if self.as_json:
+            # plain write: Rich would wrap a long line at the console width
+            sys.stdout.write(json.dumps(result) + "\n")
+
+    @contextmanager
+    def progress(self, label: str, epochs: int) -> Iterator[Callable[[int, float | None], None]]:
+        """A transient bar on a terminal; a silent callback in logs and CI."""
+        if not self.err.is_terminal:
+            yield lambda epoch, loss: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn())
+        with Progress(*columns, console=self.err, transient=True) as bar:
+            task = bar.add_task(label, total=epochs, loss="")
+
+            def on_epoch(epoch: int, loss: float | None) -> None:
+                bar.update(task, completed=epoch, **({"loss": f"loss {loss:.4g}"} if loss is not None else {}))
+
+            yield on_epoch

@@ -1,0 +1,78 @@
+"""Every expected failure is one line on stderr with the right exit code, never a traceback."""
+
+import pytest
+from typer.testing import CliRunner
+
+from lora_cli.cli import app
+from tests.conftest import SMOKE
+
+runner = CliRunner()
+
+
+def _fails(args, code, *fragments):
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    # the only other line allowed is the note naming the run folder that was picked
+    assert all(line.startswith("Using the newest run folder") for line in lines if line not in errors)
+    for fragment in fragments:
+        assert fragment in errors[0]
+    assert "Traceback" not in result.output and result.stdout == ""
+    return errors[0]
+
+
+def test_missing_config_file(runs_dir):
+    _fails(["run", "nope.yaml"], 2, "nope.yaml: no such file")
+
+
+def test_malformed_yaml(runs_dir):
+    (runs_dir.parent / "bad.yaml").write_text("data: [1, 2\n")
+    _fails(["validate", "bad.yaml"], 2, "bad.yaml: not valid YAML (line")
+
+
+def test_unknown_key(runs_dir):
+    (runs_dir.parent / "bad.yaml").write_text("finetune:\n  rnak: 2\n")
+    _fails(["run", "bad.yaml"], 2, "bad.yaml: unknown key finetune.rnak; did you mean finetune.rank?")
+
+
+def test_rank_zero_and_too_large(runs_dir):
+    _fails(["run", str(SMOKE), "--rank", "0"], 2, "--rank: finetune.rank = 0", "1 ≤ rank ≤ min(d_in, d_out) = 32")
+    _fails(["run", str(SMOKE), "--rank", "40"], 2, "finetune.rank = 40", "= 32")
+
+
+def test_bad_option_values_are_usage_errors(runs_dir):
+    _fails(["finetune", "--rank", "abc"], 2, "'--rank'", "lora finetune --help")
+    _fails(["run", str(SMOKE), "--set", "finetune.rank"], 2, "expected section.key=value")
+    _fails(["frobnicate"], 2, "No such command")
+
+
+def test_finetune_before_pretrain(runs_dir):
+    _fails(["finetune", "--rank", "1"], 1, "no run folders", "lora pretrain")
+    empty = runs_dir / "x"
+    empty.mkdir(parents=True)
+    _fails(["finetune", "--run-dir", str(empty)], 1, "not a lora run folder")
+
+
+def test_merge_before_finetune(runs_dir):
+    assert runner.invoke(app, ["pretrain", "-c", str(SMOKE), "--epochs", "1"]).exit_code == 0
+    _fails(["merge"], 1, "the finetune stage is not run", "lora finetune --run-dir")
+
+
+def test_finetune_cannot_change_what_pretraining_fixed(runs_dir):
+    assert runner.invoke(app, ["pretrain", "-c", str(SMOKE), "--epochs", "1"]).exit_code == 0
+    _fails(["finetune", "--set", "data.d_in=8"], 2, "data.d_in was fixed when", "lora run CONFIG --set data.d_in=")
+
+
+def test_validate_prints_every_problem(runs_dir):
+    (runs_dir.parent / "bad.yaml").write_text("data:\n  n: 0\nfinetune:\n  lr: -1\n")
+    result = runner.invoke(app, ["validate", "bad.yaml"])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 2
+
+
+@pytest.mark.parametrize("args", [["validate", str(SMOKE)], ["validate", str(SMOKE), "--json"]])
+def test_validate_accepts_good_configs(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "finetune" in result.stdout

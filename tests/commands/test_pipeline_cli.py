@@ -1,0 +1,113 @@
+"""The CLI end to end on the smoke config, through typer's CliRunner."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from lora_cli.cli import app
+from lora_cli.peft_format import KEY_A, KEY_B
+from tests.conftest import SMOKE
+
+runner = CliRunner()
+FAST = ["--set", "pretrain.epochs=12", "--set", "finetune.epochs=12"]
+
+
+def lora(*args: str):
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    result = lora("run", str(SMOKE), "--run-dir", str(run_dir), *FAST, "--json")
+    assert result.exit_code == 0, result.output
+    return run_dir, json.loads(result.stdout)
+
+
+def test_run_writes_a_self_describing_folder(full_run):
+    run_dir, report = full_run
+    expected = {"config.yaml", "manifest.json", "metrics.jsonl", "base.safetensors", "merged.safetensors"}
+    assert expected <= {p.name for p in run_dir.iterdir()}
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert set(manifest["versions"]) == {"python", "torch", "lora"} and manifest["seed"] == 0
+    for stage in ("pretrain", "finetune", "merge"):
+        rec = manifest["stages"][stage]
+        assert rec["status"] == "complete"
+        assert {"seconds", "final_loss", "baseline_loss"} <= set(rec)
+        assert rec["final_loss"] == report["stages"][stage]["final_loss"]
+    merge = manifest["stages"]["merge"]
+    assert {"base_loss_on_shifted", "adapter_loss", "merged_loss", "max_abs_diff"} <= set(merge)
+    assert set(manifest["files"]) == {"base.safetensors", "adapter/adapter_model.safetensors",
+                                      "adapter/adapter_config.json", "merged.safetensors"}
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines if x["stage"] == "finetune"] == [0, 5, 10, 12]
+    assert {"stage", "epoch", "step", "loss"} <= set(lines[0])
+
+
+def test_adapter_is_in_peft_layout(full_run):
+    run_dir, _ = full_run
+    tensors = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    assert set(tensors) == {KEY_A, KEY_B} == {"base_model.model.linear.lora_A.weight", "base_model.model.linear.lora_B.weight"}
+    assert tensors[KEY_A].shape == (1, 33) and tensors[KEY_B].shape == (32, 1)
+    config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 1 and config["lora_alpha"] == 1.0
+    assert config["target_modules"] == ["linear"] and config["use_rslora"] is False and config["task_type"] is None
+    base = load_file(run_dir / "base.safetensors")["weight"]
+    merged = load_file(run_dir / "merged.safetensors")["weight"]
+    assert base.shape == merged.shape == (32, 33)
+    torch.testing.assert_close(merged, base + tensors[KEY_B] @ tensors[KEY_A])
+
+
+def test_stage_by_stage_equals_run(full_run, runs_dir):
+    _, report = full_run
+    assert lora("pretrain", "-c", str(SMOKE), *FAST).exit_code == 0
+    result = lora("finetune", "--rank", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert "Using the newest run folder" in result.stderr
+    merged = lora("merge", "--json")
+    assert merged.exit_code == 0
+    stage_report = json.loads(merged.stdout)
+    for key in ("base_loss_on_shifted", "adapter_loss", "merged_loss", "max_abs_diff", "delta_mean", "delta_std"):
+        assert stage_report[key] == report["stages"]["merge"][key], key
+    assert json.loads(result.stdout)["history"] == report["stages"]["finetune"]["history"]
+
+
+def test_tables_show_the_numbers(runs_dir):
+    result = lora("run", str(SMOKE), *FAST)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for text in ("Epoch", "Loss", "Improvement", "baseline", "Full (32 x 33)", "1,056", "LoRA rank 1",
+                 "93.84%", "16.25x", "MSE of the merged weight", "max |merged(x) - adapter(x)|", "ΔW mean"):
+        assert text in out, text
+    assert "Traceback" not in result.output
+
+
+def test_runs_lists_status(runs_dir):
+    assert lora("pretrain", "-c", str(SMOKE), "--epochs", "2").exit_code == 0
+    listing = lora("runs", "--json")
+    runs = json.loads(listing.stdout)["runs"]
+    assert len(runs) == 1 and runs[0]["stages"]["pretrain"]["status"] == "complete"
+    assert "finetune" not in runs[0]["stages"]
+    assert "complete" in lora("runs").stdout
+
+
+def test_finetune_again_needs_force_and_drops_the_merge(runs_dir):
+    assert lora("run", str(SMOKE), "--epochs", "2").exit_code == 0
+    again = lora("finetune", "--rank", "2", "--epochs", "2")
+    assert again.exit_code == 1 and "already complete; pass --force" in again.stderr
+    forced = lora("finetune", "--rank", "2", "--epochs", "2", "--force", "--json")
+    assert forced.exit_code == 0 and json.loads(forced.stdout)["rank"] == 2
+    run_dir = json.loads(lora("runs", "--json").stdout)["runs"][0]
+    assert "merge" not in run_dir["stages"]
+    merged = lora("merge", "--json")
+    assert merged.exit_code == 0 and json.loads(merged.stdout)["status"] == "complete"
+
+
+def test_version_and_help_are_quick_and_clean():
+    assert lora("--version").stdout.strip().startswith("lora ")
+    for command in ("run", "pretrain", "finetune", "merge", "runs", "validate"):
+        result = lora(command, "--help")
+        assert result.exit_code == 0 and "Usage" in result.stdout
