@@ -52,6 +52,7 @@ def _fail(message: str, code: int) -> None:
 app = typer.Typer(
     cls=LoraGroup,
     help="Reproduce, measure and extend the classic LoRA demonstrations.",
+    epilog="Start with: lora run configs/posit.yaml (the blog pipeline) or lora run configs/smoke.yaml (seconds).",
     add_completion=False,
     no_args_is_help=False,
     invoke_without_command=True,
@@ -70,10 +71,7 @@ def _root(
     ctx: typer.Context,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
 ) -> None:
-    """Reproduce, measure and extend the classic LoRA demonstrations.
-
-    Start with: lora run configs/posit.yaml
-    """
+    """Show the help when no command is given."""
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())
         raise typer.Exit()

@@ -1,0 +1,30 @@
+# make demo: set up .venv and run the blog pipeline.  make test: set up .venv and run the tests.
+# torch==2.13.0 is installed before the project so pip never pulls a multi-GB CUDA build;
+# pass TORCH='torch' (or your own pin) to use another build, e.g. make demo TORCH='torch==2.5.1'.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo smoke test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/lora run configs/posit.yaml
+
+smoke: $(STAMP)
+	$(BIN)/lora run configs/smoke.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache
