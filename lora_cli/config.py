@@ -48,7 +48,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig(TrainConfig):
-    # rank's bounds depend on data.d_in/d_out, so _check_relations checks both ends.
+    # rank's bounds depend on data.d_in/d_out, so relation_problems checks both ends.
     rank: int = _spec(1, "LoRA rank r: lora_A is r x d_in, lora_B is d_out x r")
     alpha: float = _spec(1.0, "LoRA alpha; scaling = alpha / rank", gt=0.0)
     init: str = _spec(
@@ -74,6 +74,42 @@ class Config:
     def scaling(self) -> float:
         return self.finetune.alpha / self.finetune.rank
 
+    def relation_problems(self) -> list[tuple[str, str]]:
+        """(key, problem) for rules that span keys; checked after every key is valid on its own."""
+        d = self.data
+        problems = [("finetune.rank", _rank_problem(self.finetune.rank, d.d_in, d.d_out))]
+        for stage in ("pretrain", "finetune"):
+            batch = getattr(self, stage).batch_size
+            if batch > d.n:
+                problems.append((f"{stage}.batch_size", f"is out of range: must be ≤ data.n = {d.n} (each step draws distinct rows)"))
+        return [(k, p) for k, p in problems if p]
+
+
+@dataclass(frozen=True)
+class ApproxConfig:
+    """`lora approx`: fit A (d_in x r) · B (r x d_out) to a random target W by Adam on MSE."""
+
+    name: str = _spec("approx", "run-folder prefix: runs/<name>-<UTC time>")
+    seed: int = _spec(42, "torch.manual_seed(seed), then W, then A, from one stream", min=0)
+    d_in: int = _spec(8, "d: rows of W and of A", min=1)
+    d_out: int = _spec(8, "k: columns of W and of B", min=1)
+    rank: int = _spec(2, "r: A is d x r, B is r x k")
+    iterations: int = _spec(1000, "Adam steps on MSE(A·B, W)", min=1)
+    lr: float = _spec(0.01, "Adam learning rate", gt=0.0)
+    log_every: int = _spec(100, "log the loss every this many iterations", min=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def relation_problems(self) -> list[tuple[str, str]]:
+        problem = _rank_problem(self.rank, self.d_in, self.d_out)
+        return [("rank", problem)] if problem else []
+
+
+def _rank_problem(rank: int, d_in: int, d_out: int) -> str:
+    limit = min(d_in, d_out)
+    return "" if 1 <= rank <= limit else f"is out of range: must be 1 ≤ rank ≤ min(d_in, d_out) = {limit}"
+
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -82,7 +118,8 @@ def load_config(
     path: Path | None = None,
     overrides: list[tuple[str, str, Any]] | None = None,
     base: dict[str, Any] | None = None,
-) -> Config:
+    schema: type = Config,
+) -> Any:
     """Resolve a config from defaults, an optional base dict, a YAML file and overrides.
 
     Args:
@@ -90,8 +127,9 @@ def load_config(
         overrides: (source, dotted key, value) triples applied last, e.g.
             ("--set", "finetune.rank", 4) or ("--rank", "finetune.rank", 4).
         base: an already resolved config dict (from a run folder) to start from.
+        schema: the config class, Config (the pipeline) or ApproxConfig.
     Returns:
-        A frozen, fully valid Config.
+        A frozen, fully valid instance of `schema`.
     Raises:
         ConfigError: every problem found, each naming its source, key and allowed values.
     """
@@ -105,7 +143,14 @@ def load_config(
         raw.setdefault("name", _default_name(path))
     for source, key, value in overrides or []:
         _apply_override(raw, sources, source, key, value)
-    return _build(Config, raw, sources, prefix="")
+    return _build(schema, raw, sources, prefix="")
+
+
+def detect_schema(path: Path) -> type:
+    """ApproxConfig when the file's top-level keys belong to `lora approx`, else Config."""
+    doc = _read_mapping(path)
+    approx_only = {f.name for f in dataclasses.fields(ApproxConfig)} - {f.name for f in dataclasses.fields(Config)}
+    return ApproxConfig if approx_only & set(doc) else Config
 
 
 def parse_set_option(text: str) -> tuple[str, Any]:
@@ -123,14 +168,14 @@ def parse_set_option(text: str) -> tuple[str, Any]:
     return key, parsed
 
 
-def config_to_yaml(cfg: Config, header: str = "") -> str:
+def config_to_yaml(cfg: Any, header: str = "") -> str:
     return dump_yaml(cfg.to_dict(), header)
 
 
-def describe_schema() -> list[tuple[str, str, Any, str]]:
+def describe_schema(schema: type = Config) -> list[tuple[str, str, Any, str]]:
     """Rows (key, type, default, help) for every config key, for docs and `--help`."""
     rows = []
-    for key, f, owner in _walk_fields(Config, ""):
+    for key, f, owner in _walk_fields(schema, ""):
         rows.append((key, f.type, getattr(owner(), f.name), f.metadata.get("help", "")))
     return rows
 
@@ -283,20 +328,13 @@ def _choices_text(meta: dict) -> str:
     return f" (one of {', '.join(meta['choices'])})" if "choices" in meta else ""
 
 
-def _check_relations(cfg: Config, sources: dict[str, str]) -> list[str]:
-    problems = []
-    d = cfg.data
-    limit = min(d.d_in, d.d_out)
-    if not 1 <= cfg.finetune.rank <= limit:
-        problems.append(
-            f"{_source(sources, 'finetune.rank')}: finetune.rank = {cfg.finetune.rank} is out of range: "
-            f"must be 1 ≤ rank ≤ min(d_in, d_out) = {limit}"
-        )
-    for stage in ("pretrain", "finetune"):
-        batch = getattr(cfg, stage).batch_size
-        if batch > d.n:
-            problems.append(
-                f"{_source(sources, stage + '.batch_size')}: {stage}.batch_size = {batch} is out of range: "
-                f"must be ≤ data.n = {d.n} (each step draws distinct rows)"
-            )
-    return problems
+def _check_relations(cfg: Any, sources: dict[str, str]) -> list[str]:
+    return [
+        f"{_source(sources, key)}: {key} = {_get(cfg, key)!r} {problem}" for key, problem in cfg.relation_problems()
+    ]
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg

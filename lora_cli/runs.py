@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_cli import __version__
-from lora_cli.config import Config, config_to_yaml, load_config
+from lora_cli.config import ApproxConfig, Config, config_to_yaml, load_config
 from lora_cli.errors import ConfigError, RunError
 
 FORMAT_VERSION = 1
@@ -35,8 +35,18 @@ BASE = "base.safetensors"
 ADAPTER_WEIGHTS = "adapter/adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter/adapter_config.json"
 MERGED = "merged.safetensors"
-STAGES = ("pretrain", "finetune", "merge")
-STAGE_FILES = {"pretrain": (BASE,), "finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG), "merge": (MERGED,)}
+APPROX = "approx.safetensors"
+# kind -> (config schema, stages in order); a stage's rerun discards the stages after it
+KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "pipeline": (Config, ("pretrain", "finetune", "merge")),
+    "approx": (ApproxConfig, ("approx",)),
+}
+STAGE_FILES = {
+    "pretrain": (BASE,),
+    "finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG),
+    "merge": (MERGED,),
+    "approx": (APPROX,),
+}
 
 
 def utc_now() -> str:
@@ -76,7 +86,7 @@ class RunFolder:
     # ---- finding and creating ------------------------------------------------
 
     @classmethod
-    def create(cls, cfg: Config, run_dir: Path | None, root: Path, force: bool = False) -> RunFolder:
+    def create(cls, cfg: Config | ApproxConfig, run_dir: Path | None, root: Path, force: bool = False) -> RunFolder:
         """A fresh run: `run_dir` if given, else root/<name>-<UTC time>.
 
         An existing run folder is started over only with `force` when any stage is complete;
@@ -96,6 +106,7 @@ class RunFolder:
         run._write_manifest(
             {
                 "format_version": FORMAT_VERSION,
+                "kind": next(k for k, (schema, _) in KINDS.items() if isinstance(cfg, schema)),
                 "name": cfg.name,
                 "created": utc_now(),
                 "seed": cfg.seed,
@@ -120,7 +131,13 @@ class RunFolder:
             raise RunError(
                 f"{path}: written by a newer lora (run format {version}, this lora reads ≤ {FORMAT_VERSION}); upgrade lora"
             )
+        if manifest.get("kind", "pipeline") not in KINDS:
+            raise RunError(f"{path}: unknown run kind {manifest.get('kind')!r}; upgrade lora")
         return run
+
+    @property
+    def kind(self) -> str:
+        return self.manifest().get("kind", "pipeline")
 
     @classmethod
     def newest(cls, root: Path) -> RunFolder:
@@ -164,14 +181,16 @@ class RunFolder:
     def start_stage(self, name: str) -> None:
         """Mark `name` running and forget it and every later stage (their files too)."""
         m = self.manifest()
-        for later in STAGES[STAGES.index(name) :]:
+        order = KINDS[m.get("kind", "pipeline")][1]
+        later_stages = order[order.index(name) :]
+        for later in later_stages:
             m["stages"].pop(later, None)
             for rel in STAGE_FILES[later]:
                 m["files"].pop(rel, None)
                 (self.path / rel).unlink(missing_ok=True)
         m["stages"][name] = {"status": "running", "started": utc_now()}
         self._write_manifest(m)
-        self._drop_metrics(STAGES[STAGES.index(name) :])
+        self._drop_metrics(later_stages)
 
     def require_complete(self, name: str, hint: str) -> dict[str, Any]:
         rec = self.stage(name)
@@ -184,9 +203,10 @@ class RunFolder:
         header = "# Resolved config of this run; rerun it with: lora run <this file>\n"
         atomic_write(self.path / CONFIG, config_to_yaml(cfg, header).encode())
 
-    def config(self, overrides: list[tuple[str, str, Any]] | None = None) -> Config:
+    def config(self) -> Any:
+        """The resolved config saved in the folder, as its kind's schema."""
         try:
-            return load_config(self.path / CONFIG, overrides)
+            return load_config(self.path / CONFIG, schema=KINDS[self.kind][0])
         except ConfigError as exc:
             raise RunError(f"{self.path}: its {CONFIG} is invalid: {exc.problems[0]}") from None
 
