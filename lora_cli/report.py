@@ -60,22 +60,21 @@ def matrix_table(rows: list[list[float]], title: str) -> Table:
 
 
 def runs_table(summaries: list[dict[str, Any]]) -> Table:
+    """One row per run folder: its kind and each stage's status and final loss.
+    (The creation time is in the folder name and in --json.)"""
     table = Table(title="Run folders", title_justify="left")
-    table.add_column("Run")
-    table.add_column("Created")
-    for stage in ("pretrain", "finetune", "merge"):
-        table.add_column(stage)
+    table.add_column("Run", overflow="fold")
+    table.add_column("Kind")
+    table.add_column("Stages (final loss)")
     for s in summaries:
         cells = []
-        for stage in ("pretrain", "finetune", "merge"):
-            rec = s["stages"].get(stage)
-            if not rec:
-                cells.append("-")
-            elif rec.get("status") == "complete":
-                cells.append(f"[green]complete[/] {fmt_loss(rec['final_loss'])}")
+        for stage, rec in s["stages"].items():
+            status = rec.get("status", "?")
+            if status == "complete":
+                cells.append(f"{stage} [green]complete[/] {fmt_loss(rec['final_loss'])}")
             else:
-                cells.append(f"[yellow]{rec.get('status', '?')}[/]")
-        table.add_row(s["run_dir"], s.get("created", "?"), *cells)
+                cells.append(f"{stage} [yellow]{status}[/]")
+        table.add_row(s["run_dir"], s["kind"], "\n".join(cells) or "-")
     return table
 
 
@@ -86,4 +85,54 @@ def config_table(rows: list[tuple[str, Any, str]]) -> Table:
     table.add_column("Meaning", style="dim")
     for key, value, help_text in rows:
         table.add_row(key, str(value), help_text)
+    return table
+
+
+def optimum_table(report: dict[str, Any]) -> Table:
+    """The final loss beside the best any rank-r product can reach."""
+    r = report["rank"]
+    table = Table(title=f"Optimum (Eckart–Young): Σ_{{i>{r}}} σᵢ²/(d·k)", title_justify="left")
+    table.add_column("Quantity")
+    table.add_column("Value", justify="right")
+    table.add_row(f"Final loss (after {report['iterations']} iterations)", f"{report['final_loss']:.7f}")
+    table.add_row(f"Optimal rank-{r} loss", f"{report['optimal_loss']:.7f}")
+    table.add_row("Gap", f"{report['gap']:.3e}")
+    rel = report["gap_relative"]
+    table.add_row("Gap (relative)", "n/a (optimum is 0)" if rel is None else f"{100 * rel:.4f}%")
+    return table
+
+
+def optimum_verdict(report: dict[str, Any]) -> str:
+    r, gap = report["rank"], report["gap"]
+    if abs(gap) <= 1e-6 + 1e-4 * report["optimal_loss"]:
+        return (
+            f"The plateau is the optimum: no rank-{r} product A·B can get below "
+            f"{report['optimal_loss']:.6f}, and training reached it."
+        )
+    return (
+        f"Training stopped {gap:.3g} above the rank-{r} optimum; "
+        "more iterations (--iterations) or another learning rate (--lr) may close the gap."
+    )
+
+
+def singular_values_table(sigma: list[float], rank: int) -> Table:
+    total = sum(s * s for s in sigma)
+    table = Table(title=f"Singular values of W (✓ kept by rank {rank})", title_justify="left")
+    table.add_column("i", justify="right")
+    table.add_column("σᵢ", justify="right")
+    table.add_column("share of ‖W‖²", justify="right")
+    table.add_column("kept", justify="center")
+    for i, s in enumerate(sigma, start=1):
+        kept = i <= rank
+        table.add_row(str(i), f"{s:.6f}", f"{100 * s * s / total:.2f}%", "✓" if kept else "", style="bold" if kept else "dim")
+    return table
+
+
+def approx_config_table(d: int, k: int, r: int) -> Table:
+    table = Table(title="Configuration", title_justify="left", show_header=False)
+    table.add_column()
+    table.add_column(justify="right")
+    table.add_row("Input dimension (d)", str(d))
+    table.add_row("Output dimension (k)", str(k))
+    table.add_row("LoRA rank (r)", str(r))
     return table

@@ -11,26 +11,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from lora_cli import peft_format, pipeline
+from lora_cli import approx, peft_format, pipeline
 from lora_cli.adapter import lora_parameter_count
-from lora_cli.config import Config, load_config
+from lora_cli.config import ApproxConfig, Config, load_config
 from lora_cli.errors import ConfigError, RunError
-from lora_cli.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BASE, MERGED, RunFolder, utc_now
+from lora_cli.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, APPROX, BASE, MERGED, RunFolder, utc_now
 from lora_cli.train import EpochCallback, History
 
 Overrides = list[tuple[str, str, Any]]
 FINETUNE_KEYS = ("finetune.", "shift.")
 
 
-def parameter_counts(cfg: Config) -> dict[str, Any]:
-    d, r = cfg.data, cfg.finetune.rank
-    full, lora = d.d_in * d.d_out, lora_parameter_count(d.d_in, d.d_out, r)
-    return {"full": full, "lora": lora, "rank": r, "reduction": 1 - lora / full, "compression": full / lora}
+def parameter_counts(d_in: int, d_out: int, rank: int) -> dict[str, Any]:
+    full, lora = d_in * d_out, lora_parameter_count(d_in, d_out, rank)
+    return {"full": full, "lora": lora, "rank": rank, "reduction": 1 - lora / full, "compression": full / lora}
 
 
-def history_rows(stage: str, history: History) -> list[dict[str, Any]]:
+def history_rows(stage: str, history: History, unit: str = "epoch") -> list[dict[str, Any]]:
     return [
-        {"stage": stage, "epoch": p.epoch, "step": p.step, "loss": p.loss, "improvement": history.improvement(p.loss)}
+        {"stage": stage, unit: p.epoch, "step": p.step, "loss": p.loss, "improvement": history.improvement(p.loss)}
         for p in history.points
     ]
 
@@ -47,8 +46,10 @@ def _recording(run: RunFolder, name: str) -> Iterator[None]:
         raise
 
 
-def _finish_training(run: RunFolder, name: str, history: History, seconds: float, extra: dict) -> dict[str, Any]:
-    rows = history_rows(name, history)
+def _finish_training(
+    run: RunFolder, name: str, history: History, seconds: float, extra: dict, unit: str = "epoch"
+) -> dict[str, Any]:
+    rows = history_rows(name, history, unit)
     run.add_metrics(rows)
     record = {
         "status": "complete",
@@ -68,7 +69,7 @@ def pretrain_stage(run: RunFolder, cfg: Config, on_epoch: EpochCallback | None =
         start = time.perf_counter()
         result = pipeline.pretrain(cfg, on_epoch)
         run.save_tensors(BASE, {"weight": result.weight})
-        extra = {"parameters": parameter_counts(cfg)}
+        extra = {"parameters": parameter_counts(cfg.data.d_in, cfg.data.d_out, cfg.finetune.rank)}
         return _finish_training(run, "pretrain", result.history, time.perf_counter() - start, extra)
 
 
@@ -104,7 +105,7 @@ def finetune_stage(
             "scaling": spec.scaling,
             "init": spec.init,
             "base_sha256": base_sha,
-            "parameters": parameter_counts(cfg),
+            "parameters": parameter_counts(cfg.data.d_in, cfg.data.d_out, cfg.finetune.rank),
         }
         return _finish_training(run, "finetune", result.history, time.perf_counter() - start, extra)
 
@@ -142,6 +143,28 @@ def merge_stage(run: RunFolder, force: bool = False) -> dict[str, Any]:
         }
         run.update_stage("merge", **record)
         return {"stage": "merge", "run_dir": str(run.path), **record}
+
+
+def approx_stage(run: RunFolder, cfg: ApproxConfig, on_log: approx.LogCallback | None = None) -> dict[str, Any]:
+    """Fit A·B to W and set the result beside the Eckart–Young optimum."""
+    with _recording(run, "approx"):
+        start = time.perf_counter()
+        problem = approx.make_problem(cfg)
+        result = approx.fit(problem, cfg, on_log)
+        run.save_tensors(APPROX, {"target": problem.target, "A": result.a, "B": result.b})
+        optimum = approx.optimal_loss(problem.target, cfg.rank)
+        gap = result.final_loss - optimum
+        extra = {
+            "final_loss": result.final_loss,  # after the last step; the history ends before it
+            "optimal_loss": optimum,
+            "gap": gap,
+            "gap_relative": gap / optimum if optimum > 0 else None,
+            "singular_values": approx.singular_values(problem.target).tolist(),
+            "rank": cfg.rank,
+            "iterations": cfg.iterations,
+            "parameters": parameter_counts(cfg.d_in, cfg.d_out, cfg.rank),
+        }
+        return _finish_training(run, "approx", result.history, time.perf_counter() - start, extra, unit="iteration")
 
 
 def _refuse_rerun(run: RunFolder, name: str, force: bool, consequence: str) -> None:

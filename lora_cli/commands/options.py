@@ -30,6 +30,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one J
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run again over a stage that is already complete.")]
 RankOpt = Annotated[Optional[int], typer.Option("--rank", help="LoRA rank r (finetune.rank).")]
 AlphaOpt = Annotated[Optional[float], typer.Option("--alpha", help="LoRA alpha; scaling = alpha / rank (finetune.alpha).")]
+PlotOpt = Annotated[bool, typer.Option("--plot", help="Also write PNG figures into the run folder (see lora plot).")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for every random draw (seed).")]
 
 
