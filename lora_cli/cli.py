@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from lora_cli import __version__
-from lora_cli.commands import inspect, pipeline
+from lora_cli.commands import approx, inspect, pipeline, plot
 from lora_cli.errors import LoraError
 
 
@@ -81,6 +81,8 @@ app.command("run")(pipeline.run)
 app.command("pretrain")(pipeline.pretrain)
 app.command("finetune")(pipeline.finetune)
 app.command("merge")(pipeline.merge)
+app.command("approx")(approx.approx)
+app.command("plot")(plot.plot)
 app.command("runs")(inspect.runs)
 app.command("validate")(inspect.validate)
 

@@ -9,7 +9,7 @@ import typer
 
 from lora_cli.commands.options import JsonOpt, SetOpt, collect_overrides, runs_root
 from lora_cli.commands.output import Output
-from lora_cli.config import describe_schema, load_config
+from lora_cli.config import describe_schema, detect_schema, load_config
 
 SUMMARY_KEYS = ("status", "seconds", "baseline_loss", "final_loss", "error")
 
@@ -27,7 +27,9 @@ def runs(
     for run in list_runs(root):
         m = run.manifest()
         stages = {k: {f: v[f] for f in SUMMARY_KEYS if f in v} for k, v in m.get("stages", {}).items()}
-        summaries.append({"run_dir": str(run.path), "name": m.get("name"), "created": m.get("created"), "stages": stages})
+        summaries.append(
+            {"run_dir": str(run.path), "kind": run.kind, "name": m.get("name"), "created": m.get("created"), "stages": stages}
+        )
     out = Output(as_json)
     out.emit({"root": str(root), "runs": summaries})
     if not summaries:
@@ -41,15 +43,19 @@ def validate(
     sets: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a config and print it resolved (defaults filled in), or every error found."""
+    """Check a config and print it resolved (defaults filled in), or every error found.
+
+    Pipeline configs (lora run) and approx configs (lora approx) are told apart by their keys.
+    """
     from lora_cli import report
 
-    cfg = load_config(config, collect_overrides(sets, {}))
+    schema = detect_schema(config)
+    cfg = load_config(config, collect_overrides(sets, {}), schema=schema)
     out = Output(as_json)
     out.emit(cfg.to_dict())
     values = cfg.to_dict()
     rows = []
-    for key, _type, _default, help_text in describe_schema():
+    for key, _type, _default, help_text in describe_schema(schema):
         node = values
         for part in key.split("."):
             node = node[part]

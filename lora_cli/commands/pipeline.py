@@ -13,6 +13,7 @@ from lora_cli.commands.options import (
     ForceOpt,
     JsonOpt,
     NewRunDirOpt,
+    PlotOpt,
     RankOpt,
     RunDirOpt,
     SeedOpt,
@@ -39,7 +40,7 @@ def pretrain(
     overrides = collect_overrides(sets, {"--epochs": (("pretrain.epochs",), epochs), "--seed": (("seed",), seed)})
     cfg = load_config(config, overrides)
     out = Output(as_json)
-    run = _create_run(cfg, run_dir, force, out)
+    run = create_run(cfg, run_dir, force, out)
     report = _pretrain(run, cfg, out)
     out.emit(report)
     out.note(f"Next: lora finetune --rank {cfg.finetune.rank} --run-dir {run.path}")
@@ -81,6 +82,7 @@ def run(
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs of both training stages.")] = None,
     seed: SeedOpt = None,
     force: ForceOpt = False,
+    plot: PlotOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """All three stages (pretrain, finetune, merge) into one fresh run folder."""
@@ -92,16 +94,21 @@ def run(
     }
     cfg = load_config(config, collect_overrides(sets, flags))
     out = Output(as_json)
-    folder = _create_run(cfg, run_dir, force, out)
+    folder = create_run(cfg, run_dir, force, out)
     reports = [_pretrain(folder, cfg, out), _finetune(folder, [], out, False), _merge(folder, out, False)]
-    out.emit({"run_dir": str(folder.path), "stages": {r["stage"]: r for r in reports}})
+    result = {"run_dir": str(folder.path), "stages": {r["stage"]: r for r in reports}}
+    if plot:
+        from lora_cli.commands.plot import write_plots
+
+        result["figures"] = write_plots(folder, out)
+    out.emit(result)
     out.note(f"All stages complete in {folder.path}; list runs with: lora runs")
 
 
 # ---- shared steps ----------------------------------------------------------
 
 
-def _create_run(cfg: Config, run_dir: Path | None, force: bool, out: Output):
+def create_run(cfg: Any, run_dir: Path | None, force: bool, out: Output):
     from lora_cli.runs import RunFolder
 
     run = RunFolder.create(cfg, run_dir, runs_root(), force)

@@ -1,0 +1,42 @@
+"""`lora plot`: PNG figures for any run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lora_cli.commands.options import JsonOpt, runs_root
+from lora_cli.commands.output import Output
+
+
+def plot(
+    run_dir: Annotated[Optional[Path], typer.Argument(help="Run folder; leave out for the newest one.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNGs (default: the run folder).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Draw the run's figures as PNG: loss curves, heatmaps, singular values, parameters."""
+    from lora_cli.runs import RunFolder
+
+    out = Output(as_json)
+    if run_dir is None:
+        run = RunFolder.newest(runs_root())
+        out.note(f"Using the newest run folder: {run.path} (choose another by naming it)")
+    else:
+        run = RunFolder.open(run_dir)
+    paths = write_plots(run, out, out_dir)
+    out.emit({"run_dir": str(run.path), "figures": paths})
+
+
+def write_plots(run, out: Output, out_dir: Path | None = None) -> list[str]:
+    """Write the figures and list them for the person; returns their paths as text."""
+    from lora_cli.plots import plot_run
+
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        from lora_cli.errors import RunError
+
+        raise RunError(f"{out_dir}: exists and is not a folder; choose another --out")
+    paths = [str(p) for p in plot_run(run, out_dir)]
+    out.show("Figures:", *(f"  {p}" for p in paths))
+    return paths

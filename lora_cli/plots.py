@@ -1,0 +1,146 @@
+"""PNG figures for run folders, drawn with matplotlib's object API (no pyplot, no display).
+
+Figure builders take plain data and return a `Figure`; `plot_run` loads a run
+folder, builds its figures and writes them atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from lora_cli.errors import RunError
+from lora_cli.runs import ADAPTER_WEIGHTS, APPROX, BASE, RunFolder, atomic_write
+
+KEPT, DROPPED = "#d62728", "#b0b0b0"
+
+
+def loss_curves(curves: dict[str, tuple[list[int], list[float]]], unit: str, optimum: float | None = None) -> Figure:
+    """Loss against `unit` on a log scale, one line per curve, optionally the optimum as a line."""
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for label, (xs, ys) in curves.items():
+        ax.plot(xs, ys, marker="o", markersize=3.5, label=label)
+    if optimum is not None and optimum > 0:
+        ax.axhline(optimum, color=KEPT, linestyle="--", label=f"optimum (Eckart–Young) = {optimum:.6f}")
+    ax.set_yscale("log")
+    ax.set_xlabel(unit)
+    ax.set_ylabel("MSE (log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title("Training loss")
+    return fig
+
+
+def heatmaps(panels: dict[str, torch.Tensor], title: str, shared_scale: bool = True) -> Figure:
+    """Side-by-side heatmaps on symmetric colour scales: one shared scale so values compare
+    across panels, or one per panel when they differ by orders of magnitude."""
+    fig = Figure(figsize=(4.6 * len(panels), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    shared = max(p.abs().max().item() for p in panels.values()) or 1.0
+    for ax, (label, matrix) in zip(axes, panels.items()):
+        vmax = shared if shared_scale else (matrix.abs().max().item() or 1.0)
+        image = ax.imshow(matrix.numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(label)
+        if not shared_scale:
+            fig.colorbar(image, ax=ax, shrink=0.85)
+    if shared_scale:
+        fig.colorbar(image, ax=list(axes), shrink=0.85)
+    fig.suptitle(title)
+    return fig
+
+
+def singular_value_bars(sigma: list[float], kept: int, title: str, log: bool = False) -> Figure:
+    """σᵢ as bars; the first `kept` highlighted."""
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    index = list(range(1, len(sigma) + 1))
+    colours = [KEPT if i <= kept else DROPPED for i in index]
+    ax.bar(index, sigma, color=colours)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("i")
+    ax.set_ylabel("σᵢ" + (" (log scale)" if log else ""))
+    ax.set_xticks(index if len(index) <= 25 else index[:: max(1, len(index) // 20)])
+    ax.legend(handles=[Patch(color=KEPT, label=f"kept (i ≤ {kept})"), Patch(color=DROPPED, label="dropped")])
+    ax.set_title(title)
+    return fig
+
+
+def parameter_bars(params: dict[str, Any]) -> Figure:
+    fig = Figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.add_subplot()
+    labels = ["full update", f"LoRA rank {params['rank']}"]
+    bars = ax.bar(labels, [params["full"], params["lora"]], color=[DROPPED, KEPT])
+    ax.bar_label(bars, labels=[f"{params['full']:,}", f"{params['lora']:,}"])
+    ax.set_ylabel("trainable parameters")
+    ax.set_title(f"{100 * params['reduction']:.1f}% fewer parameters ({params['compression']:.2f}x)")
+    return fig
+
+
+def plot_run(run: RunFolder, out_dir: Path | None = None) -> list[Path]:
+    """Write every figure that the run's completed stages allow; returns the paths."""
+    out_dir = Path(out_dir) if out_dir is not None else run.path
+    figures = _approx_figures(run) if run.kind == "approx" else _pipeline_figures(run)
+    if not figures:
+        raise RunError(f"{run.path}: no completed stage to plot yet; run a stage first")
+    paths = []
+    for name, fig in figures.items():
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110)
+        path = out_dir / name
+        atomic_write(path, buffer.getvalue())
+        paths.append(path)
+    return paths
+
+
+def _curve(rows: list[dict[str, Any]], stage: str, unit: str) -> tuple[list[int], list[float]]:
+    picked = [r for r in rows if r["stage"] == stage]
+    return [r[unit] for r in picked], [r["loss"] for r in picked]
+
+
+def _approx_figures(run: RunFolder) -> dict[str, Figure]:
+    rec = run.require_complete("approx", f"run `lora approx --run-dir {run.path} --force` again")
+    tensors = run.load_tensors(APPROX, "approx")
+    target, product = tensors["target"], tensors["A"] @ tensors["B"]
+    xs, ys = _curve(run.metrics(), "approx", "iteration")
+    xs, ys = xs + [rec["iterations"]], ys + [rec["final_loss"]]
+    r = rec["rank"]
+    return {
+        "approx_loss.png": loss_curves({f"A·B, rank {r}": (xs, ys)}, "iteration", rec["optimal_loss"]),
+        "approx_matrices.png": heatmaps({"W (target)": target, f"A·B (rank {r})": product, "W − A·B": target - product}, "Target, approximation and error"),
+        "approx_singular_values.png": singular_value_bars(rec["singular_values"], r, f"Singular values of W: rank {r} keeps the first {r}"),
+        "approx_parameters.png": parameter_bars(rec["parameters"]),
+    }
+
+
+def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
+    done = [s for s in ("pretrain", "finetune") if run.stage(s).get("status") == "complete"]
+    if not done:
+        return {}
+    rows = run.metrics()
+    figures = {"pipeline_loss.png": loss_curves({s: _curve(rows, s, "epoch") for s in done}, "epoch")}
+    if "finetune" in done:
+        cfg = run.config()
+        run.load_tensors(BASE, "pretrain")  # checks the base is intact before plotting its update
+        adapter = run.load_tensors(ADAPTER_WEIGHTS, "finetune")
+        from lora_cli.adapter import delta_weight
+        from lora_cli.data import make_theta, shift_theta
+        from lora_cli.peft_format import KEY_A, KEY_B
+
+        delta = delta_weight(adapter[KEY_A], adapter[KEY_B], cfg.scaling)
+        theta = make_theta(cfg)
+        true_shift = (shift_theta(cfg, theta) - theta).T  # (d_out, d_in), weight layout
+        sigma = torch.linalg.svdvals(delta.double())[:20].clamp_min(1e-12).tolist()
+        r = cfg.finetune.rank
+        panels = {"learned ΔW = (alpha/r)·B·A": delta, "error ΔW − (θ2 − θ)ᵀ": delta - true_shift}
+        figures["delta_heatmap.png"] = heatmaps(panels, f"Learned update vs the true shift (rank {r})", shared_scale=False)
+        figures["delta_singular_values.png"] = singular_value_bars(
+            sigma, r, f"Singular values of ΔW (top {len(sigma)}): σ₁ = {sigma[0]:.4g}, σ₂ = {sigma[1]:.2g}" if len(sigma) > 1 else "Singular values of ΔW", log=True
+        )
+    return figures
