@@ -1,20 +1,25 @@
-"""The README's config reference lists exactly the keys the schema has."""
+"""The README's config references list exactly the keys and defaults the schemas have."""
 
 import re
 
-from lora_cli.config import describe_schema
+import pytest
+
+from lora_cli.config import ApproxConfig, Config, describe_schema
 from tests.conftest import ROOT
 
 
-def test_readme_config_table_matches_the_schema():
+def _section(heading: str) -> str:
     readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", readme, flags=re.M))
-    assert documented == {key for key, *_ in describe_schema()}
+    start = readme.index(heading)
+    end = readme.find("\n#", start + len(heading))
+    return readme[start : end if end != -1 else None]
 
 
-def test_readme_defaults_match_the_schema():
-    readme = (ROOT / "README.md").read_text()
-    for key, _type, default, _help in describe_schema():
-        row = re.search(rf"^\| `{re.escape(key)}` \| `([^`]+)`", readme, flags=re.M)
-        assert row, key
-        assert row.group(1) == str(default), key
+@pytest.mark.parametrize("heading, schema", [("### Pipeline config keys", Config), ("### approx config keys", ApproxConfig)])
+def test_readme_config_table_matches_the_schema(heading, schema):
+    section = _section(heading)
+    rows = dict(re.findall(r"^\| `([a-z_.]+)` \| `([^`]+)`", section, flags=re.M))
+    schema_rows = describe_schema(schema)
+    assert set(rows) == {key for key, *_ in schema_rows}
+    for key, _type, default, _help in schema_rows:
+        assert rows[key] == str(default), key
