@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from lora_cli import data
+from lora_cli import data, fast
 from lora_cli.adapter import (
     LoRALinear,
     LoraSpec,
@@ -17,7 +17,21 @@ from lora_cli.adapter import (
     merge_weights,
 )
 from lora_cli.config import Config
+from lora_cli.errors import ConfigError
 from lora_cli.train import EpochCallback, History, fit
+
+ENGINES = ("fast", "reference")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when a GPU is usable, else cpu; cuda without one is an error."""
+    if name not in DEVICES:
+        raise ConfigError(f"--device {name!r}: must be one of {', '.join(DEVICES)}")
+    cuda = torch.cuda.is_available()
+    if name == "cuda" and not cuda:
+        raise ConfigError(f"--device cuda: no usable CUDA GPU here (torch {torch.__version__}); use --device cpu or auto")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and cuda) else "cpu")
 
 
 def lora_spec(cfg: Config) -> LoraSpec:
@@ -48,25 +62,49 @@ class MergeResult:
     max_abs_diff: float  # max |merged(x) − adapter(x)| over the shifted data
 
 
-def pretrain(cfg: Config, on_epoch: EpochCallback | None = None) -> PretrainResult:
-    """Fit nn.Linear(d_in, d_out, bias=False) to y = X·θ from its default init."""
-    x, y = data.pretrain_data(cfg)
+def pretrain(
+    cfg: Config, on_epoch: EpochCallback | None = None, engine: str = "fast", device: str = "cpu"
+) -> PretrainResult:
+    """Fit nn.Linear(d_in, d_out, bias=False) to y = X·θ from its default init.
+
+    Data and init are drawn on the CPU (so every device sees the same numbers), then moved.
+    """
+    dev = resolve_device(device)
+    x, y = (t.to(dev) for t in data.pretrain_data(cfg))
     d = cfg.data
-    model = linear_from_weight(init_linear_weight(d.d_in, d.d_out, data.generator(cfg.seed, "init_base")))
-    history = fit(model, [model.weight], x, y, cfg.pretrain, data.generator(cfg.seed, "batches_pretrain"), on_epoch)
-    return PretrainResult(model.weight.detach(), history)
+    w0 = init_linear_weight(d.d_in, d.d_out, data.generator(cfg.seed, "init_base")).to(dev)
+    batches = data.generator(cfg.seed, "batches_pretrain")
+    if engine == "fast":
+        weight, history = fast.pretrain(w0, x, y, cfg.pretrain, batches, on_epoch)
+    else:
+        model = linear_from_weight(w0)
+        history = fit(model, [model.weight], x, y, cfg.pretrain, batches, on_epoch)
+        weight = model.weight.detach()
+    return PretrainResult(weight.cpu(), history)
 
 
-def finetune(cfg: Config, base_weight: torch.Tensor, on_epoch: EpochCallback | None = None) -> FinetuneResult:
+def finetune(
+    cfg: Config,
+    base_weight: torch.Tensor,
+    on_epoch: EpochCallback | None = None,
+    engine: str = "fast",
+    device: str = "cpu",
+) -> FinetuneResult:
     """Fit a rank-r adapter on the frozen base to the shifted data y2 = X2·θ2."""
-    x, y = data.finetune_data(cfg)
+    dev = resolve_device(device)
+    x, y = (t.to(dev) for t in data.finetune_data(cfg))
     spec = lora_spec(cfg)
-    lora_a = init_lora_a(spec, cfg.data.d_in, data.generator(cfg.seed, "init_adapter"))
-    model = LoRALinear(linear_from_weight(base_weight), spec, lora_a)
-    history = fit(
-        model, model.adapter_parameters(), x, y, cfg.finetune, data.generator(cfg.seed, "batches_finetune"), on_epoch
-    )
-    return FinetuneResult(model.lora_A.detach(), model.lora_B.detach(), history)
+    lora_a = init_lora_a(spec, cfg.data.d_in, data.generator(cfg.seed, "init_adapter")).to(dev)
+    base_weight = base_weight.to(dev)
+    batches = data.generator(cfg.seed, "batches_finetune")
+    if engine == "fast":
+        lora_b = torch.zeros(cfg.data.d_out, spec.rank, device=dev)
+        a, b, history = fast.finetune(base_weight, lora_a, lora_b, spec.scaling, x, y, cfg.finetune, batches, on_epoch)
+    else:
+        model = LoRALinear(linear_from_weight(base_weight), spec, lora_a)
+        history = fit(model, model.adapter_parameters(), x, y, cfg.finetune, batches, on_epoch)
+        a, b = model.lora_A.detach(), model.lora_B.detach()
+    return FinetuneResult(a.cpu(), b.cpu(), history)
 
 
 @torch.inference_mode()

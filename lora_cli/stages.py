@@ -63,13 +63,20 @@ def _finish_training(
     return {"stage": name, "run_dir": str(run.path), **record, "history": rows}
 
 
-def pretrain_stage(run: RunFolder, cfg: Config, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+def pretrain_stage(
+    run: RunFolder, cfg: Config, on_epoch: EpochCallback | None = None, engine: str = "fast", device: str = "cpu"
+) -> dict[str, Any]:
     """Pretrain the full-rank base into `run` (a fresh folder from RunFolder.create)."""
+    dev = str(pipeline.resolve_device(device))
     with _recording(run, "pretrain"):
         start = time.perf_counter()
-        result = pipeline.pretrain(cfg, on_epoch)
+        result = pipeline.pretrain(cfg, on_epoch, engine, dev)
         run.save_tensors(BASE, {"weight": result.weight})
-        extra = {"parameters": parameter_counts(cfg.data.d_in, cfg.data.d_out, cfg.finetune.rank)}
+        extra = {
+            "engine": engine,
+            "device": dev,
+            "parameters": parameter_counts(cfg.data.d_in, cfg.data.d_out, cfg.finetune.rank),
+        }
         return _finish_training(run, "pretrain", result.history, time.perf_counter() - start, extra)
 
 
@@ -85,9 +92,15 @@ def finetune_config(run: RunFolder, overrides: Overrides) -> Config:
 
 
 def finetune_stage(
-    run: RunFolder, cfg: Config, on_epoch: EpochCallback | None = None, force: bool = False
+    run: RunFolder,
+    cfg: Config,
+    on_epoch: EpochCallback | None = None,
+    force: bool = False,
+    engine: str = "fast",
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train the adapter on the run's frozen base; `cfg` comes from `finetune_config`."""
+    dev = str(pipeline.resolve_device(device))
     run.require_complete("pretrain", f"run `lora pretrain --run-dir {run.path}` first")
     _refuse_rerun(run, "finetune", force, "the merge built on it is discarded")
     base = run.load_tensors(BASE, "pretrain")["weight"]
@@ -95,7 +108,7 @@ def finetune_stage(
     with _recording(run, "finetune"):
         run.write_config(cfg)
         start = time.perf_counter()
-        result = pipeline.finetune(cfg, base, on_epoch)
+        result = pipeline.finetune(cfg, base, on_epoch, engine, dev)
         spec = pipeline.lora_spec(cfg)
         run.save_tensors(ADAPTER_WEIGHTS, peft_format.adapter_state_dict(result.lora_A, result.lora_B))
         run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(spec))
@@ -104,6 +117,8 @@ def finetune_stage(
             "alpha": spec.alpha,
             "scaling": spec.scaling,
             "init": spec.init,
+            "engine": engine,
+            "device": dev,
             "base_sha256": base_sha,
             "parameters": parameter_counts(cfg.data.d_in, cfg.data.d_out, cfg.finetune.rank),
         }

@@ -47,9 +47,46 @@ class History:
         return (self.baseline - loss) / self.baseline if self.baseline else 0.0
 
 
-def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """batch_size distinct row indices in [0, n), like R's sample.int(n, batch_size)."""
-    return torch.randperm(n, generator=generator)[:batch_size]
+def epoch_batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+    """(steps, batch_size) row indices for one epoch; each row is batch_size distinct rows of [0, n).
+
+    Each step is an independent uniform draw without replacement, like the blog's
+    sample.int(n, 128). Every engine uses this function, so every engine sees the same batches.
+    When batch_size is small against n, draws with replacement are taken in order and repeats
+    skipped, which is exactly sampling without replacement and costs O(batch_size) a step; a
+    step that runs out of draws (vanishingly rare) falls back to the O(n) method.
+    """
+    if 4 * batch_size > n:
+        return _topk_batches(n, batch_size, steps, generator)
+    draws = torch.randint(n, (steps, batch_size + batch_size // 2 + 16), generator=generator)
+    batches, complete = first_distinct(draws, batch_size)
+    if not bool(complete.all()):
+        batches[~complete] = _topk_batches(n, batch_size, int((~complete).sum()), generator)
+    return batches
+
+
+def first_distinct(draws: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first k distinct values of each row of `draws` (steps, m), in draw order.
+
+    Returns (steps, k) values and a (steps,) mask of rows that had k distinct values
+    (the other rows hold garbage and must be replaced).
+    """
+    ordered, order = draws.sort(dim=1, stable=True)  # equal values keep draw order
+    repeat_sorted = torch.zeros_like(draws, dtype=torch.bool)
+    repeat_sorted[:, 1:] = ordered[:, 1:] == ordered[:, :-1]  # a later copy of a value
+    first = ~torch.zeros_like(repeat_sorted).scatter_(1, order, repeat_sorted)
+    rank = first.cumsum(dim=1)  # 1-based position among the distinct values
+    complete = rank[:, -1] >= k
+    keep = first & (rank <= k)
+    keep[~complete] = False
+    out = torch.zeros(draws.shape[0], k, dtype=draws.dtype)
+    out[complete] = draws[keep].view(-1, k)
+    return out, complete
+
+
+def _topk_batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+    # the batch_size largest of n uniform numbers pick a uniform random subset
+    return torch.rand(steps, n, generator=generator).topk(batch_size, dim=1, sorted=False).indices
 
 
 def is_logged(epoch: int, cfg: TrainConfig) -> bool:
@@ -87,24 +124,36 @@ def fit(
     if on_epoch:
         on_epoch(0, history.final)
     for epoch in range(1, cfg.epochs + 1):
-        for _ in range(steps):
-            idx = batch_indices(n, cfg.batch_size, generator)
+        batches = epoch_batches(n, cfg.batch_size, steps, generator).to(x.device)
+        for idx in batches:
             loss = F.mse_loss(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        step_loss = loss.item()
-        logged = None
-        if is_logged(epoch, cfg) or not math.isfinite(step_loss):
-            logged = full_mse(model, x, y)
-            _check_finite(logged if math.isfinite(step_loss) else step_loss, epoch, epoch * steps, history)
-            history.points.append(LogPoint(epoch, epoch * steps, logged))
-        if on_epoch:
-            on_epoch(epoch, logged)
+        log_epoch(history, epoch, steps, cfg, loss.item(), lambda: full_mse(model, x, y), on_epoch)
     return history
 
 
-def _check_finite(loss: float, epoch: int, step: int, history: History) -> None:
+def log_epoch(
+    history: History,
+    epoch: int,
+    steps: int,
+    cfg: TrainConfig,
+    step_loss: float,
+    evaluate: Callable[[], float],
+    on_epoch: EpochCallback | None,
+) -> None:
+    """End-of-epoch bookkeeping shared by every engine: divergence check, logging, callback."""
+    logged = None
+    if is_logged(epoch, cfg) or not math.isfinite(step_loss):
+        logged = evaluate() if math.isfinite(step_loss) else step_loss
+        check_finite(logged, epoch, epoch * steps, history)
+        history.points.append(LogPoint(epoch, epoch * steps, logged))
+    if on_epoch:
+        on_epoch(epoch, logged)
+
+
+def check_finite(loss: float, epoch: int, step: int, history: History) -> None:
     if not math.isfinite(loss):
         raise DivergenceError(
             f"the loss became {loss} by epoch {epoch} (step {step}); the last finite loss was "

@@ -31,6 +31,11 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Run again over a stage 
 RankOpt = Annotated[Optional[int], typer.Option("--rank", help="LoRA rank r (finetune.rank).")]
 AlphaOpt = Annotated[Optional[float], typer.Option("--alpha", help="LoRA alpha; scaling = alpha / rank (finetune.alpha).")]
 PlotOpt = Annotated[bool, typer.Option("--plot", help="Also write PNG figures into the run folder (see lora plot).")]
+EngineOpt = Annotated[
+    str,
+    typer.Option("--engine", help="fast (hand-written gradients, cached base output) or reference (plain autograd)."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for every random draw (seed).")]
 
 

@@ -10,6 +10,8 @@ import typer
 from lora_cli.commands.options import (
     AlphaOpt,
     ConfigOpt,
+    DeviceOpt,
+    EngineOpt,
     ForceOpt,
     JsonOpt,
     NewRunDirOpt,
@@ -33,6 +35,8 @@ def pretrain(
     sets: SetOpt = None,
     epochs: EpochsOpt = None,
     seed: SeedOpt = None,
+    engine: EngineOpt = "fast",
+    device: DeviceOpt = "auto",
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -40,8 +44,9 @@ def pretrain(
     overrides = collect_overrides(sets, {"--epochs": (("pretrain.epochs",), epochs), "--seed": (("seed",), seed)})
     cfg = load_config(config, overrides)
     out = Output(as_json)
+    runtime = _runtime(engine, device)
     run = create_run(cfg, run_dir, force, out)
-    report = _pretrain(run, cfg, out)
+    report = _pretrain(run, cfg, out, runtime)
     out.emit(report)
     out.note(f"Next: lora finetune --rank {cfg.finetune.rank} --run-dir {run.path}")
 
@@ -52,15 +57,18 @@ def finetune(
     alpha: AlphaOpt = None,
     sets: SetOpt = None,
     epochs: EpochsOpt = None,
+    engine: EngineOpt = "fast",
+    device: DeviceOpt = "auto",
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Stage 2: shift θ, draw new data and train a rank-r adapter on the frozen base."""
     flags = {"--rank": (("finetune.rank",), rank), "--alpha": (("finetune.alpha",), alpha), "--epochs": (("finetune.epochs",), epochs)}
     overrides = collect_overrides(sets, flags)
+    runtime = _runtime(engine, device)
     out = Output(as_json)
     run = _open_run(run_dir, out)
-    report = _finetune(run, overrides, out, force)
+    report = _finetune(run, overrides, out, force, runtime)
     out.emit(report)
     out.note(f"Next: lora merge --run-dir {run.path}")
 
@@ -81,6 +89,8 @@ def run(
     alpha: AlphaOpt = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs of both training stages.")] = None,
     seed: SeedOpt = None,
+    engine: EngineOpt = "fast",
+    device: DeviceOpt = "auto",
     force: ForceOpt = False,
     plot: PlotOpt = False,
     as_json: JsonOpt = False,
@@ -93,9 +103,14 @@ def run(
         "--seed": (("seed",), seed),
     }
     cfg = load_config(config, collect_overrides(sets, flags))
+    runtime = _runtime(engine, device)
     out = Output(as_json)
     folder = create_run(cfg, run_dir, force, out)
-    reports = [_pretrain(folder, cfg, out), _finetune(folder, [], out, False), _merge(folder, out, False)]
+    reports = [
+        _pretrain(folder, cfg, out, runtime),
+        _finetune(folder, [], out, False, runtime),
+        _merge(folder, out, False),
+    ]
     result = {"run_dir": str(folder.path), "stages": {r["stage"]: r for r in reports}}
     if plot:
         from lora_cli.commands.plot import write_plots
@@ -126,21 +141,31 @@ def _open_run(run_dir: Path | None, out: Output):
     return run
 
 
-def _pretrain(run, cfg: Config, out: Output) -> dict[str, Any]:
+def _runtime(engine: str, device: str) -> dict[str, str]:
+    """Check --engine and --device before any folder is made; torch is imported only here."""
+    from lora_cli.errors import ConfigError
+    from lora_cli.pipeline import ENGINES, resolve_device
+
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine {engine!r}: must be one of {', '.join(ENGINES)}")
+    return {"engine": engine, "device": str(resolve_device(device))}
+
+
+def _pretrain(run, cfg: Config, out: Output, runtime: dict[str, str]) -> dict[str, Any]:
     from lora_cli import stages
 
     with out.progress("pretrain", cfg.pretrain.epochs) as on_epoch:
-        report = stages.pretrain_stage(run, cfg, on_epoch)
+        report = stages.pretrain_stage(run, cfg, on_epoch, **runtime)
     _show_training(out, report, cfg)
     return report
 
 
-def _finetune(run, overrides, out: Output, force: bool) -> dict[str, Any]:
+def _finetune(run, overrides, out: Output, force: bool, runtime: dict[str, str]) -> dict[str, Any]:
     from lora_cli import stages
 
     cfg = stages.finetune_config(run, overrides)
     with out.progress("finetune", cfg.finetune.epochs) as on_epoch:
-        report = stages.finetune_stage(run, cfg, on_epoch, force)
+        report = stages.finetune_stage(run, cfg, on_epoch, force, **runtime)
     _show_training(out, report, cfg)
     return report
 
@@ -163,8 +188,9 @@ def _show_training(out: Output, report: dict[str, Any], cfg: Config) -> None:
 
     stage = report["stage"]
     what = "full-rank base" if stage == "pretrain" else f"rank-{report['rank']} adapter (alpha {report['alpha']:g})"
+    where = f"{report['engine']} engine, {report['device']}"
     out.show(
-        f"[bold]{stage}[/]: {what}, full-data MSE  ({report['seconds']:.2f} s)",
+        f"[bold]{stage}[/]: {what}, full-data MSE  ({report['seconds']:.2f} s, {where})",
         tables.loss_table(report["history"]),
         tables.parameter_table(report["parameters"], cfg.data.d_in, cfg.data.d_out),
     )

@@ -1,0 +1,146 @@
+"""The fast engine: the math of `train.fit` without autograd and without waste.
+
+Same data, same batches (`epoch_batches`), same loss and the same Adam update rule;
+only the arithmetic is arranged to do less:
+
+* Gradients of the MSE of one linear map are written out by hand, into
+  preallocated buffers; the 2/(b·d_out) factor is folded into the GEMMs (addmm).
+* Pretrain: two GEMMs per step, forward and weight-gradient, and nothing else
+  of size d_in·d_out except torch's fused Adam.
+* Finetune: the base is frozen and the data fixed, so base(X2) is a constant.
+  The residual R = y2 − X2·Wᵀ is computed once and the adapter is fitted to it,
+  which removes the only large GEMM from every step. Each step then costs
+  O(b·r·(d_in + d_out)); ΔW is never formed. Adam runs on one flat buffer.
+* Full-data evaluation of the adapter reuses R: O(n·r·(d_in + d_out)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lora_cli.config import TrainConfig
+from lora_cli.train import EpochCallback, History, LogPoint, epoch_batches, log_epoch
+
+
+class FlatAdam:
+    """torch.optim.Adam's update (betas 0.9/0.999, eps 1e-8, no weight decay) on one flat tensor.
+
+    It calls the fused kernel that `torch.optim.Adam(fused=True)` itself dispatches to, without
+    the optimizer's per-step Python bookkeeping (140 µs a step, more than a whole adapter step).
+    tests/test_fast.py holds it to torch.optim.Adam.
+    """
+
+    def __init__(self, param: torch.Tensor, grad: torch.Tensor, lr: float, betas=(0.9, 0.999), eps=1e-8):
+        self.param, self.grad, self.lr, self.betas, self.eps = param, grad, lr, betas, eps
+        self.exp_avg = torch.zeros_like(param)
+        self.exp_avg_sq = torch.zeros_like(param)
+        self.step_count = torch.zeros((), dtype=torch.float32, device=param.device)
+
+    def step(self) -> None:
+        self.step_count.add_(1)
+        torch._fused_adam_(
+            [self.param], [self.grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count],
+            lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
+            amsgrad=False, maximize=False,
+        )
+
+
+def _mse_of(residual: torch.Tensor) -> float:
+    return (torch.linalg.vector_norm(residual) ** 2 / residual.numel()).item()
+
+
+@torch.no_grad()
+def pretrain(
+    w0: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    on_epoch: EpochCallback | None = None,
+) -> tuple[torch.Tensor, History]:
+    """Fit W (d_out, d_in) to y ≈ x·Wᵀ from w0. Returns (W, history)."""
+    n, d_in = x.shape
+    d_out, b = y.shape[1], cfg.batch_size
+    steps, scale = n // b, 2.0 / (b * d_out)
+    w, grad = w0.clone(), torch.empty_like(w0)
+    opt = FlatAdam(w, grad, cfg.lr)
+    xb, yb = x.new_empty(b, d_in), y.new_empty(b, d_out)
+    err = y.new_empty(b, d_out)  # scale·(xb·Wᵀ − yb) = dL/dpred
+    w_t, err_t = w.T, err.T  # transposed views made once: a view costs as much as a small op
+
+    def evaluate() -> float:
+        return _mse_of(torch.addmm(y, x, w_t, beta=-1))
+
+    history = History([LogPoint(0, 0, evaluate())])
+    if on_epoch:
+        on_epoch(0, history.final)
+    for epoch in range(1, cfg.epochs + 1):
+        for idx in epoch_batches(n, b, steps, generator).to(x.device):
+            torch.index_select(x, 0, idx, out=xb)
+            torch.index_select(y, 0, idx, out=yb)
+            torch.addmm(yb, xb, w_t, beta=-scale, alpha=scale, out=err)  # (b, d_out)
+            torch.mm(err_t, xb, out=grad)  # (d_out, b)·(b, d_in): dL/dW
+            opt.step()
+        step_loss = _mse_of(err) / scale**2
+        log_epoch(history, epoch, steps, cfg, step_loss, evaluate, on_epoch)
+    return w, history
+
+
+@torch.no_grad()
+def finetune(
+    base_w: torch.Tensor,
+    a0: torch.Tensor,
+    b0: torch.Tensor,
+    scaling: float,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    on_epoch: EpochCallback | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, History]:
+    """Fit lora_A (r, d_in), lora_B (d_out, r) so x·Wᵀ + s·(x·Aᵀ)·Bᵀ ≈ y, W frozen.
+
+    Returns (lora_A, lora_B, history).
+    """
+    n, d_in = x.shape
+    d_out, r, b, s = y.shape[1], a0.shape[0], cfg.batch_size, scaling
+    steps, scale = n // b, 2.0 / (b * d_out)
+    # [X2 | R], R = y2 − X2·Wᵀ (the frozen base's error, a constant): one gather a step fetches both
+    xr = x.new_empty(n, d_in + d_out)
+    for rows in torch.arange(n, device=x.device).split(4096):  # chunks bound the temporary
+        xr[rows, :d_in] = x[rows]
+        xr[rows, d_in:] = torch.addmm(y[rows], x[rows], base_w.T, alpha=-1)
+    x_all, residual = xr[:, :d_in], xr[:, d_in:]
+    flat = x.new_empty(r * d_in + d_out * r)  # [lora_A | lora_B], so Adam is one pass
+    grad = torch.empty_like(flat)
+    lora_a, lora_b = flat[: r * d_in].view(r, d_in), flat[r * d_in :].view(d_out, r)
+    grad_a, grad_b = grad[: r * d_in].view(r, d_in), grad[r * d_in :].view(d_out, r)
+    lora_a.copy_(a0)
+    lora_b.copy_(b0)
+    opt = FlatAdam(flat, grad, cfg.lr)
+    batch = x.new_empty(b, d_in + d_out)
+    xb, rb = batch[:, :d_in], batch[:, d_in:]
+    u, grad_u = x.new_empty(b, r), x.new_empty(b, r)
+    err = y.new_empty(b, d_out)  # s·scale·(s·u·Bᵀ − rb) = s·dL/dpred
+    a_t, b_t, err_t, grad_u_t = lora_a.T, lora_b.T, err.T, grad_u.T  # views made once
+
+    def evaluate() -> float:
+        return _mse_of(torch.addmm(residual, x_all @ a_t, b_t, beta=-1, alpha=s))
+
+    history = History([LogPoint(0, 0, evaluate())])
+    if on_epoch:
+        on_epoch(0, history.final)
+    for epoch in range(1, cfg.epochs + 1):
+        for idx in epoch_batches(n, b, steps, generator).to(x.device):
+            torch.index_select(xr, 0, idx, out=batch)
+            torch.mm(xb, a_t, out=u)  # (b, r)
+            torch.addmm(rb, u, b_t, beta=-s * scale, alpha=s * s * scale, out=err)
+            torch.mm(err_t, u, out=grad_b)  # dL/dB = s·errᵀ·u, (d_out, r)
+            torch.mm(err, lora_b, out=grad_u)  # dL/du = s·err·B, (b, r)
+            torch.mm(grad_u_t, xb, out=grad_a)  # dL/dA = (dL/du)ᵀ·xb, (r, d_in)
+            opt.step()
+        step_loss = _mse_of(err) / (s * scale) ** 2
+        log_epoch(history, epoch, steps, cfg, step_loss, evaluate, on_epoch)
+    return lora_a.clone(), lora_b.clone(), history
