@@ -1,0 +1,54 @@
+"""The blog's whole pipeline ported literally to PyTorch, on lora's data and batches.
+
+Pretrain nn.Linear with the blog's train() (loss printed every 10 epochs), shift θ by 1,
+fine-tune its lora_nn_linear (A·B formed every step), merge in place. Used by
+bench_posit.py --whole as the baseline that `lora run configs/posit.yaml` is compared to.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lora_cli import data
+from lora_cli.adapter import init_linear_weight, init_lora_a, linear_from_weight
+from lora_cli.config import load_config
+from lora_cli.pipeline import lora_spec
+from lora_cli.train import epoch_batches
+from variants import BlogLoraLinear
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, batch_size=128, epochs=100):
+    opt = torch.optim.Adam(model.parameters())
+    n = x.shape[0]
+    for epoch in range(1, epochs + 1):
+        for idx in epoch_batches(n, batch_size, n // batch_size, gen):
+            loss = F.mse_loss(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if epoch % 10 == 0:
+            with torch.no_grad():
+                loss = F.mse_loss(model(x), y)
+            print(f"[ {epoch} ] Loss: {loss.item():.7g}")
+
+
+def run(seed: int = 0) -> dict:
+    cfg = load_config(None, [("bench", "seed", seed)])
+    thetas = data.make_theta(cfg)
+    x, y = data.make_regression(cfg, thetas, "pretrain")
+    model = linear_from_weight(init_linear_weight(cfg.data.d_in, cfg.data.d_out, data.generator(seed, "init_base")))
+    train(model, x, y, data.generator(seed, "batches_pretrain"))
+    x2, y2 = data.make_regression(cfg, thetas + 1, "finetune")
+    with torch.no_grad():
+        base_loss = F.mse_loss(model(x2), y2).item()
+    spec = lora_spec(cfg)
+    a = init_lora_a(spec, cfg.data.d_in, data.generator(seed, "init_adapter")).T  # blog A: (d_in, r)
+    lora = BlogLoraLinear(model, a, spec.scaling)
+    train(lora, x2, y2, data.generator(seed, "batches_finetune"))
+    with torch.no_grad():
+        delta = torch.matmul(lora.A, lora.B) * lora.scaling
+        model.weight.add_(delta.T)
+        merged_loss = F.mse_loss(model(x2), y2).item()
+    return {"base_loss": base_loss, "final_loss": merged_loss, "delta_mean": delta.mean().item()}
