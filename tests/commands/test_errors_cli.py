@@ -76,3 +76,13 @@ def test_validate_prints_every_problem(runs_dir):
 def test_validate_accepts_good_configs(args):
     result = runner.invoke(app, args)
     assert result.exit_code == 0 and "finetune" in result.stdout
+
+
+def test_bad_engine_and_unavailable_device(runs_dir):
+    _fails(["run", str(SMOKE), "--engine", "turbo"], 2, "--engine 'turbo': must be one of fast, reference")
+    _fails(["run", str(SMOKE), "--device", "tpu"], 2, "--device 'tpu': must be one of auto, cpu, cuda")
+    import torch
+
+    if not torch.cuda.is_available():
+        _fails(["run", str(SMOKE), "--device", "cuda"], 2, "--device cuda: no usable CUDA GPU here")
+    assert not runs_dir.exists(), "nothing is written when the runtime options are wrong"

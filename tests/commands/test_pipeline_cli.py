@@ -111,3 +111,16 @@ def test_version_and_help_are_quick_and_clean():
     for command in ("run", "pretrain", "finetune", "merge", "runs", "validate"):
         result = lora(command, "--help")
         assert result.exit_code == 0 and "Usage" in result.stdout
+
+
+def test_engines_give_the_same_run_and_are_recorded(runs_dir):
+    args = ["run", str(SMOKE), "--set", "pretrain.epochs=6", "--set", "finetune.epochs=6", "--json", "--device", "cpu"]
+    fast = json.loads(lora(*args, "--run-dir", "f").stdout)
+    ref = json.loads(lora(*args, "--run-dir", "r", "--engine", "reference").stdout)
+    for stage in ("pretrain", "finetune"):
+        assert fast["stages"][stage]["engine"] == "fast" and ref["stages"][stage]["engine"] == "reference"
+        assert fast["stages"][stage]["device"] == "cpu"
+        for a, b in zip(fast["stages"][stage]["history"], ref["stages"][stage]["history"]):
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    manifest = json.loads((runs_dir.parent / "f" / "manifest.json").read_text())
+    assert manifest["stages"]["finetune"]["engine"] == "fast"
