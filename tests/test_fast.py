@@ -86,3 +86,15 @@ def test_first_distinct_keeps_draw_order_and_flags_short_rows():
     values, complete = first_distinct(draws, 3)
     assert complete.tolist() == [True, False, True]
     assert values[0].tolist() == [3, 1, 2] and values[2].tolist() == [7, 8, 9]
+
+
+def test_full_data_mse_is_accurate_at_the_blogs_size():
+    from lora_cli.fast import mse_of
+
+    g = torch.Generator().manual_seed(3)
+    error = torch.randn(10000, 1000, generator=g) * 31.6  # the blog's base error on the shifted data
+    truth = (error.double() ** 2).mean().item()
+    assert mse_of(error.clone()) == pytest.approx(truth, rel=1e-5)
+    wide = torch.zeros(10000, 2001)
+    wide[:, 1001:] = error  # the strided view the fast finetune evaluates
+    assert mse_of(wide[:, 1001:].clone()) == pytest.approx(truth, rel=1e-5)
