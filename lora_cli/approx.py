@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from lora_cli.config import ApproxConfig
-from lora_cli.train import History, LogPoint
+from lora_cli.train import History, LogPoint, check_diverged
 
 # on_log(iteration, loss); called at every logged iteration
 LogCallback = Callable[[int, float], None]
@@ -53,15 +53,19 @@ def fit(problem: ApproxProblem, cfg: ApproxConfig, on_log: LogCallback | None = 
     for i in range(cfg.iterations):
         loss = F.mse_loss(a @ b, problem.target)
         if i % cfg.log_every == 0:
-            history.points.append(LogPoint(epoch=i, step=i, loss=loss.item()))
+            value = loss.item()
+            if history.points:
+                check_diverged(value, i, i, history)
+            history.points.append(LogPoint(epoch=i, step=i, loss=value))
             if on_log:
-                on_log(i, history.final)
+                on_log(i, value)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     with torch.no_grad():
         # in float64, like the optimum, so float32 rounding can't put it below the bound
         final = F.mse_loss(a.double() @ b.double(), problem.target.double()).item()
+    check_diverged(final, cfg.iterations, cfg.iterations, history)
     return ApproxResult(a.detach(), b.detach(), history, final)
 
 

@@ -44,6 +44,7 @@ class TrainConfig:
     batch_size: int = _spec(128, "distinct random rows per step", min=1)
     lr: float = _spec(1e-3, "Adam learning rate", gt=0.0)
     log_every: int = _spec(10, "full-data MSE every this many epochs (and at the end)", min=1)
+    checkpoint_every: int = _spec(10, "save a resumable checkpoint every this many epochs (0 = never)", min=0)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,16 @@ import math
 import torch
 
 from lora_cli.config import TrainConfig
-from lora_cli.train import EpochCallback, History, LogPoint, epoch_batches, log_epoch
+from lora_cli.train import (
+    CheckpointCallback,
+    EpochCallback,
+    History,
+    TrainState,
+    epoch_batches,
+    log_epoch,
+    maybe_checkpoint,
+    start_history,
+)
 
 
 class FlatAdam:
@@ -37,6 +46,16 @@ class FlatAdam:
         self.exp_avg = torch.zeros_like(param)
         self.exp_avg_sq = torch.zeros_like(param)
         self.step_count = torch.zeros((), dtype=torch.float32, device=param.device)
+
+    def state(self, name: str) -> dict[str, torch.Tensor]:
+        """The parameter (as `name`) and the optimiser state, for a checkpoint."""
+        return {name: self.param, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step": self.step_count.reshape(1)}
+
+    def load(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        self.param.copy_(tensors[name])
+        self.exp_avg.copy_(tensors["exp_avg"])
+        self.exp_avg_sq.copy_(tensors["exp_avg_sq"])
+        self.step_count.copy_(tensors["step"].reshape(()))
 
     def step(self) -> None:
         self.step_count.add_(1)
@@ -61,13 +80,20 @@ def pretrain(
     cfg: TrainConfig,
     generator: torch.Generator,
     on_epoch: EpochCallback | None = None,
+    resume: TrainState | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
 ) -> tuple[torch.Tensor, History]:
-    """Fit W (d_out, d_in) to y ≈ x·Wᵀ from w0. Returns (W, history)."""
+    """Fit W (d_out, d_in) to y ≈ x·Wᵀ from w0. Returns (W, history).
+
+    `resume` and `on_checkpoint` work as in train.fit.
+    """
     n, d_in = x.shape
     d_out, b = y.shape[1], cfg.batch_size
     steps, scale = n // b, 2.0 / (b * d_out)
     w, grad = w0.clone(), torch.empty_like(w0)
     opt = FlatAdam(w, grad, cfg.lr)
+    if resume is not None:
+        opt.load("weight", resume.tensors)
     xb, yb = x.new_empty(b, d_in), y.new_empty(b, d_out)
     err = y.new_empty(b, d_out)  # scale·(xb·Wᵀ − yb) = dL/dpred
     w_t, err_t = w.T, err.T  # transposed views made once: a view costs as much as a small op
@@ -75,10 +101,8 @@ def pretrain(
     def evaluate() -> float:
         return mse_of(torch.addmm(y, x, w_t, beta=-1))
 
-    history = History([LogPoint(0, 0, evaluate())])
-    if on_epoch:
-        on_epoch(0, history.final)
-    for epoch in range(1, cfg.epochs + 1):
+    history, first = start_history(evaluate, generator, resume, on_epoch)
+    for epoch in range(first, cfg.epochs + 1):
         for idx in epoch_batches(n, b, steps, generator).to(x.device):
             torch.index_select(x, 0, idx, out=xb)
             torch.index_select(y, 0, idx, out=yb)
@@ -87,6 +111,7 @@ def pretrain(
             opt.step()
         step_loss = mse_of(err.clone()) / scale**2
         log_epoch(history, epoch, steps, cfg, step_loss, evaluate, on_epoch)
+        maybe_checkpoint(epoch, cfg, "fast", lambda: opt.state("weight"), generator, history, on_checkpoint)
     return w, history
 
 
@@ -101,10 +126,12 @@ def finetune(
     cfg: TrainConfig,
     generator: torch.Generator,
     on_epoch: EpochCallback | None = None,
+    resume: TrainState | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, History]:
     """Fit lora_A (r, d_in), lora_B (d_out, r) so x·Wᵀ + s·(x·Aᵀ)·Bᵀ ≈ y, W frozen.
 
-    Returns (lora_A, lora_B, history).
+    Returns (lora_A, lora_B, history). `resume` and `on_checkpoint` work as in train.fit.
     """
     n, d_in = x.shape
     d_out, r, b, s = y.shape[1], a0.shape[0], cfg.batch_size, scaling
@@ -122,6 +149,8 @@ def finetune(
     lora_a.copy_(a0)
     lora_b.copy_(b0)
     opt = FlatAdam(flat, grad, cfg.lr)
+    if resume is not None:
+        opt.load("adapter", resume.tensors)
     batch = x.new_empty(b, d_in + d_out)
     xb, rb = batch[:, :d_in], batch[:, d_in:]
     u, grad_u = x.new_empty(b, r), x.new_empty(b, r)
@@ -131,10 +160,8 @@ def finetune(
     def evaluate() -> float:
         return mse_of(torch.addmm(residual, x_all @ a_t, b_t, beta=-1, alpha=s))
 
-    history = History([LogPoint(0, 0, evaluate())])
-    if on_epoch:
-        on_epoch(0, history.final)
-    for epoch in range(1, cfg.epochs + 1):
+    history, first = start_history(evaluate, generator, resume, on_epoch)
+    for epoch in range(first, cfg.epochs + 1):
         for idx in epoch_batches(n, b, steps, generator).to(x.device):
             torch.index_select(xr, 0, idx, out=batch)
             torch.mm(xb, a_t, out=u)  # (b, r)
@@ -145,4 +172,5 @@ def finetune(
             opt.step()
         step_loss = mse_of(err.clone()) / (s * scale) ** 2
         log_epoch(history, epoch, steps, cfg, step_loss, evaluate, on_epoch)
+        maybe_checkpoint(epoch, cfg, "fast", lambda: opt.state("adapter"), generator, history, on_checkpoint)
     return lora_a.clone(), lora_b.clone(), history

@@ -18,7 +18,7 @@ from lora_cli.adapter import (
 )
 from lora_cli.config import Config
 from lora_cli.errors import ConfigError
-from lora_cli.train import EpochCallback, History, fit
+from lora_cli.train import CheckpointCallback, EpochCallback, History, TrainState, fit
 
 ENGINES = ("fast", "reference")
 DEVICES = ("auto", "cpu", "cuda")
@@ -63,11 +63,17 @@ class MergeResult:
 
 
 def pretrain(
-    cfg: Config, on_epoch: EpochCallback | None = None, engine: str = "fast", device: str = "cpu"
+    cfg: Config,
+    on_epoch: EpochCallback | None = None,
+    engine: str = "fast",
+    device: str = "cpu",
+    resume: TrainState | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
 ) -> PretrainResult:
     """Fit nn.Linear(d_in, d_out, bias=False) to y = X·θ from its default init.
 
     Data and init are drawn on the CPU (so every device sees the same numbers), then moved.
+    `resume` continues from a checkpoint of the same engine; `on_checkpoint` receives them.
     """
     dev = resolve_device(device)
     x, y = (t.to(dev) for t in data.pretrain_data(cfg))
@@ -75,10 +81,10 @@ def pretrain(
     w0 = init_linear_weight(d.d_in, d.d_out, data.generator(cfg.seed, "init_base")).to(dev)
     batches = data.generator(cfg.seed, "batches_pretrain")
     if engine == "fast":
-        weight, history = fast.pretrain(w0, x, y, cfg.pretrain, batches, on_epoch)
+        weight, history = fast.pretrain(w0, x, y, cfg.pretrain, batches, on_epoch, resume, on_checkpoint)
     else:
         model = linear_from_weight(w0)
-        history = fit(model, [model.weight], x, y, cfg.pretrain, batches, on_epoch)
+        history = fit(model, [model.weight], x, y, cfg.pretrain, batches, on_epoch, resume, on_checkpoint)
         weight = model.weight.detach()
     return PretrainResult(weight.cpu(), history)
 
@@ -89,8 +95,10 @@ def finetune(
     on_epoch: EpochCallback | None = None,
     engine: str = "fast",
     device: str = "cpu",
+    resume: TrainState | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
 ) -> FinetuneResult:
-    """Fit a rank-r adapter on the frozen base to the shifted data y2 = X2·θ2."""
+    """Fit a rank-r adapter on the frozen base to the shifted data y2 = X2·θ2 (see `pretrain`)."""
     dev = resolve_device(device)
     x, y = (t.to(dev) for t in data.finetune_data(cfg))
     spec = lora_spec(cfg)
@@ -99,10 +107,13 @@ def finetune(
     batches = data.generator(cfg.seed, "batches_finetune")
     if engine == "fast":
         lora_b = torch.zeros(cfg.data.d_out, spec.rank, device=dev)
-        a, b, history = fast.finetune(base_weight, lora_a, lora_b, spec.scaling, x, y, cfg.finetune, batches, on_epoch)
+        a, b, history = fast.finetune(
+            base_weight, lora_a, lora_b, spec.scaling, x, y, cfg.finetune, batches, on_epoch, resume, on_checkpoint
+        )
     else:
         model = LoRALinear(linear_from_weight(base_weight), spec, lora_a)
-        history = fit(model, model.adapter_parameters(), x, y, cfg.finetune, batches, on_epoch)
+        params = model.adapter_parameters()
+        history = fit(model, params, x, y, cfg.finetune, batches, on_epoch, resume, on_checkpoint)
         a, b = model.lora_A.detach(), model.lora_B.detach()
     return FinetuneResult(a.cpu(), b.cpu(), history)
 

@@ -1,0 +1,74 @@
+"""Memory a stage will need, estimated from its config before anything is allocated.
+
+Counts the float32 tensors each stage holds at its peak (data, weights, Adam state and
+the full-data evaluation's temporary), so an impossible config is refused with a clear
+message instead of the operating system killing the process halfway.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lora_cli.config import ApproxConfig, Config
+from lora_cli.errors import LoraError
+
+FLOAT = 4  # bytes
+
+
+class ResourceError(LoraError):
+    """The machine cannot hold what the config asks for."""
+
+
+def stage_bytes(cfg: Config | ApproxConfig, stage: str) -> dict[str, int]:
+    """Bytes by purpose at the stage's peak."""
+    if isinstance(cfg, ApproxConfig):
+        d, k, r = cfg.d_in, cfg.d_out, cfg.rank
+        return {"target and product": 3 * d * k * FLOAT, "factors and Adam state": 8 * r * (d + k) * FLOAT}
+    n, d_in, d_out = cfg.data.n, cfg.data.d_in, cfg.data.d_out
+    weight = d_in * d_out * FLOAT
+    if stage == "pretrain":  # θ, X, y; W, grad, Adam m and v; X·Wᵀ − y when evaluating
+        return {"data (θ, X, y)": weight + n * (d_in + d_out) * FLOAT, "weights and Adam state": 4 * weight, "evaluation": n * d_out * FLOAT}
+    if stage == "finetune":  # θ, θ2, X2, y2, [X2 | R]; frozen W; the evaluation temporary
+        return {"data (θ, θ2, X2, y2, [X2 | R])": 2 * weight + 2 * n * (d_in + d_out) * FLOAT, "frozen base": weight, "evaluation": n * d_out * FLOAT}
+    # merge: θ, θ2, X2, y2; W, ΔW, W'; three (n, d_out) outputs
+    return {"data (θ, θ2, X2, y2)": 2 * weight + n * (d_in + d_out) * FLOAT, "weights": 3 * weight, "outputs": 3 * n * d_out * FLOAT}
+
+
+def available_bytes() -> int | None:
+    """Memory available to a new allocation now (Linux MemAvailable), else physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(cfg: Config | ApproxConfig, stage: str, available: int | None = None) -> int:
+    """Raise ResourceError when the stage needs more than 90 % of the available memory.
+
+    Returns the estimate in bytes.
+    """
+    parts = stage_bytes(cfg, stage)
+    need = sum(parts.values())
+    have = available_bytes() if available is None else available
+    if have is not None and need > 0.9 * have:
+        biggest = max(parts, key=parts.get)
+        raise ResourceError(
+            f"{stage} needs about {_size(need)} of memory ({biggest}: {_size(parts[biggest])}) but only "
+            f"{_size(have)} is available; lower data.n, data.d_in or data.d_out (or the approx sizes)"
+        )
+    return need
+
+
+def _size(n: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n, i = n / 1024, i + 1
+    return f"{n:.1f} {units[i]}"

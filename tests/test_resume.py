@@ -1,0 +1,50 @@
+"""Checkpoints carry everything: resuming from one ends bit-identical to never stopping."""
+
+import pytest
+import torch
+
+from lora_cli import pipeline
+from lora_cli.resources import ResourceError, check_memory, stage_bytes
+from tests.conftest import tiny_config
+
+SETS = {"pretrain.epochs": 9, "pretrain.checkpoint_every": 3, "finetune.epochs": 9, "finetune.checkpoint_every": 4}
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_resumed_pretrain_is_bit_identical(engine):
+    cfg = tiny_config(**SETS)
+    states = []
+    full = pipeline.pretrain(cfg, engine=engine, on_checkpoint=states.append)
+    assert [s.epoch for s in states] == [3, 6] and all(s.engine == engine for s in states)
+    for state in states:
+        resumed = pipeline.pretrain(cfg, engine=engine, resume=state)
+        assert torch.equal(resumed.weight, full.weight)
+        assert resumed.history.points == full.history.points
+
+
+@pytest.mark.parametrize("engine, rank", [("fast", 1), ("fast", 4), ("reference", 2)])
+def test_resumed_finetune_is_bit_identical(engine, rank):
+    cfg = tiny_config(**SETS, **{"finetune.rank": rank})
+    base = pipeline.pretrain(cfg).weight
+    states = []
+    full = pipeline.finetune(cfg, base, engine=engine, on_checkpoint=states.append)
+    assert [s.epoch for s in states] == [4, 8]
+    resumed = pipeline.finetune(cfg, base, engine=engine, resume=states[0])
+    assert torch.equal(resumed.lora_A, full.lora_A) and torch.equal(resumed.lora_B, full.lora_B)
+    assert resumed.history.points == full.history.points
+
+
+def test_no_checkpoints_when_switched_off():
+    states = []
+    pipeline.pretrain(tiny_config(**{"pretrain.epochs": 4, "pretrain.checkpoint_every": 0}), on_checkpoint=states.append)
+    assert states == []
+
+
+def test_memory_estimate_counts_the_blog_data():
+    cfg = tiny_config(**{"data.n": 10000, "data.d_in": 1001, "data.d_out": 1000})
+    parts = stage_bytes(cfg, "pretrain")
+    # θ (1001·1000) + X (10000·1001) + y (10000·1000) floats, by hand
+    assert parts["data (θ, X, y)"] == 4 * (1001 * 1000 + 10000 * 1001 + 10000 * 1000)
+    assert check_memory(cfg, "pretrain", available=10**12) == sum(parts.values())
+    with pytest.raises(ResourceError, match=r"pretrain needs about 1[34]\d\.\d MiB .* but only 100\.0 MiB is available"):
+        check_memory(cfg, "pretrain", available=100 * 2**20)
