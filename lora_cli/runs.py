@@ -41,9 +41,13 @@ KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
     "pipeline": (Config, ("pretrain", "finetune", "merge")),
     "approx": (ApproxConfig, ("approx",)),
 }
+def checkpoint_path(stage: str) -> str:
+    return f"checkpoints/{stage}.safetensors"
+
+
 STAGE_FILES = {
-    "pretrain": (BASE,),
-    "finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG),
+    "pretrain": (BASE, checkpoint_path("pretrain")),
+    "finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG, checkpoint_path("finetune")),
     "merge": (MERGED,),
     "approx": (APPROX,),
 }
@@ -54,23 +58,31 @@ def utc_now() -> str:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `data` to `path` so that readers see the old file or the new one, never a part.
+
+    Raises:
+        RunError: the folder cannot be created or written (permissions, full disk, …).
+    """
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
+        tmp = None
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise RunError(f"{path}: cannot be written ({exc.strerror or exc}); check the folder is writable and has space") from None
     finally:
-        os.close(dir_fd)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -101,7 +113,6 @@ class RunFolder:
                 suffix += 1
         run = cls(run_dir)
         run._check_writable_target(force)
-        run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg)
         run._write_manifest(
             {
@@ -149,13 +160,20 @@ class RunFolder:
 
     def _check_writable_target(self, force: bool) -> None:
         if (self.path / MANIFEST).is_file():
-            done = [k for k, v in RunFolder.open(self.path).manifest()["stages"].items() if v.get("status") == "complete"]
+            existing = RunFolder.open(self.path)
+            done = [k for k, v in existing.manifest()["stages"].items() if v.get("status") == "complete"]
+            stopped = [k for k in existing.manifest()["stages"] if existing.interrupted(k) is not None]
+            if stopped and not force:
+                raise RunError(
+                    f"{self.path}: holds an interrupted {stopped[0]} (checkpoint at epoch {existing.interrupted(stopped[0])}); "
+                    f"continue it with --resume, or pass --force to start over"
+                )
             if done and not force:
                 raise RunError(
                     f"{self.path}: already holds a run ({', '.join(done)} complete); pass --force to start over "
                     "in it, or leave out --run-dir for a new folder"
                 )
-            for rel in (*[f for files in STAGE_FILES.values() for f in files], METRICS):
+            for rel in (*[f for files in STAGE_FILES.values() for f in files], METRICS):  # --force: start over
                 (self.path / rel).unlink(missing_ok=True)
         elif self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path}: exists and is not a folder; choose another --run-dir")
@@ -178,25 +196,86 @@ class RunFolder:
         m["stages"].setdefault(name, {}).update(fields)
         self._write_manifest(m)
 
-    def start_stage(self, name: str) -> None:
-        """Mark `name` running and forget it and every later stage (their files too)."""
+    def start_stage(self, name: str, resume: bool = False) -> None:
+        """Mark `name` running and forget it and every later stage (their files too).
+
+        With `resume`, this stage's checkpoint is kept so training can continue from it.
+        """
         m = self.manifest()
         order = KINDS[m.get("kind", "pipeline")][1]
         later_stages = order[order.index(name) :]
+        keep = {checkpoint_path(name)} if resume else set()
         for later in later_stages:
             m["stages"].pop(later, None)
             for rel in STAGE_FILES[later]:
                 m["files"].pop(rel, None)
-                (self.path / rel).unlink(missing_ok=True)
+                if rel not in keep:
+                    (self.path / rel).unlink(missing_ok=True)
         m["stages"][name] = {"status": "running", "started": utc_now()}
         self._write_manifest(m)
         self._drop_metrics(later_stages)
+        for leftover in self.path.rglob(".*.tmp"):  # from a write that was killed (atomic_write's names)
+            leftover.unlink(missing_ok=True)
+
+    def interrupted(self, name: str) -> int | None:
+        """The epoch of `name`'s checkpoint when the stage stopped before completing, else None."""
+        if self.stage(name).get("status") == "complete" or not (self.path / checkpoint_path(name)).is_file():
+            return None
+        state = self.load_checkpoint(name)
+        return state.epoch if state else None
+
+    # ---- checkpoints ---------------------------------------------------------
+    # One safetensors file a stage: tensors plus the epoch, engine and history in its header,
+    # renamed into place whole, so tensors and metadata always belong to the same epoch.
+    # Checkpoints are transient (deleted when the stage completes), so the manifest does not
+    # list them; the atomic rename is what keeps them whole.
+
+    def save_checkpoint(self, stage: str, state: Any) -> None:
+        from safetensors.torch import save
+
+        meta = {"stage": stage, "epoch": state.epoch, "engine": state.engine,
+                "history": [[p.epoch, p.step, p.loss] for p in state.history.points]}
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state.tensors.items()}
+        tensors["generator_state"] = state.generator_state
+        data = save(tensors, metadata={"lora_checkpoint": json.dumps(meta)})
+        atomic_write(self.path / checkpoint_path(stage), data)
+        self.update_stage(stage, checkpoint_epoch=state.epoch)
+
+    def load_checkpoint(self, stage: str) -> Any:
+        """The stage's TrainState, or None when it has no checkpoint."""
+        from safetensors import safe_open
+
+        from lora_cli.train import History, LogPoint, TrainState
+
+        path = self.path / checkpoint_path(stage)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads(f.metadata()["lora_checkpoint"])
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            history = History([LogPoint(int(e), int(s), float(loss)) for e, s, loss in meta["history"]])
+            generator_state = tensors.pop("generator_state")
+            return TrainState(int(meta["epoch"]), str(meta["engine"]), tensors, generator_state, history)
+        except Exception as exc:  # any damage: safetensors, JSON or missing fields
+            raise RunError(
+                f"{path}: damaged checkpoint ({type(exc).__name__}); start the stage over with --force"
+            ) from None
+
+    def remove_checkpoint(self, stage: str) -> None:
+        (self.path / checkpoint_path(stage)).unlink(missing_ok=True)
 
     def require_complete(self, name: str, hint: str) -> dict[str, Any]:
         rec = self.stage(name)
-        if rec.get("status") != "complete":
-            state = rec.get("status", "not run")
-            raise RunError(f"{self.path}: the {name} stage is {state}; {hint}")
+        status = rec.get("status")
+        if status in ("running", "failed"):
+            why = f"failed ({rec['error']})" if status == "failed" and rec.get("error") else "was interrupted"
+            raise RunError(
+                f"{self.path}: the {name} stage {why}; continue it with `lora {name} --resume --run-dir {self.path}` "
+                f"or start it over with --force"
+            )
+        if status != "complete":
+            raise RunError(f"{self.path}: the {name} stage is not run; {hint}")
         return rec
 
     def write_config(self, cfg: Config) -> None:

@@ -14,9 +14,10 @@ from typing import Any
 from lora_cli import approx, peft_format, pipeline
 from lora_cli.adapter import lora_parameter_count
 from lora_cli.config import ApproxConfig, Config, load_config
-from lora_cli.errors import ConfigError, RunError
+from lora_cli.errors import ConfigError, DivergenceError, RunError
+from lora_cli.resources import check_memory
 from lora_cli.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, APPROX, BASE, MERGED, RunFolder, utc_now
-from lora_cli.train import EpochCallback, History
+from lora_cli.train import EpochCallback, History, TrainState
 
 Overrides = list[tuple[str, str, Any]]
 FINETUNE_KEYS = ("finetune.", "shift.")
@@ -35,11 +36,15 @@ def history_rows(stage: str, history: History, unit: str = "epoch") -> list[dict
 
 
 @contextmanager
-def _recording(run: RunFolder, name: str) -> Iterator[None]:
+def _recording(run: RunFolder, name: str, resume: bool = False) -> Iterator[None]:
     """Mark the stage running; on any failure mark it failed with the reason, then re-raise."""
-    run.start_stage(name)
+    run.start_stage(name, resume)
     try:
         yield
+    except DivergenceError as exc:
+        message = f"{name}: {exc}".replace("<stage>", name)
+        run.update_stage(name, status="failed", error=message, finished=utc_now())
+        raise DivergenceError(message) from None
     except BaseException as exc:
         reason = str(exc) or type(exc).__name__
         run.update_stage(name, status="failed", error=reason, finished=utc_now())
@@ -64,17 +69,26 @@ def _finish_training(
 
 
 def pretrain_stage(
-    run: RunFolder, cfg: Config, on_epoch: EpochCallback | None = None, engine: str = "fast", device: str = "cpu"
+    run: RunFolder,
+    cfg: Config,
+    on_epoch: EpochCallback | None = None,
+    engine: str = "fast",
+    device: str = "cpu",
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Pretrain the full-rank base into `run` (a fresh folder from RunFolder.create)."""
+    """Pretrain the full-rank base into `run`; with `resume`, continue from its checkpoint."""
     dev = str(pipeline.resolve_device(device))
-    with _recording(run, "pretrain"):
+    check_memory(cfg, "pretrain")
+    state = _resume_state(run, "pretrain", engine) if resume else None
+    with _recording(run, "pretrain", resume):
         start = time.perf_counter()
-        result = pipeline.pretrain(cfg, on_epoch, engine, dev)
+        result = pipeline.pretrain(cfg, on_epoch, engine, dev, state, _checkpointer(run, "pretrain"))
         run.save_tensors(BASE, {"weight": result.weight})
+        run.remove_checkpoint("pretrain")
         extra = {
             "engine": engine,
             "device": dev,
+            "resumed_from_epoch": state.epoch if state else None,
             "parameters": parameter_counts(cfg.data.d_in, cfg.data.d_out, cfg.finetune.rank),
         }
         return _finish_training(run, "pretrain", result.history, time.perf_counter() - start, extra)
@@ -98,17 +112,22 @@ def finetune_stage(
     force: bool = False,
     engine: str = "fast",
     device: str = "cpu",
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train the adapter on the run's frozen base; `cfg` comes from `finetune_config`."""
     dev = str(pipeline.resolve_device(device))
     run.require_complete("pretrain", f"run `lora pretrain --run-dir {run.path}` first")
-    _refuse_rerun(run, "finetune", force, "the merge built on it is discarded")
-    base = run.load_tensors(BASE, "pretrain")["weight"]
+    if not resume:
+        _refuse_rerun(run, "finetune", force, "the merge built on it is discarded")
+    check_memory(cfg, "finetune")
+    base = load_base(run, cfg)
     base_sha = run.manifest()["files"][BASE]["sha256"]
-    with _recording(run, "finetune"):
+    state = _resume_state(run, "finetune", engine) if resume else None
+    with _recording(run, "finetune", resume):
         run.write_config(cfg)
         start = time.perf_counter()
-        result = pipeline.finetune(cfg, base, on_epoch, engine, dev)
+        result = pipeline.finetune(cfg, base, on_epoch, engine, dev, state, _checkpointer(run, "finetune"))
+        run.remove_checkpoint("finetune")
         spec = pipeline.lora_spec(cfg)
         run.save_tensors(ADAPTER_WEIGHTS, peft_format.adapter_state_dict(result.lora_A, result.lora_B))
         run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(spec))
@@ -119,6 +138,7 @@ def finetune_stage(
             "init": spec.init,
             "engine": engine,
             "device": dev,
+            "resumed_from_epoch": state.epoch if state else None,
             "base_sha256": base_sha,
             "parameters": parameter_counts(cfg.data.d_in, cfg.data.d_out, cfg.finetune.rank),
         }
@@ -130,7 +150,8 @@ def merge_stage(run: RunFolder, force: bool = False) -> dict[str, Any]:
     cfg = run.config()
     trained = run.require_complete("finetune", f"run `lora finetune --run-dir {run.path}` first")
     _refuse_rerun(run, "merge", force, "")
-    base = run.load_tensors(BASE, "pretrain")["weight"]
+    check_memory(cfg, "merge")
+    base = load_base(run, cfg)
     if run.manifest()["files"][BASE]["sha256"] != trained.get("base_sha256"):
         raise RunError(
             f"{run.path / BASE}: is not the base the adapter was trained on (SHA-256 differs); "
@@ -162,6 +183,7 @@ def merge_stage(run: RunFolder, force: bool = False) -> dict[str, Any]:
 
 def approx_stage(run: RunFolder, cfg: ApproxConfig, on_log: approx.LogCallback | None = None) -> dict[str, Any]:
     """Fit A·B to W and set the result beside the Eckart–Young optimum."""
+    check_memory(cfg, "approx")
     with _recording(run, "approx"):
         start = time.perf_counter()
         problem = approx.make_problem(cfg)
@@ -183,20 +205,62 @@ def approx_stage(run: RunFolder, cfg: ApproxConfig, on_log: approx.LogCallback |
 
 
 def _refuse_rerun(run: RunFolder, name: str, force: bool, consequence: str) -> None:
-    if run.stage(name).get("status") == "complete" and not force:
+    if force:
+        return
+    if run.stage(name).get("status") == "complete":
         extra = f" ({consequence})" if consequence else ""
         raise RunError(f"{run.path}: {name} is already complete; pass --force to run it again{extra}")
+    epoch = run.interrupted(name)
+    if epoch is not None:
+        raise RunError(
+            f"{run.path}: {name} was interrupted (checkpoint at epoch {epoch}); continue it with --resume, "
+            "or pass --force to start it over"
+        )
+
+
+def _resume_state(run: RunFolder, name: str, engine: str) -> TrainState | None:
+    """The checkpoint to continue from; None (start the stage over) when there is none yet."""
+    if run.stage(name).get("status") == "complete":
+        raise RunError(f"{run.path}: {name} is already complete; there is nothing to resume")
+    state = run.load_checkpoint(name)
+    if state is not None and state.engine != engine:
+        raise RunError(
+            f"{run.path}: the {name} checkpoint was written by the {state.engine} engine; resume with --engine {state.engine}"
+        )
+    return state
+
+
+def _checkpointer(run: RunFolder, name: str):
+    return lambda state: run.save_checkpoint(name, state)
+
+
+def load_base(run: RunFolder, cfg: Config):
+    """base.safetensors, checked against its hash and against the config's shape and dtype."""
+    import torch
+
+    tensors = run.load_tensors(BASE, "pretrain")
+    expected = (cfg.data.d_out, cfg.data.d_in)
+    weight = tensors.get("weight")
+    if weight is None or tuple(weight.shape) != expected or weight.dtype != torch.float32:
+        found = "no 'weight'" if weight is None else f"{tuple(weight.shape)} {weight.dtype}"
+        raise RunError(
+            f"{run.path / BASE}: expected 'weight' of shape {expected} float32, found {found}; "
+            f"rerun `lora pretrain --run-dir {run.path} --force`"
+        )
+    return weight
 
 
 def _load_adapter(run: RunFolder, cfg: Config):
+    import torch
+
     tensors = run.load_tensors(ADAPTER_WEIGHTS, "finetune")
     d, r = cfg.data, cfg.finetune.rank
     expected = {peft_format.KEY_A: (r, d.d_in), peft_format.KEY_B: (d.d_out, r)}
     for key, shape in expected.items():
-        if key not in tensors or tuple(tensors[key].shape) != shape:
-            found = tuple(tensors[key].shape) if key in tensors else "missing"
+        if key not in tensors or tuple(tensors[key].shape) != shape or tensors[key].dtype != torch.float32:
+            found = f"{tuple(tensors[key].shape)} {tensors[key].dtype}" if key in tensors else "missing"
             raise RunError(
-                f"{run.path / ADAPTER_WEIGHTS}: {key} should be {shape}, found {found}; "
+                f"{run.path / ADAPTER_WEIGHTS}: {key} should be {shape} float32, found {found}; "
                 f"rerun `lora finetune --run-dir {run.path} --force`"
             )
     saved = run.load_json(ADAPTER_CONFIG, "finetune")

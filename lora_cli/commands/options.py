@@ -27,7 +27,10 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override one config key, e.g. --set finetune.lr=5e-4. Repeatable."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object instead of tables.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Run again over a stage that is already complete.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Run again over a stage that is complete or interrupted.")]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue an interrupted stage from its last checkpoint, in --run-dir or the newest run.")
+]
 RankOpt = Annotated[Optional[int], typer.Option("--rank", help="LoRA rank r (finetune.rank).")]
 AlphaOpt = Annotated[Optional[float], typer.Option("--alpha", help="LoRA alpha; scaling = alpha / rank (finetune.alpha).")]
 PlotOpt = Annotated[bool, typer.Option("--plot", help="Also write PNG figures into the run folder (see lora plot).")]

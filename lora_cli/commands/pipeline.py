@@ -17,6 +17,7 @@ from lora_cli.commands.options import (
     NewRunDirOpt,
     PlotOpt,
     RankOpt,
+    ResumeOpt,
     RunDirOpt,
     SeedOpt,
     SetOpt,
@@ -24,7 +25,8 @@ from lora_cli.commands.options import (
     runs_root,
 )
 from lora_cli.commands.output import Output
-from lora_cli.config import Config, load_config
+from lora_cli.config import ApproxConfig, Config, load_config
+from lora_cli.errors import ConfigError
 
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs of this stage.")]
 
@@ -38,15 +40,21 @@ def pretrain(
     engine: EngineOpt = "fast",
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
+    resume: ResumeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Stage 1: pretrain a full-rank nn.Linear on y = X·θ into a new run folder."""
     overrides = collect_overrides(sets, {"--epochs": (("pretrain.epochs",), epochs), "--seed": (("seed",), seed)})
-    cfg = load_config(config, overrides)
     out = Output(as_json)
     runtime = _runtime(engine, device)
-    run = create_run(cfg, run_dir, force, out)
-    report = _pretrain(run, cfg, out, runtime)
+    if resume:
+        _no_changes_on_resume(config is not None or overrides)
+        run = _open_run(run_dir, out)
+        cfg = run.config()
+    else:
+        cfg = load_config(config, overrides)
+        run = create_run(cfg, run_dir, force, out)
+    report = _pretrain(run, cfg, out, runtime, resume)
     out.emit(report)
     out.note(f"Next: lora finetune --rank {cfg.finetune.rank} --run-dir {run.path}")
 
@@ -60,15 +68,18 @@ def finetune(
     engine: EngineOpt = "fast",
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
+    resume: ResumeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Stage 2: shift θ, draw new data and train a rank-r adapter on the frozen base."""
     flags = {"--rank": (("finetune.rank",), rank), "--alpha": (("finetune.alpha",), alpha), "--epochs": (("finetune.epochs",), epochs)}
     overrides = collect_overrides(sets, flags)
+    if resume:
+        _no_changes_on_resume(bool(overrides))
     runtime = _runtime(engine, device)
     out = Output(as_json)
     run = _open_run(run_dir, out)
-    report = _finetune(run, overrides, out, force, runtime)
+    report = _finetune(run, overrides, out, force, runtime, resume)
     out.emit(report)
     out.note(f"Next: lora merge --run-dir {run.path}")
 
@@ -92,10 +103,15 @@ def run(
     engine: EngineOpt = "fast",
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
+    resume: ResumeOpt = False,
     plot: PlotOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """All three stages (pretrain, finetune, merge) into one fresh run folder."""
+    """All three stages (pretrain, finetune, merge) into one fresh run folder.
+
+    With --resume, finish an interrupted run instead: complete stages are kept, an
+    interrupted one continues from its checkpoint, the rest run.
+    """
     flags = {
         "--rank": (("finetune.rank",), rank),
         "--alpha": (("finetune.alpha",), alpha),
@@ -105,13 +121,25 @@ def run(
     cfg = load_config(config, collect_overrides(sets, flags))
     runtime = _runtime(engine, device)
     out = Output(as_json)
-    folder = create_run(cfg, run_dir, force, out)
-    reports = [
-        _pretrain(folder, cfg, out, runtime),
-        _finetune(folder, [], out, False, runtime),
-        _merge(folder, out, False),
-    ]
-    result = {"run_dir": str(folder.path), "stages": {r["stage"]: r for r in reports}}
+    if resume:
+        folder = _open_run(run_dir, out)
+        if folder.config() != cfg:
+            raise ConfigError(f"{config}: differs from {folder.path}/config.yaml; resume with the run's own config, or start a new run")
+    else:
+        folder = create_run(cfg, run_dir, force, out)
+    steps = {
+        "pretrain": lambda: _pretrain(folder, cfg, out, runtime, resume),
+        "finetune": lambda: _finetune(folder, [], out, False, runtime, resume),
+        "merge": lambda: _merge(folder, out, False),
+    }
+    reports = {}
+    for stage, step in steps.items():
+        if resume and folder.stage(stage).get("status") == "complete":
+            out.note(f"{stage}: already complete, kept")
+            reports[stage] = {"stage": stage, "run_dir": str(folder.path), **folder.stage(stage)}
+        else:
+            reports[stage] = step()
+    result = {"run_dir": str(folder.path), "stages": reports}
     if plot:
         from lora_cli.commands.plot import write_plots
 
@@ -124,7 +152,12 @@ def run(
 
 
 def create_run(cfg: Any, run_dir: Path | None, force: bool, out: Output):
+    """A fresh run folder, made only once the config is known to fit in memory."""
+    from lora_cli.resources import check_memory
     from lora_cli.runs import RunFolder
+
+    for stage in ("approx",) if isinstance(cfg, ApproxConfig) else ("pretrain", "finetune", "merge"):
+        check_memory(cfg, stage)
 
     run = RunFolder.create(cfg, run_dir, runs_root(), force)
     out.note(f"Run folder: {run.path}")
@@ -143,7 +176,6 @@ def _open_run(run_dir: Path | None, out: Output):
 
 def _runtime(engine: str, device: str) -> dict[str, str]:
     """Check --engine and --device before any folder is made; torch is imported only here."""
-    from lora_cli.errors import ConfigError
     from lora_cli.pipeline import ENGINES, resolve_device
 
     if engine not in ENGINES:
@@ -151,21 +183,26 @@ def _runtime(engine: str, device: str) -> dict[str, str]:
     return {"engine": engine, "device": str(resolve_device(device))}
 
 
-def _pretrain(run, cfg: Config, out: Output, runtime: dict[str, str]) -> dict[str, Any]:
+def _no_changes_on_resume(changed: bool) -> None:
+    if changed:
+        raise ConfigError("--resume continues a run exactly as configured; leave out -c, --set and the other config flags")
+
+
+def _pretrain(run, cfg: Config, out: Output, runtime: dict[str, str], resume: bool = False) -> dict[str, Any]:
     from lora_cli import stages
 
     with out.progress("pretrain", cfg.pretrain.epochs) as on_epoch:
-        report = stages.pretrain_stage(run, cfg, on_epoch, **runtime)
+        report = stages.pretrain_stage(run, cfg, on_epoch, resume=resume, **runtime)
     _show_training(out, report, cfg)
     return report
 
 
-def _finetune(run, overrides, out: Output, force: bool, runtime: dict[str, str]) -> dict[str, Any]:
+def _finetune(run, overrides, out: Output, force: bool, runtime: dict[str, str], resume: bool = False) -> dict[str, Any]:
     from lora_cli import stages
 
     cfg = stages.finetune_config(run, overrides)
     with out.progress("finetune", cfg.finetune.epochs) as on_epoch:
-        report = stages.finetune_stage(run, cfg, on_epoch, force, **runtime)
+        report = stages.finetune_stage(run, cfg, on_epoch, force, resume=resume, **runtime)
     _show_training(out, report, cfg)
     return report
 
