@@ -16,8 +16,6 @@ only the arithmetic is arranged to do less:
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from lora_cli.config import TrainConfig

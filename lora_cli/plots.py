@@ -43,7 +43,7 @@ def heatmaps(panels: dict[str, torch.Tensor], title: str, shared_scale: bool = T
     fig = Figure(figsize=(4.6 * len(panels), 4.2), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     shared = max(p.abs().max().item() for p in panels.values()) or 1.0
-    for ax, (label, matrix) in zip(axes, panels.items()):
+    for ax, (label, matrix) in zip(axes, panels.items(), strict=True):
         vmax = shared if shared_scale else (matrix.abs().max().item() or 1.0)
         image = ax.imshow(matrix.numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
         ax.set_title(label)

@@ -177,7 +177,7 @@ class RunFolder:
                 (self.path / rel).unlink(missing_ok=True)
         elif self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path}: exists and is not a folder; choose another --run-dir")
-        elif self.path.is_dir() and any(self.path.iterdir()):
+        elif self.path.is_dir() and any(not _creation_leftover(p) for p in self.path.iterdir()):
             raise RunError(f"{self.path}: not empty and not a lora run folder; choose a new or empty --run-dir")
 
     # ---- manifest and config -------------------------------------------------
@@ -350,6 +350,11 @@ class RunFolder:
         kept = [r for r in rows if r.get("stage") not in stages]
         if len(kept) != len(rows):
             atomic_write(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+
+def _creation_leftover(path: Path) -> bool:
+    """What a create killed before manifest.json existed leaves: config.yaml or a temporary."""
+    return path.name == CONFIG or (path.name.startswith(".") and path.name.endswith(".tmp"))
 
 
 def list_runs(root: Path) -> list[RunFolder]:

@@ -55,6 +55,12 @@ def test_create_refuses_to_clobber(tmp_path):
     with pytest.raises(RunError, match="not empty and not a lora run folder"):
         RunFolder.create(cfg, other, tmp_path, force=True)
     assert (other / "keep.txt").read_text() == "mine"
+    # a create killed before its manifest was written leaves only config.yaml: not in the way
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.yaml").write_text("seed: 0\n")
+    (killed / ".manifest.json.abc.tmp").write_text("{")
+    assert RunFolder.create(cfg, killed, tmp_path).manifest()["stages"] == {}
 
 
 def test_default_folder_name_newest_and_listing(tmp_path):

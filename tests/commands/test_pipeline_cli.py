@@ -120,7 +120,7 @@ def test_engines_give_the_same_run_and_are_recorded(runs_dir):
     for stage in ("pretrain", "finetune"):
         assert fast["stages"][stage]["engine"] == "fast" and ref["stages"][stage]["engine"] == "reference"
         assert fast["stages"][stage]["device"] == "cpu"
-        for a, b in zip(fast["stages"][stage]["history"], ref["stages"][stage]["history"]):
+        for a, b in zip(fast["stages"][stage]["history"], ref["stages"][stage]["history"], strict=True):
             assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     manifest = json.loads((runs_dir.parent / "f" / "manifest.json").read_text())
     assert manifest["stages"]["finetune"]["engine"] == "fast"
