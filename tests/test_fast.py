@@ -98,3 +98,20 @@ def test_full_data_mse_is_accurate_at_the_blogs_size():
     wide = torch.zeros(10000, 2001)
     wide[:, 1001:] = error  # the strided view the fast finetune evaluates
     assert mse_of(wide[:, 1001:].clone()) == pytest.approx(truth, rel=1e-5)
+
+
+def test_batch_rows_that_run_out_of_draws_fall_back_to_the_exact_method(monkeypatch):
+    import lora_cli.train as train
+
+    real = train.first_distinct
+
+    def short_first_row(draws, k):
+        values, complete = real(draws, k)
+        complete[0] = False  # pretend row 0 drew too many repeats
+        return values, complete
+
+    monkeypatch.setattr(train, "first_distinct", short_first_row)
+    batches = epoch_batches(1000, 16, 5, torch.Generator().manual_seed(4))
+    assert batches.shape == (5, 16)
+    assert all(len(set(row.tolist())) == 16 for row in batches)
+    assert int(batches.max()) < 1000
