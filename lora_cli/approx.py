@@ -78,9 +78,3 @@ def optimal_loss(target: torch.Tensor, rank: int) -> float:
     """min over rank-r M of MSE(M, W) = Σ_{i>r} σᵢ² / (d·k)  (Eckart–Young–Mirsky)."""
     sigma = singular_values(target)
     return (sigma[rank:] ** 2).sum().item() / target.numel()
-
-
-def best_rank_r(target: torch.Tensor, rank: int) -> torch.Tensor:
-    """The truncated SVD U_r Σ_r V_rᵀ: the matrix that attains `optimal_loss`."""
-    u, s, vh = torch.linalg.svd(target.double(), full_matrices=False)
-    return ((u[:, :rank] * s[:rank]) @ vh[:rank]).to(target.dtype)

@@ -38,8 +38,3 @@ def adapter_config(spec: LoraSpec) -> dict[str, Any]:
         "lora_dropout": 0.0,
         "task_type": None,
     }
-
-
-def to_blog_layout(lora_A: torch.Tensor, lora_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A (d_in, r), B (r, d_out)) as the blog writes them: the transposes."""
-    return lora_A.T.contiguous(), lora_B.T.contiguous()

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch.testing import assert_close
 
 from lora_cli import approx
 from lora_cli.config import ApproxConfig, load_config
@@ -53,7 +52,6 @@ def test_optimum_is_the_truncated_svd_loss():
     truncated = s[0] * torch.outer(u[:, 0], vh[0]) + s[1] * torch.outer(u[:, 1], vh[1])
     expected = ((w.double() - truncated) ** 2).mean().item()
     assert approx.optimal_loss(w, 2) == pytest.approx(expected, rel=1e-12)
-    assert_close(approx.best_rank_r(w, 2), truncated.float())
 
 
 @pytest.mark.parametrize("d_in, d_out, rank", [(16, 12, 3), (12, 16, 5), (10, 10, 1)])
