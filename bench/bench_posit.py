@@ -53,6 +53,7 @@ def worker(job: str, args) -> dict:
         return naive_port.run(cfg.seed)
     stage, variant = job.split(":")
     import variants
+
     from lora_cli import data
 
     if stage == "pretrain":
@@ -88,7 +89,6 @@ def _gemm(cfg) -> dict:
 
 def _scaling(args) -> dict:
     import torch
-
     import variants
 
     rows = {}

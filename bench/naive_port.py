@@ -10,13 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+from variants import BlogLoraLinear
 
 from lora_cli import data
 from lora_cli.adapter import init_linear_weight, init_lora_a, linear_from_weight
 from lora_cli.config import load_config
 from lora_cli.pipeline import lora_spec
 from lora_cli.train import epoch_batches
-from variants import BlogLoraLinear
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, batch_size=128, epochs=100):

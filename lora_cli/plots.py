@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from lora_cli.errors import RunError
-from lora_cli.runs import ADAPTER_WEIGHTS, APPROX, BASE, RunFolder, atomic_write
+from lora_cli.files import atomic_write
+from lora_cli.runs import ADAPTER_WEIGHTS, APPROX, BASE, RunFolder
 
 KEPT, DROPPED = "#d62728", "#b0b0b0"
 

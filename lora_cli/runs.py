@@ -14,11 +14,8 @@ renamed over the old one, so a crash never leaves a half-written file.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import platform
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ from typing import Any
 from lora_cli import __version__
 from lora_cli.config import ApproxConfig, Config, config_to_yaml, load_config
 from lora_cli.errors import ConfigError, RunError
+from lora_cli.files import atomic_write, read_json_object, sha256_bytes, utc_now
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -51,42 +49,6 @@ STAGE_FILES = {
     "merge": (MERGED,),
     "approx": (APPROX,),
 }
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part.
-
-    Raises:
-        RunError: the folder cannot be created or written (permissions, full disk, …).
-    """
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        raise RunError(f"{path}: cannot be written ({exc.strerror or exc}); check the folder is writable and has space") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class RunFolder:
@@ -183,7 +145,7 @@ class RunFolder:
     # ---- manifest and config -------------------------------------------------
 
     def manifest(self) -> dict[str, Any]:
-        return _read_json(self.path / MANIFEST)
+        return read_json_object(self.path / MANIFEST)
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write(self.path / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
@@ -224,43 +186,20 @@ class RunFolder:
         state = self.load_checkpoint(name)
         return state.epoch if state else None
 
-    # ---- checkpoints ---------------------------------------------------------
-    # One safetensors file a stage: tensors plus the epoch, engine and history in its header,
-    # renamed into place whole, so tensors and metadata always belong to the same epoch.
-    # Checkpoints are transient (deleted when the stage completes), so the manifest does not
-    # list them; the atomic rename is what keeps them whole.
+    # ---- checkpoints (format in lora_cli.checkpoints) ------------------------
 
     def save_checkpoint(self, stage: str, state: Any) -> None:
-        from safetensors.torch import save
+        from lora_cli.checkpoints import encode
 
-        meta = {"stage": stage, "epoch": state.epoch, "engine": state.engine,
-                "history": [[p.epoch, p.step, p.loss] for p in state.history.points]}
-        tensors = {k: v.detach().contiguous().cpu() for k, v in state.tensors.items()}
-        tensors["generator_state"] = state.generator_state
-        data = save(tensors, metadata={"lora_checkpoint": json.dumps(meta)})
-        atomic_write(self.path / checkpoint_path(stage), data)
+        atomic_write(self.path / checkpoint_path(stage), encode(stage, state))
         self.update_stage(stage, checkpoint_epoch=state.epoch)
 
     def load_checkpoint(self, stage: str) -> Any:
         """The stage's TrainState, or None when it has no checkpoint."""
-        from safetensors import safe_open
-
-        from lora_cli.train import History, LogPoint, TrainState
+        from lora_cli.checkpoints import decode
 
         path = self.path / checkpoint_path(stage)
-        if not path.is_file():
-            return None
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads(f.metadata()["lora_checkpoint"])
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-            history = History([LogPoint(int(e), int(s), float(loss)) for e, s, loss in meta["history"]])
-            generator_state = tensors.pop("generator_state")
-            return TrainState(int(meta["epoch"]), str(meta["engine"]), tensors, generator_state, history)
-        except Exception as exc:  # any damage: safetensors, JSON or missing fields
-            raise RunError(
-                f"{path}: damaged checkpoint ({type(exc).__name__}); start the stage over with --force"
-            ) from None
+        return decode(path) if path.is_file() else None
 
     def remove_checkpoint(self, stage: str) -> None:
         (self.path / checkpoint_path(stage)).unlink(missing_ok=True)
@@ -367,19 +306,9 @@ def list_runs(root: Path) -> list[RunFolder]:
 
 def _safe(folder: Path) -> bool:
     try:
-        return isinstance(_read_json(folder / MANIFEST), dict)
+        return isinstance(read_json_object(folder / MANIFEST), dict)
     except RunError:
         return False
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path}: unreadable ({exc}); the run folder is damaged") from None
-    if not isinstance(obj, dict):
-        raise RunError(f"{path}: not a JSON object; the run folder is damaged")
-    return obj
 
 
 def _versions() -> dict[str, str]:

@@ -15,8 +15,9 @@ from lora_cli import approx, peft_format, pipeline
 from lora_cli.adapter import lora_parameter_count
 from lora_cli.config import ApproxConfig, Config, load_config
 from lora_cli.errors import ConfigError, DivergenceError, RunError
+from lora_cli.files import utc_now
 from lora_cli.resources import check_memory
-from lora_cli.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, APPROX, BASE, MERGED, RunFolder, utc_now
+from lora_cli.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, APPROX, BASE, MERGED, RunFolder
 from lora_cli.train import EpochCallback, History, TrainState
 
 Overrides = list[tuple[str, str, Any]]

@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from lora_cli.errors import RunError
-from lora_cli.runs import MANIFEST, RunFolder, atomic_write, list_runs, sha256_bytes
+from lora_cli.files import atomic_write, sha256_bytes
+from lora_cli.runs import MANIFEST, RunFolder, list_runs
 from tests.conftest import tiny_config
 
 

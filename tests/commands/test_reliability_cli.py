@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save
 from typer.testing import CliRunner
 
 from lora_cli.cli import app
-from lora_cli.runs import sha256_bytes
+from lora_cli.files import sha256_bytes
 from tests.conftest import ROOT, SMOKE
 
 runner = CliRunner()

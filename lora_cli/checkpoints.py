@@ -1,0 +1,42 @@
+"""The checkpoint file: one safetensors file holding a stage's TrainState.
+
+Tensors (parameters, optimiser state, the batch generator's RNG state) are the file's
+tensors; the epoch, engine and loss history go in its header metadata. Written whole by
+an atomic rename, tensors and metadata always belong to the same epoch. Checkpoints are
+transient (deleted when the stage completes), so manifest.json does not list them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lora_cli.errors import RunError
+from lora_cli.train import History, LogPoint, TrainState
+
+KEY = "lora_checkpoint"
+
+
+def encode(stage: str, state: TrainState) -> bytes:
+    from safetensors.torch import save
+
+    meta = {"stage": stage, "epoch": state.epoch, "engine": state.engine,
+            "history": [[p.epoch, p.step, p.loss] for p in state.history.points]}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.tensors.items()}
+    tensors["generator_state"] = state.generator_state
+    return save(tensors, metadata={KEY: json.dumps(meta)})
+
+
+def decode(path: Path) -> TrainState:
+    """Read a checkpoint; RunError (one line) when it is damaged in any way."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()[KEY])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        history = History([LogPoint(int(e), int(s), float(loss)) for e, s, loss in meta["history"]])
+        generator_state = tensors.pop("generator_state")
+        return TrainState(int(meta["epoch"]), str(meta["engine"]), tensors, generator_state, history)
+    except Exception as exc:  # any damage: safetensors, JSON or missing fields
+        raise RunError(f"{path}: damaged checkpoint ({type(exc).__name__}); start the stage over with --force") from None
