@@ -237,37 +237,32 @@ def _checkpointer(run: RunFolder, name: str):
 
 def load_base(run: RunFolder, cfg: Config):
     """base.safetensors, checked against its hash and against the config's shape and dtype."""
+    tensors = run.load_tensors(BASE, "pretrain")
+    fix = f"rerun `lora pretrain --run-dir {run.path} --force`"
+    return _require_tensor(tensors, "weight", (cfg.data.d_out, cfg.data.d_in), run.path / BASE, fix)
+
+
+def _require_tensor(tensors: dict, key: str, shape: tuple[int, ...], path, fix: str):
+    """tensors[key] when it is float32 of `shape`; else RunError naming what was found."""
     import torch
 
-    tensors = run.load_tensors(BASE, "pretrain")
-    expected = (cfg.data.d_out, cfg.data.d_in)
-    weight = tensors.get("weight")
-    if weight is None or tuple(weight.shape) != expected or weight.dtype != torch.float32:
-        found = "no 'weight'" if weight is None else f"{tuple(weight.shape)} {weight.dtype}"
-        raise RunError(
-            f"{run.path / BASE}: expected 'weight' of shape {expected} float32, found {found}; "
-            f"rerun `lora pretrain --run-dir {run.path} --force`"
-        )
-    return weight
+    tensor = tensors.get(key)
+    if tensor is None or tuple(tensor.shape) != shape or tensor.dtype != torch.float32:
+        found = f"no '{key}'" if tensor is None else f"{tuple(tensor.shape)} {tensor.dtype}"
+        raise RunError(f"{path}: expected '{key}' of shape {shape} float32, found {found}; {fix}")
+    return tensor
 
 
 def _load_adapter(run: RunFolder, cfg: Config):
-    import torch
-
     tensors = run.load_tensors(ADAPTER_WEIGHTS, "finetune")
     d, r = cfg.data, cfg.finetune.rank
-    expected = {peft_format.KEY_A: (r, d.d_in), peft_format.KEY_B: (d.d_out, r)}
-    for key, shape in expected.items():
-        if key not in tensors or tuple(tensors[key].shape) != shape or tensors[key].dtype != torch.float32:
-            found = f"{tuple(tensors[key].shape)} {tensors[key].dtype}" if key in tensors else "missing"
-            raise RunError(
-                f"{run.path / ADAPTER_WEIGHTS}: {key} should be {shape} float32, found {found}; "
-                f"rerun `lora finetune --run-dir {run.path} --force`"
-            )
+    fix = f"rerun `lora finetune --run-dir {run.path} --force`"
+    lora_a = _require_tensor(tensors, peft_format.KEY_A, (r, d.d_in), run.path / ADAPTER_WEIGHTS, fix)
+    lora_b = _require_tensor(tensors, peft_format.KEY_B, (d.d_out, r), run.path / ADAPTER_WEIGHTS, fix)
     saved = run.load_json(ADAPTER_CONFIG, "finetune")
     if saved.get("r") != r or saved.get("lora_alpha") != cfg.finetune.alpha:
         raise RunError(
             f"{run.path / ADAPTER_CONFIG}: r/lora_alpha ({saved.get('r')}, {saved.get('lora_alpha')}) do not match "
-            f"config.yaml ({r}, {cfg.finetune.alpha}); rerun `lora finetune --run-dir {run.path} --force`"
+            f"config.yaml ({r}, {cfg.finetune.alpha}); {fix}"
         )
-    return tensors[peft_format.KEY_A], tensors[peft_format.KEY_B]
+    return lora_a, lora_b

@@ -180,6 +180,13 @@ def test_merge_refuses_wrong_shapes_and_dtypes(finished, tmp_path):
     _merge_fails(run_dir, "found (32, 33) torch.float64")
 
 
+def test_merge_refuses_an_adapter_of_the_wrong_shape(finished, tmp_path):
+    run_dir = _copy(finished, tmp_path)
+    wrong = {"base_model.model.linear.lora_A.weight": torch.zeros(2, 33), "base_model.model.linear.lora_B.weight": torch.zeros(32, 2)}
+    _replace_tensor_file(run_dir, "adapter/adapter_model.safetensors", wrong)
+    _merge_fails(run_dir, "expected 'base_model.model.linear.lora_A.weight' of shape (1, 33) float32, found (2, 33)")
+
+
 def test_merge_refuses_a_base_the_adapter_was_not_trained_on(finished, tmp_path):
     run_dir = _copy(finished, tmp_path)
     _replace_tensor_file(run_dir, "base.safetensors", {"weight": torch.ones(32, 33)})
