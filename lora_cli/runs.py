@@ -123,11 +123,13 @@ class RunFolder:
     def _check_writable_target(self, force: bool) -> None:
         if (self.path / MANIFEST).is_file():
             existing = RunFolder.open(self.path)
-            done = [k for k, v in existing.manifest()["stages"].items() if v.get("status") == "complete"]
-            stopped = [k for k in existing.manifest()["stages"] if existing.interrupted(k) is not None]
+            stages = existing.manifest()["stages"]
+            done = [k for k, v in stages.items() if v.get("status") == "complete"]
+            stopped = {k: epoch for k in stages if (epoch := existing.interrupted(k)) is not None}
             if stopped and not force:
+                name, epoch = next(iter(stopped.items()))
                 raise RunError(
-                    f"{self.path}: holds an interrupted {stopped[0]} (checkpoint at epoch {existing.interrupted(stopped[0])}); "
+                    f"{self.path}: holds an interrupted {name} (checkpoint at epoch {epoch}); "
                     f"continue it with --resume, or pass --force to start over"
                 )
             if done and not force:
@@ -281,14 +283,16 @@ class RunFolder:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def add_metrics(self, rows: list[dict[str, Any]]) -> None:
-        kept = self.metrics() + rows
-        atomic_write(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        self._write_metrics(self.metrics() + rows)
 
     def _drop_metrics(self, stages: tuple[str, ...]) -> None:
         rows = self.metrics()
         kept = [r for r in rows if r.get("stage") not in stages]
         if len(kept) != len(rows):
-            atomic_write(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
+            self._write_metrics(kept)
+
+    def _write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        atomic_write(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 
 def _creation_leftover(path: Path) -> bool:
@@ -305,10 +309,12 @@ def list_runs(root: Path) -> list[RunFolder]:
 
 
 def _safe(folder: Path) -> bool:
+    """The folder's manifest reads as a JSON object (damaged folders are left out of listings)."""
     try:
-        return isinstance(read_json_object(folder / MANIFEST), dict)
+        read_json_object(folder / MANIFEST)
     except RunError:
         return False
+    return True
 
 
 def _versions() -> dict[str, str]:

@@ -221,8 +221,9 @@ def log_epoch(
 ) -> None:
     """End-of-epoch bookkeeping shared by every engine: divergence check, logging, callback."""
     logged = None
-    if is_logged(epoch, cfg) or diverged(step_loss, history):
-        logged = step_loss if diverged(step_loss, history) else evaluate()
+    step_diverged = diverged(step_loss, history)
+    if is_logged(epoch, cfg) or step_diverged:
+        logged = step_loss if step_diverged else evaluate()
         check_diverged(logged, epoch, epoch * steps, history)
         history.points.append(LogPoint(epoch, epoch * steps, logged))
     if on_epoch:
