@@ -34,6 +34,24 @@ def stage_bytes(cfg: Config | ApproxConfig, stage: str) -> dict[str, int]:
     return {"data (θ, θ2, X2, y2)": 2 * weight + n * (d_in + d_out) * FLOAT, "weights": 3 * weight, "outputs": 3 * n * d_out * FLOAT}
 
 
+def step_work(cfg: Config | ApproxConfig, stage: str) -> float:
+    """FLOPs plus elements gathered in one step of the stage (merge: its one full-data product).
+
+    lora_cli/threads.py gives work under its PARALLEL_FLOPS one thread. The gather counts: at
+    the blog's size a rank-1 step is only 1.5 MFLOP, yet its 128-row gather (1 MB) runs 1.4x
+    faster on two threads.
+    """
+    if isinstance(cfg, ApproxConfig):  # A·B, its two gradients, Adam over both factors
+        return 6.0 * cfg.d_in * cfg.rank * cfg.d_out
+    b_pre, b_ft = cfg.pretrain.batch_size, cfg.finetune.batch_size
+    n, d_in, d_out, r = cfg.data.n, cfg.data.d_in, cfg.data.d_out, cfg.finetune.rank
+    if stage == "pretrain":  # forward and weight-gradient GEMMs
+        return 4.0 * b_pre * d_in * d_out + b_pre * (d_in + d_out)
+    if stage == "finetune":  # three (b, r) x (r, d) products and the [X2 | R] gather
+        return 6.0 * b_ft * r * (d_in + d_out) + b_ft * (d_in + d_out)
+    return 2.0 * n * d_in * d_out  # merge: X2 · W'ᵀ over the shifted data
+
+
 def available_bytes() -> int | None:
     """Memory available to a new allocation now (Linux MemAvailable), else physical memory."""
     try:
