@@ -4,22 +4,34 @@ up and is the one place where errors become exit codes and one-line messages."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import sys
 from typing import Annotated, Any, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
-from lora_cli import __version__
+from lora_cli import __version__, locking
 from lora_cli.commands import approx, inspect, pipeline, plot
-from lora_cli.errors import LoraError
+from lora_cli.errors import Interrupted, LoraError, signal_name
 
 
 class LoraGroup(TyperGroup):
     """Runs a command and turns every expected failure into one line on stderr.
 
-    Exit codes: 0 success, 1 runtime failure, 2 usage or config error, 130 interrupted.
+    Exit codes: 0 success, 1 runtime failure, 2 usage or config error, 130 interrupted
+    (Ctrl-C), 143 terminated (SIGTERM). Run-folder locks are released as the command ends.
     """
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _plain_help_option(super().get_help_option(ctx))
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:  # outside any stage (stages record and word their own)
+            raise Interrupted(f"interrupted by {signal_name(exc)}", signal_name(exc)) from None
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:
         try:
@@ -36,7 +48,26 @@ class LoraGroup(TyperGroup):
             if os.environ.get("LORA_DEBUG"):
                 raise
             _fail(f"internal error ({type(exc).__name__}: {exc}); this is a bug in lora. Rerun with LORA_DEBUG=1 for the traceback", 1)
+        finally:
+            locking.release_all()
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _plain_help_option(option: Any) -> Any:
+    if option is not None:
+        option.metavar = ""  # a flag takes no value: no <bool> beside it
+    return option
+
+
+class LoraCommand(TyperCommand):
+    """Usage lines name arguments as CONFIG and [RUN_DIR], the way --help names them."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _plain_help_option(super().get_help_option(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        # typer writes a required argument as {config}, which reads like a set of choices
+        return [re.sub(r"^\{(.+)\}$", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
 
 
 def _fail(message: str, code: int) -> None:
@@ -69,7 +100,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit.")] = None,
 ) -> None:
     """Show the help when no command is given."""
     if ctx.invoked_subcommand is None:
@@ -77,15 +108,23 @@ def _root(
         raise typer.Exit()
 
 
-app.command("run")(pipeline.run)
-app.command("pretrain")(pipeline.pretrain)
-app.command("finetune")(pipeline.finetune)
-app.command("merge")(pipeline.merge)
-app.command("approx")(approx.approx)
-app.command("plot")(plot.plot)
-app.command("runs")(inspect.runs)
-app.command("validate")(inspect.validate)
+for name, command in {
+    "run": pipeline.run,
+    "pretrain": pipeline.pretrain,
+    "finetune": pipeline.finetune,
+    "merge": pipeline.merge,
+    "approx": approx.approx,
+    "plot": plot.plot,
+    "runs": inspect.runs,
+    "validate": inspect.validate,
+}.items():
+    app.command(name, cls=LoraCommand)(command)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt("SIGTERM")  # stop like Ctrl-C: record the stage interrupted, keep its checkpoint
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     app()

@@ -8,13 +8,12 @@ overrides over the defaults, checks every value once, and returns a frozen
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lora_cli.config_checks import build, build_into, section_classes
 from lora_cli.errors import ConfigError
 from lora_cli.yamlio import YamlError, dump_yaml, parse_yaml, read_yaml_file
 
@@ -75,15 +74,16 @@ class Config:
     def scaling(self) -> float:
         return self.finetune.alpha / self.finetune.rank
 
-    def relation_problems(self) -> list[tuple[str, str]]:
-        """(key, problem) for rules that span keys; checked after every key is valid on its own."""
+    def relation_problems(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(key, problem, the other keys the rule reads) for rules that span keys; checked
+        after every key is valid on its own."""
         d = self.data
-        problems = [("finetune.rank", _rank_problem(self.finetune.rank, d.d_in, d.d_out))]
+        problems = [("finetune.rank", _rank_problem(self.finetune.rank, d.d_in, d.d_out), ("data.d_in", "data.d_out"))]
         for stage in ("pretrain", "finetune"):
             batch = getattr(self, stage).batch_size
             if batch > d.n:
-                problems.append((f"{stage}.batch_size", f"is out of range: must be ≤ data.n = {d.n} (each step draws distinct rows)"))
-        return [(k, p) for k, p in problems if p]
+                problems.append((f"{stage}.batch_size", f"is out of range: must be ≤ data.n = {d.n} (each step draws distinct rows)", ("data.n",)))
+        return [p for p in problems if p[1]]
 
 
 @dataclass(frozen=True)
@@ -102,17 +102,14 @@ class ApproxConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def relation_problems(self) -> list[tuple[str, str]]:
+    def relation_problems(self) -> list[tuple[str, str, tuple[str, ...]]]:
         problem = _rank_problem(self.rank, self.d_in, self.d_out)
-        return [("rank", problem)] if problem else []
+        return [("rank", problem, ("d_in", "d_out"))] if problem else []
 
 
 def _rank_problem(rank: int, d_in: int, d_out: int) -> str:
     limit = min(d_in, d_out)
     return "" if 1 <= rank <= limit else f"is out of range: must be 1 ≤ rank ≤ min(d_in, d_out) = {limit}"
-
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def load_config(
@@ -144,7 +141,24 @@ def load_config(
         raw.setdefault("name", _default_name(path))
     for source, key, value in overrides or []:
         _apply_override(raw, sources, source, key, value)
-    return _build(schema, raw, sources, prefix="")
+    return build(schema, raw, sources, prefix="")
+
+
+def check_values(overrides: list[tuple[str, str, Any]], schema: type = Config) -> None:
+    """Check each override's key, type and range on its own, before a run folder is opened:
+    rules that span keys need the run's config and are checked when it is loaded.
+
+    Raises:
+        ConfigError: every problem found, worded as `load_config` words it.
+    """
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, key, value in overrides:
+        _apply_override(raw, sources, source, key, value)
+    problems: list[str] = []
+    build_into(schema, raw, sources, "", problems)
+    if problems:
+        raise ConfigError(problems)
 
 
 def detect_schema(path: Path) -> type:
@@ -160,13 +174,19 @@ def parse_set_option(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. --set finetune.rank=4")
+    return key, parse_scalar(value, f"--set {key}")
+
+
+def parse_scalar(text: str, where: str) -> Any:
+    """One value typed on the command line, read as YAML 1.2 reads it (4, 4.0, 1e-3, kaiming);
+    the schema then checks its type and range, so every flag shares one rule and one wording."""
     try:
-        parsed = parse_yaml(value, where=f"--set {key}")
+        parsed = parse_yaml(text, where=where)
     except YamlError as exc:
         raise ConfigError(str(exc)) from None
     if isinstance(parsed, (dict, list)):
-        raise ConfigError(f"--set {key}: value {value!r} must be a single number or word")
-    return key, parsed
+        raise ConfigError(f"{where}: value {text!r} must be a single number or word")
+    return parsed
 
 
 def config_to_yaml(cfg: Any, header: str = "") -> str:
@@ -206,10 +226,6 @@ def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
 
 
-def _section_classes(cls: type) -> dict[str, type]:
-    return {f.name: f.default_factory for f in dataclasses.fields(cls) if dataclasses.is_dataclass(f.default_factory)}
-
-
 def _merge(raw: dict, doc: dict, sources: dict, source: str, prefix: str) -> None:
     for key, value in doc.items():
         dotted = f"{prefix}{key}"
@@ -219,7 +235,12 @@ def _merge(raw: dict, doc: dict, sources: dict, source: str, prefix: str) -> Non
                 _merge(node, value, sources, source, dotted + ".")
                 continue
         raw[key] = value
-        sources[dotted] = source
+        _note_source(sources, dotted, source)
+
+
+def _note_source(sources: dict[str, str], dotted: str, source: str) -> None:
+    sources.pop(dotted, None)  # re-inserted, so the dict's order is the order values were set
+    sources[dotted] = source
 
 
 def _apply_override(raw: dict, sources: dict, source: str, key: str, value: Any) -> None:
@@ -231,111 +252,13 @@ def _apply_override(raw: dict, sources: dict, source: str, key: str, value: Any)
             child = node[part] = {}
         node = child
     node[parts[-1]] = value
-    sources[key] = source
+    _note_source(sources, key, source)
 
 
 def _walk_fields(cls: type, prefix: str):
-    sections = _section_classes(cls)
+    sections = section_classes(cls)
     for f in dataclasses.fields(cls):
         if f.name in sections:
             yield from _walk_fields(sections[f.name], f"{prefix}{f.name}.")
         else:
             yield f"{prefix}{f.name}", f, cls
-
-
-def _build(cls: type, raw: Any, sources: dict[str, str], prefix: str) -> Any:
-    problems: list[str] = []
-    result = _build_into(cls, raw, sources, prefix, problems)
-    if not problems:
-        problems = _check_relations(result, sources)
-    if problems:
-        raise ConfigError(problems)
-    return result
-
-
-def _build_into(cls: type, raw: Any, sources: dict, prefix: str, problems: list[str]) -> Any:
-    section = prefix.rstrip(".") or "the top level"
-    if not isinstance(raw, dict):
-        where = sources.get(prefix.rstrip("."), "config")
-        problems.append(f"{where}: {section} must be a mapping of keys, found {raw!r}")
-        return cls()
-    sections = _section_classes(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in names:
-            dotted = f"{prefix}{key}"
-            hint = difflib.get_close_matches(str(key), names, n=1)
-            did_you_mean = f"; did you mean {prefix}{hint[0]}?" if hint else ""
-            problems.append(
-                f"{_source(sources, dotted)}: unknown key {dotted}{did_you_mean} "
-                f"(keys in {section}: {', '.join(names)})"
-            )
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            continue
-        dotted = f"{prefix}{f.name}"
-        if f.name in sections:
-            values[f.name] = _build_into(sections[f.name], raw[f.name], sources, dotted + ".", problems)
-        else:
-            problem = _check_value(f, raw[f.name])
-            if problem:
-                problems.append(f"{_source(sources, dotted)}: {dotted} = {raw[f.name]!r} {problem}")
-            else:
-                values[f.name] = float(raw[f.name]) if f.type == "float" else raw[f.name]
-    return cls(**values)
-
-
-def _source(sources: dict[str, str], dotted: str) -> str:
-    while dotted:
-        if dotted in sources:
-            return sources[dotted]
-        dotted = dotted.rpartition(".")[0]
-    return "config"
-
-
-def _check_value(f: dataclasses.Field, value: Any) -> str | None:
-    meta = f.metadata
-    if f.type == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            return f"is not allowed: must be a whole number{_range_text(meta)}"
-    elif f.type == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return f"is not allowed: must be a finite number{_range_text(meta)}"
-    elif f.type == "str":
-        if not isinstance(value, str):
-            return f"is not allowed: must be text{_choices_text(meta)}"
-        if "choices" in meta and value not in meta["choices"]:
-            return f"is not allowed: must be {_choices_text(meta).strip()[1:-1]}"
-        if f.name == "name" and not _NAME_RE.match(value):
-            return "is not allowed: use 1-64 letters, digits, '.', '_' or '-'"
-        return None
-    if "min" in meta and value < meta["min"] or "gt" in meta and value <= meta["gt"]:
-        return f"is out of range: must be{_range_text(meta)}"
-    if abs(value) > 1e15:
-        return "is out of range: must be at most 1e15 in size"
-    return None
-
-
-def _range_text(meta: dict) -> str:
-    if "min" in meta:
-        return f" ≥ {meta['min']}"
-    if "gt" in meta:
-        return f" > {meta['gt']}"
-    return ""
-
-
-def _choices_text(meta: dict) -> str:
-    return f" (one of {', '.join(meta['choices'])})" if "choices" in meta else ""
-
-
-def _check_relations(cfg: Any, sources: dict[str, str]) -> list[str]:
-    return [
-        f"{_source(sources, key)}: {key} = {_get(cfg, key)!r} {problem}" for key, problem in cfg.relation_problems()
-    ]
-
-
-def _get(cfg: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        cfg = getattr(cfg, part)
-    return cfg

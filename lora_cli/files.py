@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,8 +16,28 @@ from typing import Any
 from lora_cli.errors import RunError
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+# new files get 0666 less the umask, as `open` gives them (mkstemp alone would make them 0600)
+FILE_MODE = 0o666 & ~_umask()
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@contextmanager
+def guard_write(path: Path) -> Iterator[None]:
+    """Turn any OSError inside the block (permissions, read-only or full disk, …) into one
+    RunError line about `path`. Every write, rename and delete in a run folder goes through it."""
+    try:
+        yield
+    except OSError as exc:
+        raise RunError(f"{path}: cannot be written ({exc.strerror or exc}); check the folder is writable and has space") from None
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -25,24 +48,56 @@ def atomic_write(path: Path, data: bytes) -> None:
     """
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        raise RunError(f"{path}: cannot be written ({exc.strerror or exc}); check the folder is writable and has space") from None
+        with guard_write(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), FILE_MODE)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            tmp = None
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def remove(path: Path) -> None:
+    """Delete a file if it is there (RunError when the folder cannot be written)."""
+    with guard_write(path):
+        path.unlink(missing_ok=True)
+
+
+def remove_empty_folder(path: Path) -> None:
+    """Delete `path` when it is an empty folder; leave it otherwise."""
+    if path.is_dir() and not any(path.iterdir()):
+        with guard_write(path):
+            path.rmdir()
+
+
+def finite_or_none(obj: Any) -> Any:
+    """`obj` with every NaN or infinity replaced by None, so it is valid JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON (RFC 8259): non-finite numbers become null, never NaN or Infinity."""
+    return json.dumps(finite_or_none(obj), indent=indent, allow_nan=False)
+
+
+DAMAGED_HINT = "the run folder is damaged: delete it (rm -r {folder}) or choose another --run-dir"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -53,7 +108,7 @@ def read_json_object(path: Path) -> dict[str, Any]:
     try:
         obj = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path}: unreadable ({exc}); the run folder is damaged") from None
+        raise RunError(f"{path}: unreadable ({exc}); {DAMAGED_HINT.format(folder=path.parent)}") from None
     if not isinstance(obj, dict):
-        raise RunError(f"{path}: not a JSON object; the run folder is damaged")
+        raise RunError(f"{path}: not a JSON object; {DAMAGED_HINT.format(folder=path.parent)}")
     return obj

@@ -97,6 +97,9 @@ def plot_run(run: RunFolder, out_dir: Path | None = None) -> list[Path]:
         path = out_dir / name
         atomic_write(path, buffer.getvalue())
         paths.append(path)
+    if out_dir.resolve() == run.path.resolve():  # re-running a stage they draw deletes them
+        drawn = [s for s in ("approx", "pretrain", "finetune") if run.stage(s).get("status") == "complete"]
+        run.record_figures({name: drawn for name in figures})
     return paths
 
 

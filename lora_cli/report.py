@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -46,7 +47,8 @@ def merge_table(report: dict[str, Any]) -> Table:
     table.add_row("MSE of the merged weight", fmt_loss(report["merged_loss"]))
     table.add_row("max |merged(x) - adapter(x)|", f"{report['max_abs_diff']:.3e}")
     table.add_row("ΔW mean", f"{report['delta_mean']:.6f}")
-    table.add_row("ΔW std", f"{report['delta_std']:.6f}")
+    std = report["delta_std"]
+    table.add_row("ΔW std", "n/a (one element)" if std is None else f"{std:.6f}")
     return table
 
 
@@ -59,23 +61,33 @@ def matrix_table(rows: list[list[float]], title: str) -> Table:
     return table
 
 
-def runs_table(summaries: list[dict[str, Any]]) -> Table:
-    """One row per run folder: its kind and each stage's status and final loss.
+def runs_table(summaries: list[dict[str, Any]], root: str) -> Table:
+    """One row per run folder (named relative to `root`): its kind and each stage's status.
     (The creation time is in the folder name and in --json.)"""
-    table = Table(title="Run folders", title_justify="left")
-    table.add_column("Run", overflow="fold")
-    table.add_column("Kind")
-    table.add_column("Stages (final loss)")
+    table = Table(title=f"Run folders in {root}/", title_justify="left")
+    table.add_column("Run", no_wrap=True)  # a folder name is what people copy: never broken
+    table.add_column("Kind", no_wrap=True)
+    table.add_column("Stages (final loss)", overflow="fold", min_width=12)  # wraps between words
     for s in summaries:
-        cells = []
-        for stage, rec in s["stages"].items():
-            status = rec.get("status", "?")
-            if status == "complete":
-                cells.append(f"{stage} [green]complete[/] {fmt_loss(rec['final_loss'])}")
-            else:
-                cells.append(f"{stage} [yellow]{status}[/]")
-        table.add_row(s["run_dir"], s["kind"], "\n".join(cells) or "-")
+        if s.get("damaged"):
+            table.add_row(s["name"], "[red]damaged[/]", escape(s["damaged"]))
+            continue
+        cells = [_stage_cell(stage, rec) for stage, rec in s["stages"].items()]
+        if s.get("running_in"):
+            cells.append(f"[cyan]in use by {escape(s['running_in'])}[/]")
+        table.add_row(s["name"], s["kind"], "\n".join(cells) or "-")
     return table
+
+
+def _stage_cell(stage: str, rec: dict[str, Any]) -> str:
+    status = rec.get("status", "?")
+    if status == "complete":
+        return f"{stage} [green]complete[/] {fmt_loss(rec['final_loss'])}"
+    if status == "interrupted":
+        saved = rec.get("checkpoint_epoch")
+        where = f", resumable from epoch {saved}" if saved else ""
+        return f"{stage} [yellow]interrupted[/]{where}"
+    return f"{stage} [yellow]{status}[/]"
 
 
 def config_table(rows: list[tuple[str, Any, str]]) -> Table:

@@ -14,21 +14,20 @@ renamed over the old one, so a crash never leaves a half-written file.
 
 from __future__ import annotations
 
-import json
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lora_cli import __version__
+from lora_cli import __version__, locking
 from lora_cli.config import ApproxConfig, Config, config_to_yaml, load_config
 from lora_cli.errors import ConfigError, RunError
-from lora_cli.files import atomic_write, read_json_object, sha256_bytes, utc_now
+from lora_cli.files import atomic_write, dumps, guard_write, read_json_object, remove, remove_empty_folder, utc_now
+from lora_cli.run_files import MANIFEST, METRICS, RunFiles
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+
 CONFIG = "config.yaml"
-METRICS = "metrics.jsonl"
 BASE = "base.safetensors"
 ADAPTER_WEIGHTS = "adapter/adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter/adapter_config.json"
@@ -51,7 +50,7 @@ STAGE_FILES = {
 }
 
 
-class RunFolder:
+class RunFolder(RunFiles):
     """One run folder. Stages read and write it only through these methods."""
 
     def __init__(self, path: Path):
@@ -61,19 +60,17 @@ class RunFolder:
 
     @classmethod
     def create(cls, cfg: Config | ApproxConfig, run_dir: Path | None, root: Path, force: bool = False) -> RunFolder:
-        """A fresh run: `run_dir` if given, else root/<name>-<UTC time>.
+        """A fresh run: `run_dir` if given, else root/<name>-<UTC time>, locked for this process.
 
         An existing run folder is started over only with `force` when any stage is complete;
         a non-empty folder that is not a run folder is never touched.
         """
-        if run_dir is None:
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            run_dir = root / f"{cfg.name}-{stamp}"
-            suffix = 2
-            while run_dir.exists():
-                run_dir = root / f"{cfg.name}-{stamp}-{suffix}"
-                suffix += 1
-        run = cls(run_dir)
+        run = cls(run_dir if run_dir is not None else _new_folder(root, cfg.name))
+        if run.path.exists() and not run.path.is_dir():
+            raise RunError(f"{run.path}: exists and is not a folder; choose another --run-dir")
+        with guard_write(run.path):
+            run.path.mkdir(parents=True, exist_ok=True)
+        locking.acquire(run.path)
         run._check_writable_target(force)
         run.write_config(cfg)
         run._write_manifest(
@@ -91,13 +88,19 @@ class RunFolder:
         return run
 
     @classmethod
-    def open(cls, path: Path) -> RunFolder:
-        """An existing run folder; RunError if `path` is not one."""
+    def open(cls, path: Path, lock: str | None = "exclusive") -> RunFolder:
+        """An existing run folder; RunError if `path` is not one.
+
+        `lock`: "exclusive" for a command that writes it, "shared" for one that only reads it
+        and must not see a writer's work half done, None for a glance (`lora runs`).
+        """
         run = cls(path)
         if not run.path.is_dir():
             raise RunError(f"{path}: no such run folder; start one with `lora pretrain` or `lora run CONFIG`")
         if not (run.path / MANIFEST).is_file():
             raise RunError(f"{path}: not a lora run folder (no {MANIFEST}); start one with `lora pretrain`")
+        if lock is not None:
+            locking.acquire(run.path, shared=lock == "shared")
         manifest = run.manifest()
         version = manifest.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -106,19 +109,15 @@ class RunFolder:
             )
         if manifest.get("kind", "pipeline") not in KINDS:
             raise RunError(f"{path}: unknown run kind {manifest.get('kind')!r}; upgrade lora")
+        if lock == "exclusive":  # a kill between a stage's completion and its cleanup left these
+            for name, rec in manifest["stages"].items():
+                if rec.get("status") == "complete" and (run.path / checkpoint_path(name)).exists():
+                    run.remove_checkpoint(name)
         return run
 
     @property
     def kind(self) -> str:
         return self.manifest().get("kind", "pipeline")
-
-    @classmethod
-    def newest(cls, root: Path) -> RunFolder:
-        """The run folder under `root` created last."""
-        runs = list_runs(root)
-        if not runs:
-            raise RunError(f"no run folders in {root}/; start one with `lora pretrain` or `lora run CONFIG`")
-        return cls.open(runs[-1].path)
 
     def _check_writable_target(self, force: bool) -> None:
         if (self.path / MANIFEST).is_file():
@@ -137,11 +136,9 @@ class RunFolder:
                     f"{self.path}: already holds a run ({', '.join(done)} complete); pass --force to start over "
                     "in it, or leave out --run-dir for a new folder"
                 )
-            for rel in (*[f for files in STAGE_FILES.values() for f in files], METRICS):  # --force: start over
-                (self.path / rel).unlink(missing_ok=True)
-        elif self.path.exists() and not self.path.is_dir():
-            raise RunError(f"{self.path}: exists and is not a folder; choose another --run-dir")
-        elif self.path.is_dir() and any(not _creation_leftover(p) for p in self.path.iterdir()):
+            existing.start_stage(KINDS[existing.kind][1][0], forget_only=True)  # --force: start over
+            remove(self.path / METRICS)
+        elif any(not _creation_leftover(p) for p in self.path.iterdir()):
             raise RunError(f"{self.path}: not empty and not a lora run folder; choose a new or empty --run-dir")
 
     # ---- manifest and config -------------------------------------------------
@@ -150,7 +147,7 @@ class RunFolder:
         return read_json_object(self.path / MANIFEST)
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
-        atomic_write(self.path / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+        atomic_write(self.path / MANIFEST, (dumps(manifest, indent=2) + "\n").encode())
 
     def stage(self, name: str) -> dict[str, Any]:
         return self.manifest()["stages"].get(name, {})
@@ -160,26 +157,41 @@ class RunFolder:
         m["stages"].setdefault(name, {}).update(fields)
         self._write_manifest(m)
 
-    def start_stage(self, name: str, resume: bool = False) -> None:
-        """Mark `name` running and forget it and every later stage (their files too).
+    def start_stage(self, name: str, resume: bool = False, forget_only: bool = False) -> None:
+        """Mark `name` running and forget it and every later stage (their files and figures too).
 
-        With `resume`, this stage's checkpoint is kept so training can continue from it.
+        With `resume`, this stage's checkpoint is kept so training can continue from it;
+        with `forget_only`, nothing is marked running.
         """
         m = self.manifest()
         order = KINDS[m.get("kind", "pipeline")][1]
         later_stages = order[order.index(name) :]
         keep = {checkpoint_path(name)} if resume else set()
+        stale = [f for f, stages in m.get("figures", {}).items() if set(stages) & set(later_stages)]
+        for rel in stale:
+            m["figures"].pop(rel)
         for later in later_stages:
             m["stages"].pop(later, None)
             for rel in STAGE_FILES[later]:
                 m["files"].pop(rel, None)
                 if rel not in keep:
-                    (self.path / rel).unlink(missing_ok=True)
-        m["stages"][name] = {"status": "running", "started": utc_now()}
-        self._write_manifest(m)
+                    stale.append(rel)
+        if not forget_only:
+            m["stages"][name] = {"status": "running", "started": utc_now()}
+        self._write_manifest(m)  # first: a kill below leaves files the manifest no longer claims
+        for rel in stale:
+            remove(self.path / rel)
+        remove_empty_folder(self.path / "checkpoints")
         self._drop_metrics(later_stages)
         for leftover in self.path.rglob(".*.tmp"):  # from a write that was killed (atomic_write's names)
-            leftover.unlink(missing_ok=True)
+            remove(leftover)
+
+    def record_figures(self, figures: dict[str, list[str]]) -> None:
+        """Note PNGs written into the folder and the stages they draw, so re-running one of
+        those stages deletes them instead of leaving pictures of results that are gone."""
+        m = self.manifest()
+        m.setdefault("figures", {}).update(figures)
+        self._write_manifest(m)
 
     def interrupted(self, name: str) -> int | None:
         """The epoch of `name`'s checkpoint when the stage stopped before completing, else None."""
@@ -204,12 +216,17 @@ class RunFolder:
         return decode(path) if path.is_file() else None
 
     def remove_checkpoint(self, stage: str) -> None:
-        (self.path / checkpoint_path(stage)).unlink(missing_ok=True)
+        """Delete the stage's checkpoint (call once its result is durable) and its record."""
+        remove(self.path / checkpoint_path(stage))
+        remove_empty_folder(self.path / "checkpoints")
+        m = self.manifest()
+        if m["stages"].get(stage, {}).pop("checkpoint_epoch", None) is not None:
+            self._write_manifest(m)
 
     def require_complete(self, name: str, hint: str) -> dict[str, Any]:
         rec = self.stage(name)
         status = rec.get("status")
-        if status in ("running", "failed"):
+        if status in ("running", "failed", "interrupted"):
             why = f"failed ({rec['error']})" if status == "failed" and rec.get("error") else "was interrupted"
             raise RunError(
                 f"{self.path}: the {name} stage {why}; continue it with `lora {name} --resume --run-dir {self.path}` "
@@ -230,91 +247,25 @@ class RunFolder:
         except ConfigError as exc:
             raise RunError(f"{self.path}: its {CONFIG} is invalid: {exc.problems[0]}") from None
 
-    # ---- tensors and metrics -------------------------------------------------
 
-    def save_tensors(self, rel: str, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> str:
-        """Write a safetensors file atomically and record its SHA-256; returns the hash."""
-        from safetensors.torch import save
-
-        data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
-        return self._save_bytes(rel, data)
-
-    def save_json(self, rel: str, obj: Any) -> str:
-        return self._save_bytes(rel, (json.dumps(obj, indent=2) + "\n").encode())
-
-    def _save_bytes(self, rel: str, data: bytes) -> str:
-        atomic_write(self.path / rel, data)
-        digest = sha256_bytes(data)
-        m = self.manifest()
-        m["files"][rel] = {"sha256": digest, "bytes": len(data)}
-        self._write_manifest(m)
-        return digest
-
-    def load_tensors(self, rel: str, stage: str) -> dict[str, Any]:
-        """Read a safetensors file after checking it against the hash in the manifest."""
-        from safetensors.torch import load
-
-        data = self._load_bytes(rel, stage)
-        try:
-            return load(data)
-        except Exception as exc:  # safetensors raises its own error types
-            raise RunError(f"{self.path / rel}: not a readable safetensors file ({exc}); rerun `lora {stage}`") from None
-
-    def load_json(self, rel: str, stage: str) -> Any:
-        return json.loads(self._load_bytes(rel, stage))
-
-    def _load_bytes(self, rel: str, stage: str) -> bytes:
-        path = self.path / rel
-        if not path.is_file():
-            raise RunError(f"{path}: missing; rerun `lora {stage} --run-dir {self.path}`")
-        data = path.read_bytes()
-        expected = self.manifest()["files"].get(rel, {}).get("sha256")
-        if expected != sha256_bytes(data):
-            raise RunError(
-                f"{path}: does not match the SHA-256 recorded in {MANIFEST} (changed or truncated); "
-                f"rerun `lora {stage} --run-dir {self.path}`"
-            )
-        return data
-
-    def metrics(self) -> list[dict[str, Any]]:
-        path = self.path / METRICS
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    def add_metrics(self, rows: list[dict[str, Any]]) -> None:
-        self._write_metrics(self.metrics() + rows)
-
-    def _drop_metrics(self, stages: tuple[str, ...]) -> None:
-        rows = self.metrics()
-        kept = [r for r in rows if r.get("stage") not in stages]
-        if len(kept) != len(rows):
-            self._write_metrics(kept)
-
-    def _write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        atomic_write(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in rows).encode())
+def _new_folder(root: Path, name: str) -> Path:
+    """root/<name>-<UTC time>, made here so two processes starting together never share one."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    with guard_write(root):
+        root.mkdir(parents=True, exist_ok=True)
+        for suffix in range(1, 10_000):
+            path = root / (f"{name}-{stamp}" if suffix == 1 else f"{name}-{stamp}-{suffix}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    raise RunError(f"{root}: too many run folders named {name}-{stamp}; choose a --run-dir")
 
 
 def _creation_leftover(path: Path) -> bool:
-    """What a create killed before manifest.json existed leaves: config.yaml or a temporary."""
-    return path.name == CONFIG or (path.name.startswith(".") and path.name.endswith(".tmp"))
-
-
-def list_runs(root: Path) -> list[RunFolder]:
-    """Every run folder directly under `root`, oldest first."""
-    if not root.is_dir():
-        return []
-    runs = [RunFolder(c) for c in root.iterdir() if (c / MANIFEST).is_file() and _safe(c)]
-    return sorted(runs, key=lambda r: (str(r.manifest().get("created", "")), r.path.name))
-
-
-def _safe(folder: Path) -> bool:
-    """The folder's manifest reads as a JSON object (damaged folders are left out of listings)."""
-    try:
-        read_json_object(folder / MANIFEST)
-    except RunError:
-        return False
-    return True
+    """What a create killed before manifest.json existed leaves: config.yaml, the lock or a temporary."""
+    return path.name in (CONFIG, locking.LOCK) or (path.name.startswith(".") and path.name.endswith(".tmp"))
 
 
 def _versions() -> dict[str, str]:

@@ -7,16 +7,15 @@ Each stage returns a JSON-ready report; the same numbers go to manifest.json
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from lora_cli import approx, peft_format, pipeline
+from lora_cli import approx, peft_format, pipeline, threads
 from lora_cli.adapter import lora_parameter_count
 from lora_cli.config import ApproxConfig, Config, load_config
-from lora_cli.errors import ConfigError, DivergenceError, RunError
+from lora_cli.errors import ConfigError, RunError
 from lora_cli.files import utc_now
-from lora_cli.resources import check_memory
+from lora_cli.recording import EpochTracker, recording
+from lora_cli.resources import check_memory, step_work
 from lora_cli.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, APPROX, BASE, MERGED, RunFolder
 from lora_cli.train import EpochCallback, History, TrainState
 
@@ -36,22 +35,6 @@ def history_rows(stage: str, history: History, unit: str = "epoch") -> list[dict
     ]
 
 
-@contextmanager
-def _recording(run: RunFolder, name: str, resume: bool = False) -> Iterator[None]:
-    """Mark the stage running; on any failure mark it failed with the reason, then re-raise."""
-    run.start_stage(name, resume)
-    try:
-        yield
-    except DivergenceError as exc:
-        message = f"{name}: {exc}".replace("<stage>", name)
-        run.update_stage(name, status="failed", error=message, finished=utc_now())
-        raise DivergenceError(message) from None
-    except BaseException as exc:
-        reason = str(exc) or type(exc).__name__
-        run.update_stage(name, status="failed", error=reason, finished=utc_now())
-        raise
-
-
 def _finish_training(
     run: RunFolder, name: str, history: History, seconds: float, extra: dict, unit: str = "epoch"
 ) -> dict[str, Any]:
@@ -66,6 +49,7 @@ def _finish_training(
         **extra,
     }
     run.update_stage(name, **record)
+    run.remove_checkpoint(name)  # only now: the result and its record are durable
     return {"stage": name, "run_dir": str(run.path), **record, "history": rows}
 
 
@@ -76,19 +60,25 @@ def pretrain_stage(
     engine: str = "fast",
     device: str = "cpu",
     resume: bool = False,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Pretrain the full-rank base into `run`; with `resume`, continue from its checkpoint."""
+    """Pretrain the full-rank base into `run`; with `resume`, continue from its checkpoint.
+
+    `threads`: CPU threads, or None to choose by the size of a step (lora_cli/threads.py).
+    """
     dev = str(pipeline.resolve_device(device))
+    n_threads = _use_threads(cfg, "pretrain", threads)
     check_memory(cfg, "pretrain")
     state = _resume_state(run, "pretrain", engine) if resume else None
-    with _recording(run, "pretrain", resume):
+    tracker = EpochTracker(on_epoch)
+    with recording(run, "pretrain", resume, tracker):
         start = time.perf_counter()
-        result = pipeline.pretrain(cfg, on_epoch, engine, dev, state, _checkpointer(run, "pretrain"))
+        result = pipeline.pretrain(cfg, tracker, engine, dev, state, _checkpointer(run, "pretrain"))
         run.save_tensors(BASE, {"weight": result.weight})
-        run.remove_checkpoint("pretrain")
         extra = {
             "engine": engine,
             "device": dev,
+            "threads": n_threads,
             "resumed_from_epoch": state.epoch if state else None,
             "parameters": parameter_counts(cfg.data.d_in, cfg.data.d_out, cfg.finetune.rank),
         }
@@ -114,6 +104,7 @@ def finetune_stage(
     engine: str = "fast",
     device: str = "cpu",
     resume: bool = False,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train the adapter on the run's frozen base; `cfg` comes from `finetune_config`."""
     dev = str(pipeline.resolve_device(device))
@@ -124,11 +115,12 @@ def finetune_stage(
     base = load_base(run, cfg)
     base_sha = run.manifest()["files"][BASE]["sha256"]
     state = _resume_state(run, "finetune", engine) if resume else None
-    with _recording(run, "finetune", resume):
+    n_threads = _use_threads(cfg, "finetune", threads)
+    tracker = EpochTracker(on_epoch)
+    with recording(run, "finetune", resume, tracker):
         run.write_config(cfg)
         start = time.perf_counter()
-        result = pipeline.finetune(cfg, base, on_epoch, engine, dev, state, _checkpointer(run, "finetune"))
-        run.remove_checkpoint("finetune")
+        result = pipeline.finetune(cfg, base, tracker, engine, dev, state, _checkpointer(run, "finetune"))
         spec = pipeline.lora_spec(cfg)
         run.save_tensors(ADAPTER_WEIGHTS, peft_format.adapter_state_dict(result.lora_A, result.lora_B))
         run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(spec))
@@ -139,6 +131,7 @@ def finetune_stage(
             "init": spec.init,
             "engine": engine,
             "device": dev,
+            "threads": n_threads,
             "resumed_from_epoch": state.epoch if state else None,
             "base_sha256": base_sha,
             "parameters": parameter_counts(cfg.data.d_in, cfg.data.d_out, cfg.finetune.rank),
@@ -146,7 +139,7 @@ def finetune_stage(
         return _finish_training(run, "finetune", result.history, time.perf_counter() - start, extra)
 
 
-def merge_stage(run: RunFolder, force: bool = False) -> dict[str, Any]:
+def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None) -> dict[str, Any]:
     """Merge the adapter into the base, save merged.safetensors and report the checks."""
     cfg = run.config()
     trained = run.require_complete("finetune", f"run `lora finetune --run-dir {run.path}` first")
@@ -159,7 +152,8 @@ def merge_stage(run: RunFolder, force: bool = False) -> dict[str, Any]:
             f"rerun `lora finetune --run-dir {run.path} --force`"
         )
     lora_a, lora_b = _load_adapter(run, cfg)
-    with _recording(run, "merge"):
+    n_threads = _use_threads(cfg, "merge", threads)
+    with recording(run, "merge"):
         start = time.perf_counter()
         result = pipeline.merge(cfg, base, lora_a, lora_b)
         run.save_tensors(MERGED, {"weight": result.merged})
@@ -175,17 +169,22 @@ def merge_stage(run: RunFolder, force: bool = False) -> dict[str, Any]:
             "merged_loss": result.merged_loss,
             "max_abs_diff": result.max_abs_diff,
             "delta_mean": result.delta.mean().item(),
-            "delta_std": result.delta.std().item(),
+            # the sample std of one number is undefined: null, not NaN (and no torch warning)
+            "delta_std": result.delta.std().item() if result.delta.numel() > 1 else None,
             "delta_corner": delta_theta[:5, :5].tolist(),
+            "threads": n_threads,
         }
         run.update_stage("merge", **record)
         return {"stage": "merge", "run_dir": str(run.path), **record}
 
 
-def approx_stage(run: RunFolder, cfg: ApproxConfig, on_log: approx.LogCallback | None = None) -> dict[str, Any]:
+def approx_stage(
+    run: RunFolder, cfg: ApproxConfig, on_log: approx.LogCallback | None = None, threads: int | None = None
+) -> dict[str, Any]:
     """Fit A·B to W and set the result beside the Eckart–Young optimum."""
     check_memory(cfg, "approx")
-    with _recording(run, "approx"):
+    n_threads = _use_threads(cfg, "approx", threads)
+    with recording(run, "approx"):
         start = time.perf_counter()
         problem = approx.make_problem(cfg)
         result = approx.fit(problem, cfg, on_log)
@@ -200,9 +199,14 @@ def approx_stage(run: RunFolder, cfg: ApproxConfig, on_log: approx.LogCallback |
             "singular_values": approx.singular_values(problem.target).tolist(),
             "rank": cfg.rank,
             "iterations": cfg.iterations,
+            "threads": n_threads,
             "parameters": parameter_counts(cfg.d_in, cfg.d_out, cfg.rank),
         }
         return _finish_training(run, "approx", result.history, time.perf_counter() - start, extra, unit="iteration")
+
+
+def _use_threads(cfg: Config | ApproxConfig, stage: str, request: int | None) -> int:
+    return threads.use(threads.choose(step_work(cfg, stage), request))
 
 
 def _refuse_rerun(run: RunFolder, name: str, force: bool, consequence: str) -> None:

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from lora_cli import locking
 from lora_cli.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,3 +22,10 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "runs"
     monkeypatch.setenv("LORA_RUNS_DIR", str(root))
     return root
+
+
+@pytest.fixture(autouse=True)
+def _release_run_locks():
+    """Library-level tests open run folders outside the CLI, which releases locks as each command ends."""
+    yield
+    locking.release_all()

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from lora_cli.errors import RunError
 from lora_cli.files import atomic_write, sha256_bytes
-from lora_cli.runs import MANIFEST, RunFolder, list_runs
+from lora_cli.run_index import list_runs, newest
+from lora_cli.runs import MANIFEST, RunFolder
 from tests.conftest import tiny_config
 
 
@@ -69,9 +70,9 @@ def test_default_folder_name_newest_and_listing(tmp_path):
     second = RunFolder.create(tiny_config(), None, tmp_path)
     assert first.path.name.startswith("smoke-") and first.path != second.path
     assert [r.path for r in list_runs(tmp_path)] == [first.path, second.path]
-    assert RunFolder.newest(tmp_path).path == second.path
+    assert newest(tmp_path) == second.path
     with pytest.raises(RunError, match="no run folders"):
-        RunFolder.newest(tmp_path / "empty")
+        newest(tmp_path / "empty")
 
 
 def test_open_refuses_non_runs_and_newer_formats(tmp_path):

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
-
-import typer
+from typing import Any
 
 from lora_cli.commands.options import (
-    ConfigOpt,
     ForceOpt,
     JsonOpt,
     NewRunDirOpt,
     PlotOpt,
     SeedOpt,
-    SetOpt,
+    ThreadsOpt,
     collect_overrides,
+    config_option,
+    number_option,
+    set_option,
+    thread_count,
 )
 from lora_cli.commands.output import Output
 from lora_cli.commands.pipeline import create_run
@@ -22,16 +23,26 @@ from lora_cli.commands.plot import write_plots
 from lora_cli.config import ApproxConfig, load_config
 
 
+ApproxConfigOpt = config_option("configs/approx.yaml")
+ApproxSetOpt = set_option("lr=0.005")
+ApproxRankOpt = number_option("--rank", "Rank r of A (d x r) and B (r x k).")
+DInOpt = number_option("--d-in", "d: rows of the target W.")
+DOutOpt = number_option("--d-out", "k: columns of the target W.")
+IterationsOpt = number_option("--iterations", "Adam steps.")
+LrOpt = number_option("--lr", "Adam learning rate.", "NUMBER")
+
+
 def approx(
-    config: ConfigOpt = None,
-    rank: Annotated[Optional[int], typer.Option("--rank", help="Rank r of A (d x r) and B (r x k).")] = None,
-    d_in: Annotated[Optional[int], typer.Option("--d-in", help="d: rows of the target W.")] = None,
-    d_out: Annotated[Optional[int], typer.Option("--d-out", help="k: columns of the target W.")] = None,
-    iterations: Annotated[Optional[int], typer.Option("--iterations", help="Adam steps.")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate.")] = None,
+    config: ApproxConfigOpt = None,
+    rank: ApproxRankOpt = None,
+    d_in: DInOpt = None,
+    d_out: DOutOpt = None,
+    iterations: IterationsOpt = None,
+    lr: LrOpt = None,
     seed: SeedOpt = None,
-    sets: SetOpt = None,
+    sets: ApproxSetOpt = None,
     run_dir: NewRunDirOpt = None,
+    threads: ThreadsOpt = None,
     force: ForceOpt = False,
     plot: PlotOpt = False,
     as_json: JsonOpt = False,
@@ -39,7 +50,7 @@ def approx(
     """Fit A·B (rank r) to a random d x k matrix W, as in the 8x8 blog demo, beside the SVD optimum.
 
     With no options this is the blog exactly (configs/approx.yaml): seed 42, 8 x 8, rank 2,
-    Adam lr 0.01, 1000 iterations.
+    Adam lr 0.01, 1000 iterations. Try: lora approx --d-in 16 --d-out 12 --rank 3 --iterations 4000
     """
     flags = {
         "--rank": (("rank",), rank),
@@ -50,12 +61,17 @@ def approx(
         "--seed": (("seed",), seed),
     }
     cfg = load_config(config, collect_overrides(sets, flags), schema=ApproxConfig)
+    request = thread_count(threads)
     out = Output(as_json)
     run = create_run(cfg, run_dir, force, out)
     from lora_cli import stages
+    from lora_cli.errors import Interrupted
 
-    with out.progress("approx", cfg.iterations) as on_log:
-        report = stages.approx_stage(run, cfg, on_log)
+    try:
+        with out.progress("approx", cfg.iterations) as on_log:
+            report = stages.approx_stage(run, cfg, on_log, request)
+    except Interrupted as exc:
+        raise exc.with_hint(f"run it again with `lora approx -c {run.path / 'config.yaml'} --run-dir {run.path} --force`") from None
     _show(out, report, cfg)
     if plot:
         report["figures"] = write_plots(run, out)

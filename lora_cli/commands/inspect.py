@@ -11,35 +11,31 @@ from lora_cli.commands.options import JsonOpt, SetOpt, collect_overrides, runs_r
 from lora_cli.commands.output import Output
 from lora_cli.config import describe_schema, detect_schema, load_config
 
-SUMMARY_KEYS = ("status", "seconds", "baseline_loss", "final_loss", "error")
-
 
 def runs(
-    root: Annotated[Optional[Path], typer.Option("--root", help="Folder holding run folders (default: runs/ or $LORA_RUNS_DIR).")] = None,
+    root: Annotated[Optional[Path], typer.Option("--root", metavar="DIR", help="Folder holding run folders (default: runs/ or $LORA_RUNS_DIR).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List run folders, oldest first, with each stage's status and final loss."""
+    """List run folders, oldest first, with each stage's status and final loss.
+
+    A stage another process is running shows as running; one whose process was stopped or
+    killed shows as interrupted, with the epoch it can resume from.
+    """
     from lora_cli import report
-    from lora_cli.runs import list_runs
+    from lora_cli.run_index import list_runs, summary
 
     root = root or runs_root()
-    summaries = []
-    for run in list_runs(root):
-        m = run.manifest()
-        stages = {k: {f: v[f] for f in SUMMARY_KEYS if f in v} for k, v in m.get("stages", {}).items()}
-        summaries.append(
-            {"run_dir": str(run.path), "kind": run.kind, "name": m.get("name"), "created": m.get("created"), "stages": stages}
-        )
+    summaries = [summary(run, root) for run in list_runs(root)]
     out = Output(as_json)
     out.emit({"root": str(root), "runs": summaries})
     if not summaries:
         out.note(f"No run folders in {root}/ yet; start one with: lora run configs/posit.yaml")
         return
-    out.show(report.runs_table(summaries))
+    out.show(report.runs_table(summaries, str(root)))
 
 
 def validate(
-    config: Annotated[Path, typer.Argument(help="YAML config to check.")],
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config to check.")],
     sets: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

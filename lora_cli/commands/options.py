@@ -1,4 +1,9 @@
-"""Options shared by several commands, and turning flags into config overrides."""
+"""Options shared by several commands, and turning flags into config overrides.
+
+Numeric flags (--rank, --epochs, --lr, …) are read as text and go through the config's own
+parser and checks, exactly like `--set key=value`: one rule and one wording for a bad value,
+wherever it was typed. Plain on/off flags show no type in --help (metavar "").
+"""
 
 from __future__ import annotations
 
@@ -8,52 +13,83 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from lora_cli.config import parse_set_option
+from lora_cli.config import parse_scalar, parse_set_option
+from lora_cli.errors import ConfigError
 
-ConfigOpt = Annotated[
-    Optional[Path],
-    typer.Option("--config", "-c", help="YAML config; leave out for the blog recipe (configs/posit.yaml)."),
-]
+
+def config_option(recipe: str) -> Any:
+    return Annotated[
+        Optional[Path],
+        typer.Option("--config", "-c", metavar="FILE", help=f"YAML config; leave out for the built-in recipe ({recipe})."),
+    ]
+
+
+def set_option(example: str) -> Any:
+    return Annotated[
+        Optional[list[str]],
+        typer.Option("--set", "-s", metavar="KEY=VALUE", help=f"Override one config key, e.g. --set {example}. Repeatable."),
+    ]
+
+
+def number_option(flag: str, help: str, metavar: str = "INT") -> Any:
+    """A numeric flag, checked by the config's rules (see the module docstring)."""
+    return Annotated[Optional[str], typer.Option(flag, metavar=metavar, help=help)]
+
+
+def flag_option(flag: str, help: str) -> Any:
+    return Annotated[bool, typer.Option(flag, metavar="", help=help)]
+
+
+ConfigOpt = config_option("configs/posit.yaml")
+SetOpt = set_option("finetune.lr=5e-4")
 RunDirOpt = Annotated[
     Optional[Path],
-    typer.Option("--run-dir", "-r", help="Run folder; leave out for the newest one under runs/."),
+    typer.Option("--run-dir", "-r", metavar="DIR", help="Run folder; leave out for the newest pipeline run under runs/."),
 ]
 NewRunDirOpt = Annotated[
     Optional[Path],
-    typer.Option("--run-dir", "-r", help="Run folder to create; leave out for runs/<name>-<UTC time>."),
+    typer.Option("--run-dir", "-r", metavar="DIR", help="Run folder to create; leave out for runs/<name>-<UTC time>."),
 ]
-SetOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override one config key, e.g. --set finetune.lr=5e-4. Repeatable."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object instead of tables.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Run again over a stage that is complete or interrupted.")]
-ResumeOpt = Annotated[
-    bool, typer.Option("--resume", help="Continue an interrupted stage from its last checkpoint, in --run-dir or the newest run.")
-]
-RankOpt = Annotated[Optional[int], typer.Option("--rank", help="LoRA rank r (finetune.rank).")]
-AlphaOpt = Annotated[Optional[float], typer.Option("--alpha", help="LoRA alpha; scaling = alpha / rank (finetune.alpha).")]
-PlotOpt = Annotated[bool, typer.Option("--plot", help="Also write PNG figures into the run folder (see lora plot).")]
+JsonOpt = flag_option("--json", "Print the result as one JSON object instead of tables.")
+ForceOpt = flag_option("--force", "Run again over a stage that is complete or interrupted.")
+ResumeOpt = flag_option("--resume", "Continue an interrupted stage from its last checkpoint, in --run-dir or the newest run.")
+PlotOpt = flag_option("--plot", "Also write PNG figures into the run folder (see lora plot).")
+RankOpt = number_option("--rank", "LoRA rank r (finetune.rank).")
+AlphaOpt = number_option("--alpha", "LoRA alpha; scaling = alpha / rank (finetune.alpha).", "NUMBER")
+SeedOpt = number_option("--seed", "Seed for every random draw (seed).")
+ThreadsOpt = number_option("--threads", "CPU threads (default: 1 for small steps, else every core; or $LORA_THREADS).")
 EngineOpt = Annotated[
     str,
-    typer.Option("--engine", help="fast (hand-written gradients, cached base output) or reference (plain autograd)."),
+    typer.Option("--engine", metavar="NAME", help="fast (hand-written gradients, cached base output) or reference (plain autograd)."),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for every random draw (seed).")]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="NAME", help="auto (CUDA when present), cpu or cuda.")]
 
 
 def runs_root() -> Path:
-    """Where new run folders go: $LORA_RUNS_DIR, else ./runs."""
-    return Path(os.environ.get("LORA_RUNS_DIR", "runs"))
+    """Where run folders go: $LORA_RUNS_DIR when set and not empty, else ./runs."""
+    return Path(os.environ.get("LORA_RUNS_DIR", "").strip() or "runs")
 
 
-def collect_overrides(sets: list[str] | None, flags: dict[str, tuple[tuple[str, ...], Any]]) -> list[tuple[str, str, Any]]:
+def collect_overrides(sets: list[str] | None, flags: dict[str, tuple[tuple[str, ...], str | None]]) -> list[tuple[str, str, Any]]:
     """(source, key, value) triples: every --set, then each flag that was given (flags win)."""
     overrides = []
     for text in sets or []:
         key, value = parse_set_option(text)
         overrides.append(("--set", key, value))
-    for flag, (keys, value) in flags.items():
-        if value is not None:
+    for flag, (keys, text) in flags.items():
+        if text is not None:
+            value = parse_scalar(text, flag)
             overrides.extend((flag, key, value) for key in keys)
     return overrides
+
+
+def thread_count(text: str | None) -> int | None:
+    """--threads as a whole number ≥ 1, worded as the config words its own checks; None when absent."""
+    from lora_cli import threads
+
+    if text is None:
+        return threads.requested(None)
+    value = parse_scalar(text, "--threads")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"--threads = {value!r} is not allowed: must be a whole number ≥ 1")
+    return value

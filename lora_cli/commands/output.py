@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,8 +30,10 @@ class Output:
 
     def emit(self, result: dict[str, Any]) -> None:
         if self.as_json:
-            # plain write: Rich would wrap a long line at the console width
-            sys.stdout.write(json.dumps(result) + "\n")
+            from lora_cli.files import dumps
+
+            # plain write: Rich would wrap a long line at the console width; strict JSON (no NaN)
+            sys.stdout.write(dumps(result) + "\n")
 
     @contextmanager
     def progress(self, label: str, epochs: int) -> Iterator[Callable[[int, float | None], None]]:

@@ -12,19 +12,25 @@ from lora_cli.commands.output import Output
 
 
 def plot(
-    run_dir: Annotated[Optional[Path], typer.Argument(help="Run folder; leave out for the newest one.")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNGs (default: the run folder).")] = None,
+    run_dir: Annotated[Optional[Path], typer.Argument(metavar="RUN_DIR", help="Run folder; leave out for the newest one.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="Folder for the PNGs (default: the run folder).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Draw the run's figures as PNG: loss curves, heatmaps, singular values, parameters."""
+    """Draw the run's figures as PNG: loss curves, heatmaps, singular values, parameters.
+
+    Example: lora plot runs/posit-20261123T101535Z --out figures/
+    """
+    from lora_cli.run_index import newest
     from lora_cli.runs import RunFolder
 
     out = Output(as_json)
+    # writing into the run folder makes plot a writer; reading it for elsewhere, a reader
+    lock = "exclusive" if out_dir is None else "shared"
     if run_dir is None:
-        run = RunFolder.newest(runs_root())
+        run = RunFolder.open(newest(runs_root()), lock=lock)
         out.note(f"Using the newest run folder: {run.path} (choose another by naming it)")
     else:
-        run = RunFolder.open(run_dir)
+        run = RunFolder.open(run_dir, lock=lock)
     paths = write_plots(run, out, out_dir)
     out.emit({"run_dir": str(run.path), "figures": paths})
 

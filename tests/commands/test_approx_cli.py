@@ -60,7 +60,7 @@ def test_approx_options_change_the_problem(runs_dir):
         (["--rank", "0"], "rank = 0 is out of range"),
         (["--d-in", "0"], "d_in = 0 is out of range: must be ≥ 1"),
         (["--d-out", "-4"], "d_out = -4 is out of range: must be ≥ 1"),
-        (["--lr", "0"], "lr = 0.0 is out of range: must be > 0.0"),
+        (["--lr", "0"], "lr = 0 is out of range: must be > 0.0"),
         (["--iterations", "0"], "iterations = 0 is out of range"),
     ],
 )

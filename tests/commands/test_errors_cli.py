@@ -16,7 +16,7 @@ def _fails(args, code, *fragments):
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr
     # the only other line allowed is the note naming the run folder that was picked
-    assert all(line.startswith("Using the newest run folder") for line in lines if line not in errors)
+    assert all(line.startswith("Using the newest pipeline run folder") for line in lines if line not in errors)
     for fragment in fragments:
         assert fragment in errors[0]
     assert "Traceback" not in result.output and result.stdout == ""
@@ -43,7 +43,8 @@ def test_rank_zero_and_too_large(runs_dir):
 
 
 def test_bad_option_values_are_usage_errors(runs_dir):
-    _fails(["finetune", "--rank", "abc"], 2, "'--rank'", "lora finetune --help")
+    _fails(["finetune", "--rank", "abc"], 2, "--rank: finetune.rank = 'abc' is not allowed: must be a whole number")
+    _fails(["finetune", "--json", "--bogus"], 2, "No such option", "lora finetune --help")
     _fails(["run", str(SMOKE), "--set", "finetune.rank"], 2, "expected section.key=value")
     _fails(["frobnicate"], 2, "No such command")
 

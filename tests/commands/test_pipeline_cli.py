@@ -66,7 +66,7 @@ def test_stage_by_stage_equals_run(full_run, runs_dir):
     assert lora("pretrain", "-c", str(SMOKE), *FAST).exit_code == 0
     result = lora("finetune", "--rank", "1", "--json")
     assert result.exit_code == 0, result.output
-    assert "Using the newest run folder" in result.stderr
+    assert "Using the newest pipeline run folder" in result.stderr
     merged = lora("merge", "--json")
     assert merged.exit_code == 0
     stage_report = json.loads(merged.stdout)

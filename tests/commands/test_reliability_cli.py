@@ -1,12 +1,8 @@
 """Nothing lost, nothing misleading: kills, resume, integrity refusals, divergence, determinism."""
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +13,8 @@ from typer.testing import CliRunner
 
 from lora_cli.cli import app
 from lora_cli.files import sha256_bytes
-from tests.conftest import ROOT, SMOKE
+from tests.commands.procs import error_lines, lora_process, stage, wait_for
+from tests.conftest import SMOKE
 
 runner = CliRunner()
 LONG = """\
@@ -27,12 +24,6 @@ data: {n: 512, d_in: 33, d_out: 32}
 pretrain: {epochs: 120, batch_size: 16, lr: 0.01, log_every: 10, checkpoint_every: 5}
 finetune: {epochs: 120, batch_size: 16, lr: 0.01, log_every: 10, checkpoint_every: 5}
 """
-
-
-def _lora_process(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "lora_cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
 
 
 def _hashes(run_dir: Path) -> dict[str, str]:
@@ -45,7 +36,7 @@ def _everything_loads(run_dir: Path) -> None:
     """Every file of the run is whole. A kill mid-write leaves at most a hidden .tmp beside
     the file it was replacing, which the next stage sweeps away."""
     for path in run_dir.rglob("*"):
-        if path.name.startswith(".") and path.name.endswith(".tmp"):
+        if path.name.startswith(".") and path.name.endswith(".tmp") or path.name == ".lock":
             continue
         if path.suffix == ".safetensors":
             load_file(path)
@@ -59,26 +50,10 @@ def _everything_loads(run_dir: Path) -> None:
             pytest.fail(f"unexpected file left behind: {path}")
 
 
-def _wait_for(condition, proc: subprocess.Popen, timeout: float = 60) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and proc.poll() is None:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
-
-
-def _stage(run_dir: Path, name: str) -> dict:
-    try:
-        return json.loads((run_dir / "manifest.json").read_text())["stages"].get(name, {})
-    except (OSError, ValueError):
-        return {}
-
-
 KILL_POINTS = {
     "as the run starts": lambda d: (d / "manifest.json").exists(),
     "after a pretrain checkpoint": lambda d: (d / "checkpoints" / "pretrain.safetensors").exists(),
-    "after pretraining": lambda d: _stage(d, "pretrain").get("status") == "complete",
+    "after pretraining": lambda d: stage(d, "pretrain").get("status") == "complete",
     "after a finetune checkpoint": lambda d: (d / "checkpoints" / "finetune.safetensors").exists(),
 }
 
@@ -87,7 +62,7 @@ KILL_POINTS = {
 def uninterrupted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("kill")
     (folder / "long.yaml").write_text(LONG)
-    proc = _lora_process("run", str(folder / "long.yaml"), "--run-dir", str(folder / "whole"))
+    proc = lora_process("run", str(folder / "long.yaml"), "--run-dir", str(folder / "whole"))
     assert proc.wait() == 0, proc.stderr.read()
     return folder, _hashes(folder / "whole")
 
@@ -96,16 +71,15 @@ def uninterrupted(tmp_path_factory):
 def test_sigkill_then_resume_ends_bit_identical(uninterrupted, point):
     folder, expected = uninterrupted
     run_dir = folder / point.replace(" ", "-")
-    proc = _lora_process("run", str(folder / "long.yaml"), "--run-dir", str(run_dir))
-    reached = _wait_for(lambda: KILL_POINTS[point](run_dir), proc)
+    proc = lora_process("run", str(folder / "long.yaml"), "--run-dir", str(run_dir))
+    wait_for(lambda: KILL_POINTS[point](run_dir), proc, point)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert reached, f"the run ended before {point}"
     _everything_loads(run_dir)
     if point != "as the run starts":  # with a checkpoint or a finished stage, starting over needs --force
         refused = runner.invoke(app, ["run", str(folder / "long.yaml"), "--run-dir", str(run_dir)])
         assert refused.exit_code == 1 and ("--resume" in refused.stderr or "--force" in refused.stderr)
-    resumed = _lora_process("run", str(folder / "long.yaml"), "--run-dir", str(run_dir), "--resume")
+    resumed = lora_process("run", str(folder / "long.yaml"), "--run-dir", str(run_dir), "--resume")
     assert resumed.wait() == 0, resumed.stderr.read()
     assert _hashes(run_dir) == expected
     assert not (run_dir / "checkpoints" / "pretrain.safetensors").exists()
@@ -113,7 +87,7 @@ def test_sigkill_then_resume_ends_bit_identical(uninterrupted, point):
 
 
 def test_same_seed_same_bytes_across_processes(tmp_path):
-    procs = [_lora_process("run", str(SMOKE), "--epochs", "4", "--run-dir", str(tmp_path / name)) for name in "ab"]
+    procs = [lora_process("run", str(SMOKE), "--epochs", "4", "--run-dir", str(tmp_path / name)) for name in "ab"]
     assert [p.wait() for p in procs] == [0, 0]
     assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")
 
@@ -223,3 +197,29 @@ def test_unwritable_run_folder(tmp_path):
     (tmp_path / "file").write_text("x")
     result = runner.invoke(app, ["run", str(SMOKE), "--run-dir", str(tmp_path / "file" / "sub")])
     assert result.exit_code == 1 and "cannot be written" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "sig, code, point",
+    [(signal.SIGINT, 130, "after a finetune checkpoint"), (signal.SIGTERM, 143, "after a pretrain checkpoint")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_interrupt_says_where_it_stopped_and_resumes_bit_identical(uninterrupted, sig, code, point):
+    folder, expected = uninterrupted
+    run_dir = folder / f"signal-{sig.name}"
+    proc = lora_process("run", str(folder / "long.yaml"), "--run-dir", str(run_dir))
+    wait_for(lambda: KILL_POINTS[point](run_dir), proc, point)
+    proc.send_signal(sig)
+    assert proc.wait() == code
+    errors = error_lines(proc.stderr.read())
+    name = "finetune" if "finetune" in point else "pretrain"
+    assert len(errors) == 1 and f"error: {name} interrupted at epoch " in errors[0] and f"by {sig.name}" in errors[0]
+    record = stage(run_dir, name)
+    assert record["status"] == "interrupted" and record["checkpoint_epoch"] % 5 == 0 and record["signal"] == sig.name
+    listing = runner.invoke(app, ["runs", "--root", str(folder)], env={"COLUMNS": "200"}).stdout
+    assert f"resumable from epoch {record['checkpoint_epoch']}" in listing
+    command = errors[0].split("continue with `")[1].rstrip("`").split()  # run exactly what it says
+    assert command[:2] == ["lora", "run"] and "--resume" in command
+    resumed = lora_process(*command[1:])
+    assert resumed.wait() == 0, resumed.stderr.read()
+    assert _hashes(run_dir) == expected
