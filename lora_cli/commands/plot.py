@@ -20,14 +20,14 @@ def plot(
 
     Example: lora plot runs/posit-20261123T101535Z --out figures/
     """
-    from lora_cli.run_index import newest
+    from lora_cli.run_index import open_newest
     from lora_cli.runs import RunFolder
 
     out = Output(as_json)
     # writing into the run folder makes plot a writer; reading it for elsewhere, a reader
     lock = "exclusive" if out_dir is None else "shared"
     if run_dir is None:
-        run = RunFolder.open(newest(runs_root()), lock=lock)
+        run = open_newest(runs_root(), None, lock=lock)
         out.note(f"Using the newest run folder: {run.path} (choose another by naming it)")
     else:
         run = RunFolder.open(run_dir, lock=lock)
