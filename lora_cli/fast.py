@@ -30,6 +30,42 @@ from lora_cli.train import (
     start_history,
 )
 
+# Rows gathered per index_select: a whole run of steps at once, so the one op that runs in
+# parallel meets its partner thread ~16 times an epoch at the blog's size instead of every
+# step; on a busy CPU each meeting can cost a scheduler slice (bench/bench_contention.py).
+GATHER_ELEMENTS = 1 << 22
+
+
+class StepRows:
+    """Each step's rows of (n, ·) tensors, gathered many steps at a time.
+
+    Yields, per step, (b, ·) views of each source's rows, or of column blocks of them
+    (`columns`: widths per source), laid out as a per-step gather would lay them out, so the
+    arithmetic and its bytes are the same as gathering each step alone. The views are made
+    once: a view costs as much as a small op.
+    """
+
+    def __init__(self, sources: list[torch.Tensor], batch_size: int, steps: int, columns=None):
+        width = sum(t.shape[1] for t in sources)
+        self.chunk = max(1, min(steps, GATHER_ELEMENTS // (batch_size * width)))  # steps a gather
+        self.sources, self.b = sources, batch_size
+        self.buffers = [t.new_empty(self.chunk * batch_size, t.shape[1]) for t in sources]
+        columns = columns or [[t.shape[1]] for t in sources]
+
+        def step_views(k: int) -> tuple[torch.Tensor, ...]:
+            rows = slice(k * batch_size, (k + 1) * batch_size)
+            return tuple(part for buf, cols in zip(self.buffers, columns) for part in buf[rows].split(cols, dim=1))
+
+        self.views = [step_views(k) for k in range(self.chunk)]
+
+    def epoch(self, batches: torch.Tensor):
+        """(steps, b) row indices -> each step's tuple of views."""
+        for first in range(0, batches.shape[0], self.chunk):
+            idx = batches[first : first + self.chunk].reshape(-1)
+            for source, buffer in zip(self.sources, self.buffers):
+                torch.index_select(source, 0, idx, out=buffer[: idx.numel()])
+            yield from self.views[: idx.numel() // self.b]
+
 
 class FlatAdam:
     """torch.optim.Adam's update (betas 0.9/0.999, eps 1e-8, no weight decay) on one flat tensor.
@@ -92,7 +128,7 @@ def pretrain(
     opt = FlatAdam(w, grad, cfg.lr)
     if resume is not None:
         opt.load("weight", resume.tensors)
-    xb, yb = x.new_empty(b, d_in), y.new_empty(b, d_out)
+    rows = StepRows([x, y], b, steps)
     err = y.new_empty(b, d_out)  # scale·(xb·Wᵀ − yb) = dL/dpred
     w_t, err_t = w.T, err.T  # transposed views made once: a view costs as much as a small op
 
@@ -101,9 +137,7 @@ def pretrain(
 
     history, first = start_history(evaluate, generator, resume, on_epoch)
     for epoch in range(first, cfg.epochs + 1):
-        for idx in epoch_batches(n, b, steps, generator).to(x.device):
-            torch.index_select(x, 0, idx, out=xb)
-            torch.index_select(y, 0, idx, out=yb)
+        for xb, yb in rows.epoch(epoch_batches(n, b, steps, generator).to(x.device)):
             torch.addmm(yb, xb, w_t, beta=-scale, alpha=scale, out=err)  # (b, d_out)
             torch.mm(err_t, xb, out=grad)  # (d_out, b)·(b, d_in): dL/dW
             opt.step()
@@ -134,7 +168,7 @@ def finetune(
     n, d_in = x.shape
     d_out, r, b, s = y.shape[1], a0.shape[0], cfg.batch_size, scaling
     steps, scale = n // b, 2.0 / (b * d_out)
-    # [X2 | R], R = y2 − X2·Wᵀ (the frozen base's error, a constant): one gather a step fetches both
+    # [X2 | R], R = y2 − X2·Wᵀ (the frozen base's error, a constant): one gather fetches both
     xr = x.new_empty(n, d_in + d_out)
     for rows in torch.arange(n, device=x.device).split(4096):  # chunks bound the temporary
         xr[rows, :d_in] = x[rows]
@@ -149,8 +183,7 @@ def finetune(
     opt = FlatAdam(flat, grad, cfg.lr)
     if resume is not None:
         opt.load("adapter", resume.tensors)
-    batch = x.new_empty(b, d_in + d_out)
-    xb, rb = batch[:, :d_in], batch[:, d_in:]
+    rows = StepRows([xr], b, steps, columns=[[d_in, d_out]])
     u, grad_u = x.new_empty(b, r), x.new_empty(b, r)
     err = y.new_empty(b, d_out)  # s·scale·(s·u·Bᵀ − rb) = s·dL/dpred
     a_t, b_t, err_t, grad_u_t = lora_a.T, lora_b.T, err.T, grad_u.T  # views made once
@@ -160,8 +193,7 @@ def finetune(
 
     history, first = start_history(evaluate, generator, resume, on_epoch)
     for epoch in range(first, cfg.epochs + 1):
-        for idx in epoch_batches(n, b, steps, generator).to(x.device):
-            torch.index_select(xr, 0, idx, out=batch)
+        for xb, rb in rows.epoch(epoch_batches(n, b, steps, generator).to(x.device)):
             torch.mm(xb, a_t, out=u)  # (b, r)
             torch.addmm(rb, u, b_t, beta=-s * scale, alpha=s * s * scale, out=err)
             torch.mm(err_t, u, out=grad_b)  # dL/dB = s·errᵀ·u, (d_out, r)

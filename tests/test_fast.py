@@ -115,3 +115,36 @@ def test_batch_rows_that_run_out_of_draws_fall_back_to_the_exact_method(monkeypa
     assert batches.shape == (5, 16)
     assert all(len(set(row.tolist())) == 16 for row in batches)
     assert int(batches.max()) < 1000
+
+
+def test_step_rows_are_each_steps_own_gather(monkeypatch):
+    import lora_cli.fast as fast
+
+    x, y = torch.randn(50, 3), torch.randn(50, 5)
+    batches = epoch_batches(50, 4, 7, torch.Generator().manual_seed(2))
+    monkeypatch.setattr(fast, "GATHER_ELEMENTS", 3 * 4 * 8)  # 3 steps a gather: 7 = 3 + 3 + 1
+    rows = fast.StepRows([x, y], 4, 7, columns=[[1, 2], [5]])
+    assert rows.chunk == 3
+    steps = [tuple(v.clone() for v in views) for views in rows.epoch(batches)]
+    assert len(steps) == 7
+    for (x0, x1, yb), idx in zip(steps, batches):
+        assert torch.equal(torch.cat([x0, x1], dim=1), x[idx]) and torch.equal(yb, y[idx])
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_gathering_many_steps_at_once_changes_no_bit(monkeypatch, stage):
+    import lora_cli.fast as fast
+
+    cfg = tiny_config(**{"finetune.epochs": 6, "pretrain.epochs": 6})
+    base = pipeline.pretrain(cfg, engine="fast").weight
+
+    def trained() -> list[torch.Tensor]:
+        if stage == "pretrain":
+            return [pipeline.pretrain(cfg, engine="fast").weight]
+        result = pipeline.finetune(cfg, base, engine="fast")
+        return [result.lora_A, result.lora_B]
+
+    many = trained()
+    monkeypatch.setattr(fast, "GATHER_ELEMENTS", 1)  # one step a gather, as before StepRows
+    for a, b in zip(many, trained()):
+        assert torch.equal(a, b)
