@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 
 def _config(args):
-    from lora_cli.config import load_config
+    from lora_cli.config.loading import load_config
 
     sets = {"data.n": args.n, "data.d_in": args.d_in, "data.d_out": args.d_out, "finetune.rank": args.rank}
     sets.update({f"{s}.epochs": args.epochs + 1 for s in ("pretrain", "finetune")})
@@ -54,7 +54,7 @@ def worker(job: str, args) -> dict:
     stage, variant = job.split(":")
     import variants
 
-    from lora_cli import data
+    from lora_cli.core import data
 
     if stage == "pretrain":
         runners, setup = variants.pretrain_runners(cfg)

@@ -12,11 +12,11 @@ from torch import nn
 from torch.nn import functional as F
 from variants import BlogLoraLinear
 
-from lora_cli import data
-from lora_cli.adapter import init_linear_weight, init_lora_a, linear_from_weight
-from lora_cli.config import load_config
-from lora_cli.pipeline import lora_spec
-from lora_cli.train import epoch_batches
+from lora_cli.core import data
+from lora_cli.core.adapter import init_linear_weight, init_lora_a, linear_from_weight
+from lora_cli.config.loading import load_config
+from lora_cli.recipes.pipeline import lora_spec
+from lora_cli.train.loop import epoch_batches
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, batch_size=128, epochs=100):

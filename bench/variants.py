@@ -3,7 +3,7 @@
 naive      the blog's code ported literally: nn.Linear + autograd + Adam for pretraining;
            for finetuning its lora_nn_linear, which forms A·B (d_in x d_out) every step.
 reference  lora's autograd engine (train.fit with LoRALinear).
-fast       lora's fast engine (lora_cli.fast).
+fast       lora's fast engine (lora_cli.train.fast).
 peft       Hugging Face PEFT's LoRA layer on the same frozen nn.Linear (if peft is installed).
 """
 
@@ -16,11 +16,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lora_cli import data, fast
-from lora_cli.adapter import LoRALinear, init_linear_weight, init_lora_a, linear_from_weight
-from lora_cli.config import Config, TrainConfig
-from lora_cli.pipeline import lora_spec
-from lora_cli.train import EpochCallback, epoch_batches, fit
+from lora_cli.core import data
+from lora_cli.train import fast
+from lora_cli.core.adapter import LoRALinear, init_linear_weight, init_lora_a, linear_from_weight
+from lora_cli.config.loading import Config, TrainConfig
+from lora_cli.recipes.pipeline import lora_spec
+from lora_cli.train.loop import EpochCallback, epoch_batches, fit
 
 # A runner trains cfg.epochs epochs, calling on_epoch(epoch, _) after each (0 = start) so the
 # driver can time epochs that contain no full-data evaluation; it returns the final full-data MSE.

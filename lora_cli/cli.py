@@ -12,7 +12,8 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from lora_cli import __version__, locking
+from lora_cli import __version__
+from lora_cli.store import locking
 from lora_cli.commands import approx, inspect, pipeline, plot
 from lora_cli.errors import Interrupted, LoraError, signal_name
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from lora_cli.config import ApproxConfig, Config
+from lora_cli.config.loading import ApproxConfig, Config
 from lora_cli.errors import LoraError
 
 FLOAT = 4  # bytes

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from lora_cli import locking
-from lora_cli.config import Config, load_config
+from lora_cli.store import locking
+from lora_cli.config.loading import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

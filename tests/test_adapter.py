@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from lora_cli.adapter import LoRALinear, LoraSpec, init_lora_a, lora_parameter_count, merge_weights
+from lora_cli.core.adapter import LoRALinear, LoraSpec, init_lora_a, lora_parameter_count, merge_weights
 
 
 def _base(d_in=7, d_out=5, seed=0) -> nn.Linear:

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lora_cli import approx
-from lora_cli.config import ApproxConfig, load_config
+from lora_cli.recipes import approx
+from lora_cli.config.loading import ApproxConfig, load_config
 from tests.conftest import CONFIGS
 
 # the blog's table (seed 000): iteration -> loss as printed

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lora_cli.config import ApproxConfig, Config, config_to_yaml, detect_schema, load_config, parse_set_option
+from lora_cli.config.loading import ApproxConfig, Config, config_to_yaml, detect_schema, load_config, parse_set_option
 from lora_cli.errors import ConfigError
 from tests.conftest import CONFIGS, SMOKE
 

@@ -3,7 +3,7 @@
 import torch
 from torch.testing import assert_close
 
-from lora_cli import data
+from lora_cli.core import data
 from tests.conftest import tiny_config
 
 

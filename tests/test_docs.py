@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from lora_cli.config import ApproxConfig, Config, describe_schema
+from lora_cli.config.loading import ApproxConfig, Config, describe_schema
 from tests.conftest import ROOT
 
 

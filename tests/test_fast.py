@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lora_cli import pipeline
-from lora_cli.fast import FlatAdam
-from lora_cli.train import epoch_batches, first_distinct
+from lora_cli.recipes import pipeline
+from lora_cli.train.fast import FlatAdam
+from lora_cli.train.loop import epoch_batches, first_distinct
 from tests.conftest import tiny_config
 
 
@@ -89,7 +89,7 @@ def test_first_distinct_keeps_draw_order_and_flags_short_rows():
 
 
 def test_full_data_mse_is_accurate_at_the_blogs_size():
-    from lora_cli.fast import mse_of
+    from lora_cli.train.fast import mse_of
 
     g = torch.Generator().manual_seed(3)
     error = torch.randn(10000, 1000, generator=g) * 31.6  # the blog's base error on the shifted data
@@ -101,7 +101,7 @@ def test_full_data_mse_is_accurate_at_the_blogs_size():
 
 
 def test_batch_rows_that_run_out_of_draws_fall_back_to_the_exact_method(monkeypatch):
-    import lora_cli.train as train
+    import lora_cli.train.loop as train
 
     real = train.first_distinct
 
@@ -118,7 +118,7 @@ def test_batch_rows_that_run_out_of_draws_fall_back_to_the_exact_method(monkeypa
 
 
 def test_step_rows_are_each_steps_own_gather(monkeypatch):
-    import lora_cli.fast as fast
+    import lora_cli.train.fast as fast
 
     x, y = torch.randn(50, 3), torch.randn(50, 5)
     batches = epoch_batches(50, 4, 7, torch.Generator().manual_seed(2))
@@ -133,7 +133,7 @@ def test_step_rows_are_each_steps_own_gather(monkeypatch):
 
 @pytest.mark.parametrize("stage", ["pretrain", "finetune"])
 def test_gathering_many_steps_at_once_changes_no_bit(monkeypatch, stage):
-    import lora_cli.fast as fast
+    import lora_cli.train.fast as fast
 
     cfg = tiny_config(**{"finetune.epochs": 6, "pretrain.epochs": 6})
     base = pipeline.pretrain(cfg, engine="fast").weight

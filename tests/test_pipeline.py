@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lora_cli import data, pipeline
+from lora_cli.core import data
+from lora_cli.recipes import pipeline
 from tests.conftest import tiny_config
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lora_cli import pipeline
+from lora_cli.recipes import pipeline
 from lora_cli.resources import ResourceError, check_memory, stage_bytes
 from tests.conftest import tiny_config
 

@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 from lora_cli.errors import RunError
-from lora_cli.files import atomic_write, sha256_bytes
-from lora_cli.run_index import list_runs, newest
-from lora_cli.runs import MANIFEST, RunFolder
+from lora_cli.store.files import atomic_write, sha256_bytes
+from lora_cli.store.run_index import list_runs, newest
+from lora_cli.store.run_folder import MANIFEST, RunFolder
 from tests.conftest import tiny_config
 
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from lora_cli import threads
 from lora_cli.cli import app
-from lora_cli.config import ApproxConfig, load_config
+from lora_cli.config.loading import ApproxConfig, load_config
 from lora_cli.resources import step_work
 from tests.conftest import CONFIGS, ROOT, SMOKE, tiny_config
 

@@ -6,9 +6,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.testing import assert_close
 
-from lora_cli.config import TrainConfig
+from lora_cli.config.loading import TrainConfig
 from lora_cli.errors import DivergenceError
-from lora_cli.train import epoch_batches, fit
+from lora_cli.train.loop import epoch_batches, fit
 
 
 def _problem(n=64, d_in=6, d_out=4):

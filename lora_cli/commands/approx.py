@@ -20,7 +20,7 @@ from lora_cli.commands.options import (
 from lora_cli.commands.output import Output
 from lora_cli.commands.pipeline import create_run
 from lora_cli.commands.plot import write_plots
-from lora_cli.config import ApproxConfig, load_config
+from lora_cli.config.loading import ApproxConfig, load_config
 
 
 ApproxConfigOpt = config_option("configs/approx.yaml")
@@ -64,7 +64,7 @@ def approx(
     request = thread_count(threads)
     out = Output(as_json)
     run = create_run(cfg, run_dir, force, out)
-    from lora_cli import stages
+    from lora_cli.stages import pipeline as stages
     from lora_cli.errors import Interrupted
 
     try:
@@ -79,7 +79,7 @@ def approx(
 
 
 def _show(out: Output, report: dict[str, Any], cfg: ApproxConfig) -> None:
-    from lora_cli import report as tables
+    from lora_cli import tables
 
     out.show(
         tables.approx_config_table(cfg.d_in, cfg.d_out, cfg.rank),

@@ -9,7 +9,7 @@ import typer
 
 from lora_cli.commands.options import JsonOpt, SetOpt, collect_overrides, runs_root
 from lora_cli.commands.output import Output
-from lora_cli.config import describe_schema, detect_schema, load_config
+from lora_cli.config.loading import describe_schema, detect_schema, load_config
 
 
 def runs(
@@ -21,8 +21,8 @@ def runs(
     A stage another process is running shows as running; one whose process was stopped or
     killed shows as interrupted, with the epoch it can resume from.
     """
-    from lora_cli import report
-    from lora_cli.run_index import list_runs, summary
+    from lora_cli import tables as report
+    from lora_cli.store.run_index import list_runs, summary
 
     root = root or runs_root()
     summaries = [summary(run, root) for run in list_runs(root)]
@@ -43,7 +43,7 @@ def validate(
 
     Pipeline configs (lora run) and approx configs (lora approx) are told apart by their keys.
     """
-    from lora_cli import report
+    from lora_cli import tables as report
 
     schema = detect_schema(config)
     cfg = load_config(config, collect_overrides(sets, {}), schema=schema)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from lora_cli.config import parse_scalar, parse_set_option
+from lora_cli.config.loading import parse_scalar, parse_set_option
 from lora_cli.errors import ConfigError
 
 

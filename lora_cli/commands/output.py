@@ -30,7 +30,7 @@ class Output:
 
     def emit(self, result: dict[str, Any]) -> None:
         if self.as_json:
-            from lora_cli.files import dumps
+            from lora_cli.store.files import dumps
 
             # plain write: Rich would wrap a long line at the console width; strict JSON (no NaN)
             sys.stdout.write(dumps(result) + "\n")

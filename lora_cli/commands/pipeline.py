@@ -30,7 +30,7 @@ from lora_cli.commands.options import (
     thread_count,
 )
 from lora_cli.commands.output import Output
-from lora_cli.config import ApproxConfig, Config, check_values, load_config
+from lora_cli.config.loading import ApproxConfig, Config, check_values, load_config
 from lora_cli.errors import ConfigError, Interrupted, signal_name
 
 EpochsOpt = number_option("--epochs", "Training epochs of this stage.")
@@ -194,7 +194,7 @@ def _engine_flag(runtime: dict[str, Any]) -> str:
 def create_run(cfg: Any, run_dir: Path | None, force: bool, out: Output):
     """A fresh run folder, made only once the config is known to fit in memory."""
     from lora_cli.resources import check_memory
-    from lora_cli.runs import RunFolder
+    from lora_cli.store.run_folder import RunFolder
 
     for stage in ("approx",) if isinstance(cfg, ApproxConfig) else ("pretrain", "finetune", "merge"):
         check_memory(cfg, stage)
@@ -206,8 +206,8 @@ def create_run(cfg: Any, run_dir: Path | None, force: bool, out: Output):
 
 def _open_run(run_dir: Path | None, out: Output):
     """The pipeline run in --run-dir, else the newest one, locked for writing."""
-    from lora_cli.run_index import open_newest
-    from lora_cli.runs import RunFolder
+    from lora_cli.store.run_index import open_newest
+    from lora_cli.store.run_folder import RunFolder
 
     if run_dir is not None:
         return RunFolder.open(run_dir)
@@ -219,7 +219,7 @@ def _open_run(run_dir: Path | None, out: Output):
 def _runtime(engine: str, device: str, threads: str | None) -> dict[str, Any]:
     """Check --engine, --device and --threads before any folder is made; torch is imported only here."""
     request = thread_count(threads)
-    from lora_cli.pipeline import ENGINES, resolve_device
+    from lora_cli.recipes.pipeline import ENGINES, resolve_device
 
     if engine not in ENGINES:
         raise ConfigError(f"--engine {engine!r}: must be one of {', '.join(ENGINES)}")
@@ -232,7 +232,7 @@ def _no_changes_on_resume(changed: bool) -> None:
 
 
 def _pretrain(run, cfg: Config, out: Output, runtime: dict[str, Any], resume: bool = False) -> dict[str, Any]:
-    from lora_cli import stages
+    from lora_cli.stages import pipeline as stages
 
     with out.progress("pretrain", cfg.pretrain.epochs) as on_epoch:
         report = stages.pretrain_stage(run, cfg, on_epoch, resume=resume, **runtime)
@@ -241,7 +241,7 @@ def _pretrain(run, cfg: Config, out: Output, runtime: dict[str, Any], resume: bo
 
 
 def _finetune(run, overrides, out: Output, force: bool, runtime: dict[str, Any], resume: bool = False) -> dict[str, Any]:
-    from lora_cli import stages
+    from lora_cli.stages import pipeline as stages
 
     cfg = stages.finetune_config(run, overrides)
     with out.progress("finetune", cfg.finetune.epochs) as on_epoch:
@@ -251,8 +251,8 @@ def _finetune(run, overrides, out: Output, force: bool, runtime: dict[str, Any],
 
 
 def _merge(run, out: Output, force: bool, threads: int | None = None) -> dict[str, Any]:
-    from lora_cli import report as tables
-    from lora_cli import stages
+    from lora_cli import tables
+    from lora_cli.stages import pipeline as stages
 
     report = stages.merge_stage(run, force, threads)
     out.show(
@@ -264,7 +264,7 @@ def _merge(run, out: Output, force: bool, threads: int | None = None) -> dict[st
 
 
 def _show_training(out: Output, report: dict[str, Any], cfg: Config) -> None:
-    from lora_cli import report as tables
+    from lora_cli import tables
 
     stage = report["stage"]
     what = "full-rank base" if stage == "pretrain" else f"rank-{report['rank']} adapter (alpha {report['alpha']:g})"

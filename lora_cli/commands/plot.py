@@ -20,8 +20,8 @@ def plot(
 
     Example: lora plot runs/posit-20261123T101535Z --out figures/
     """
-    from lora_cli.run_index import open_newest
-    from lora_cli.runs import RunFolder
+    from lora_cli.store.run_index import open_newest
+    from lora_cli.store.run_folder import RunFolder
 
     out = Output(as_json)
     # writing into the run folder makes plot a writer; reading it for elsewhere, a reader
@@ -37,7 +37,7 @@ def plot(
 
 def write_plots(run, out: Output, out_dir: Path | None = None) -> list[str]:
     """Write the figures and list them for the person; returns their paths as text."""
-    from lora_cli.plots import plot_run
+    from lora_cli.figures import plot_run
 
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         from lora_cli.errors import RunError

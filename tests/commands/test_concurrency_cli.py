@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from lora_cli.cli import app
-from lora_cli.files import sha256_bytes
+from lora_cli.store.files import sha256_bytes
 from tests.commands.procs import error_lines, lora_process, stage, wait_for
 from tests.conftest import ROOT, SMOKE
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from lora_cli.cli import app
-from lora_cli.config import describe_schema, load_config
+from lora_cli.config.loading import describe_schema, load_config
 from lora_cli.errors import ConfigError
 from tests.conftest import SMOKE
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lora_cli.cli import app
-from lora_cli.run_files import RunFiles
+from lora_cli.store.run_files import RunFiles
 from lora_cli.errors import RunError
 from tests.commands.procs import error_lines
 from tests.conftest import ROOT, SMOKE

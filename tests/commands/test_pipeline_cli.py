@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from lora_cli.cli import app
-from lora_cli.peft_format import KEY_A, KEY_B
+from lora_cli.store.peft_format import KEY_A, KEY_B
 from tests.conftest import SMOKE
 
 runner = CliRunner()

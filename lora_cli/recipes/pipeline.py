@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from lora_cli import data, fast
-from lora_cli.adapter import (
+from lora_cli.core import data
+from lora_cli.train import fast
+from lora_cli.core.adapter import (
     LoRALinear,
     LoraSpec,
     init_linear_weight,
@@ -16,9 +17,9 @@ from lora_cli.adapter import (
     linear_from_weight,
     merge_weights,
 )
-from lora_cli.config import Config
+from lora_cli.config.loading import Config
 from lora_cli.errors import ConfigError
-from lora_cli.train import CheckpointCallback, EpochCallback, History, TrainState, fit
+from lora_cli.train.loop import CheckpointCallback, EpochCallback, History, TrainState, fit
 
 ENGINES = ("fast", "reference")
 DEVICES = ("auto", "cpu", "cuda")

@@ -1,6 +1,6 @@
 """Checking a raw config mapping against a schema: unknown keys, types, ranges, choices, and
 rules that span keys. Every problem is one line naming its source (file or flag), the dotted
-key, the value and what is allowed. `lora_cli.config.load_config` is the way in.
+key, the value and what is allowed. `lora_cli.config.loading.load_config` is the way in.
 """
 
 from __future__ import annotations

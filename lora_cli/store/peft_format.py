@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from lora_cli.adapter import LoraSpec
+from lora_cli.core.adapter import LoraSpec
 
 MODULE = "linear"
 KEY_A = f"base_model.model.{MODULE}.lora_A.weight"

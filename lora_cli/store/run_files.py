@@ -1,7 +1,7 @@
 """The files of a run folder that the manifest vouches for: tensors and JSON recorded with
 their SHA-256 and checked against it on every load, and the metrics log.
 
-A mixin of `RunFolder` (lora_cli/runs.py), which supplies `path`, `manifest()` and
+A mixin of `RunFolder` (lora_cli/store/run_folder.py), which supplies `path`, `manifest()` and
 `_write_manifest()`.
 """
 
@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from lora_cli.errors import RunError
-from lora_cli.files import atomic_write, dumps, sha256_bytes
+from lora_cli.store.files import atomic_write, dumps, sha256_bytes
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"

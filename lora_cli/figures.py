@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from lora_cli.errors import RunError
-from lora_cli.files import atomic_write
-from lora_cli.runs import ADAPTER_WEIGHTS, APPROX, BASE, RunFolder
+from lora_cli.store.files import atomic_write
+from lora_cli.store.run_folder import ADAPTER_WEIGHTS, APPROX, BASE, RunFolder
 
 KEPT, DROPPED = "#d62728", "#b0b0b0"
 
@@ -133,9 +133,9 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
         cfg = run.config()
         run.load_tensors(BASE, "pretrain")  # checks the base is intact before plotting its update
         adapter = run.load_tensors(ADAPTER_WEIGHTS, "finetune")
-        from lora_cli.adapter import delta_weight
-        from lora_cli.data import make_theta, shift_theta
-        from lora_cli.peft_format import KEY_A, KEY_B
+        from lora_cli.core.adapter import delta_weight
+        from lora_cli.core.data import make_theta, shift_theta
+        from lora_cli.store.peft_format import KEY_A, KEY_B
 
         delta = delta_weight(adapter[KEY_A], adapter[KEY_B], cfg.scaling)
         theta = make_theta(cfg)

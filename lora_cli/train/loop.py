@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lora_cli.config import TrainConfig
+from lora_cli.config.loading import TrainConfig
 from lora_cli.errors import DivergenceError
 
 # on_epoch(epoch, full-data loss if this epoch was logged else None); epoch 0 = before training

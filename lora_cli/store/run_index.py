@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_cli import locking
+from lora_cli.store import locking
 from lora_cli.errors import RunError
-from lora_cli.files import read_json_object
-from lora_cli.runs import MANIFEST, RunFolder
+from lora_cli.store.files import read_json_object
+from lora_cli.store.run_folder import MANIFEST, RunFolder
 
 SUMMARY_KEYS = ("status", "seconds", "baseline_loss", "final_loss", "error", "epoch", "checkpoint_epoch")
 

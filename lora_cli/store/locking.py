@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from lora_cli.errors import RunError
-from lora_cli.files import guard_write
+from lora_cli.store.files import guard_write
 
 LOCK = ".lock"
 _held: dict[Path, int] = {}  # folder -> fd of the lock this process holds (kept open: closing releases)

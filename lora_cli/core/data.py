@@ -11,7 +11,7 @@ import hashlib
 
 import torch
 
-from lora_cli.config import Config
+from lora_cli.config.loading import Config
 
 PURPOSES = (
     "theta",

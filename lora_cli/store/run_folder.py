@@ -19,11 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lora_cli import __version__, locking
-from lora_cli.config import ApproxConfig, Config, config_to_yaml, load_config
+from lora_cli import __version__
+from lora_cli.store import locking
+from lora_cli.config.loading import ApproxConfig, Config, config_to_yaml, load_config
 from lora_cli.errors import ConfigError, RunError
-from lora_cli.files import atomic_write, dumps, guard_write, read_json_object, remove, remove_empty_folder, utc_now
-from lora_cli.run_files import MANIFEST, METRICS, RunFiles
+from lora_cli.store.files import atomic_write, dumps, guard_write, read_json_object, remove, remove_empty_folder, utc_now
+from lora_cli.store.run_files import MANIFEST, METRICS, RunFiles
 
 FORMAT_VERSION = 1
 
@@ -200,17 +201,17 @@ class RunFolder(RunFiles):
         state = self.load_checkpoint(name)
         return state.epoch if state else None
 
-    # ---- checkpoints (format in lora_cli.checkpoints) ------------------------
+    # ---- checkpoints (format in lora_cli.store.checkpoints) ------------------------
 
     def save_checkpoint(self, stage: str, state: Any) -> None:
-        from lora_cli.checkpoints import encode
+        from lora_cli.store.checkpoints import encode
 
         atomic_write(self.path / checkpoint_path(stage), encode(stage, state))
         self.update_stage(stage, checkpoint_epoch=state.epoch)
 
     def load_checkpoint(self, stage: str) -> Any:
         """The stage's TrainState, or None when it has no checkpoint."""
-        from lora_cli.checkpoints import decode
+        from lora_cli.store.checkpoints import decode
 
         path = self.path / checkpoint_path(stage)
         return decode(path) if path.is_file() else None

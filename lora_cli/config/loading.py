@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_cli.config_checks import build, build_into, section_classes
+from lora_cli.config.checks import build, build_into, section_classes
 from lora_cli.errors import ConfigError
-from lora_cli.yamlio import YamlError, dump_yaml, parse_yaml, read_yaml_file
+from lora_cli.config.yamlio import YamlError, dump_yaml, parse_yaml, read_yaml_file
 
 
 def _spec(default: Any, help: str, **rules: Any) -> Any:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from lora_cli.config import ApproxConfig
-from lora_cli.train import History, LogPoint, check_diverged
+from lora_cli.config.loading import ApproxConfig
+from lora_cli.train.loop import History, LogPoint, check_diverged
 
 # on_log(iteration, loss); called at every logged iteration
 LogCallback = Callable[[int, float], None]

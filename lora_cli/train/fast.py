@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from lora_cli.config import TrainConfig
-from lora_cli.train import (
+from lora_cli.config.loading import TrainConfig
+from lora_cli.train.loop import (
     CheckpointCallback,
     EpochCallback,
     History,

@@ -9,15 +9,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lora_cli import approx, peft_format, pipeline, threads
-from lora_cli.adapter import lora_parameter_count
-from lora_cli.config import ApproxConfig, Config, load_config
+from lora_cli import threads
+from lora_cli.recipes import approx
+from lora_cli.store import peft_format
+from lora_cli.recipes import pipeline
+from lora_cli.core.adapter import lora_parameter_count
+from lora_cli.config.loading import ApproxConfig, Config, load_config
 from lora_cli.errors import ConfigError, RunError
-from lora_cli.files import utc_now
-from lora_cli.recording import EpochTracker, recording
+from lora_cli.store.files import utc_now
+from lora_cli.stages.recording import EpochTracker, recording
 from lora_cli.resources import check_memory, step_work
-from lora_cli.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, APPROX, BASE, MERGED, RunFolder
-from lora_cli.train import EpochCallback, History, TrainState
+from lora_cli.store.run_folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS, APPROX, BASE, MERGED, RunFolder
+from lora_cli.train.loop import EpochCallback, History, TrainState
 
 Overrides = list[tuple[str, str, Any]]
 FINETUNE_KEYS = ("finetune.", "shift.")

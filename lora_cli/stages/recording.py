@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from lora_cli.errors import DivergenceError, Interrupted, signal_name
-from lora_cli.files import utc_now
-from lora_cli.runs import RunFolder
-from lora_cli.train import EpochCallback
+from lora_cli.store.files import utc_now
+from lora_cli.store.run_folder import RunFolder
+from lora_cli.train.loop import EpochCallback
 
 
 class EpochTracker:

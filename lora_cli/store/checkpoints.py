@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from lora_cli.errors import RunError
-from lora_cli.train import History, LogPoint, TrainState
+from lora_cli.train.loop import History, LogPoint, TrainState
 
 KEY = "lora_checkpoint"
 
