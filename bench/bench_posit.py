@@ -54,12 +54,12 @@ def worker(job: str, args) -> dict:
     stage, variant = job.split(":")
     import variants
 
-    from lora_cli.core import data
-
     if stage == "pretrain":
         runners, setup = variants.pretrain_runners(cfg)
     else:  # an ideal pretrained base, W = θᵀ, so the finetune problem is the blog's
-        base = data.make_theta(cfg).T.contiguous()
+        from lora_cli.recipes.pipeline import thetas
+
+        base = thetas(cfg)[0].T.contiguous()
         runners, setup = variants.finetune_runners(cfg, base)
     if variant not in runners:
         return {"skipped": "peft is not installed (pip install peft)"}

@@ -12,11 +12,12 @@ from torch import nn
 from torch.nn import functional as F
 from variants import BlogLoraLinear
 
-from lora_cli.core import data
-from lora_cli.core.adapter import init_linear_weight, init_lora_a, linear_from_weight
 from lora_cli.config.loading import load_config
-from lora_cli.recipes.pipeline import lora_spec
-from lora_cli.train.loop import epoch_batches
+from lora_cli.core.adapter import linear_from_weight
+from lora_cli.core.inits import init_adapter, init_linear_weight
+from lora_cli.core.rng import generator
+from lora_cli.recipes.pipeline import adapter_spec, regression, thetas
+from lora_cli.train.sampler import epoch_batches
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, batch_size=128, epochs=100):
@@ -36,17 +37,17 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generat
 
 def run(seed: int = 0) -> dict:
     cfg = load_config(None, [("bench", "seed", seed)])
-    thetas = data.make_theta(cfg)
-    x, y = data.make_regression(cfg, thetas, "pretrain")
-    model = linear_from_weight(init_linear_weight(cfg.data.d_in, cfg.data.d_out, data.generator(seed, "init_base")))
-    train(model, x, y, data.generator(seed, "batches_pretrain"))
-    x2, y2 = data.make_regression(cfg, thetas + 1, "finetune")
+    theta = thetas(cfg)[0]
+    x, y = regression(cfg, theta, "pretrain")
+    model = linear_from_weight(init_linear_weight(cfg.data.d_in, cfg.data.d_out, generator(seed, "init_base")))
+    train(model, x, y, generator(seed, "batches_pretrain"))
+    x2, y2 = regression(cfg, theta + 1, "finetune")
     with torch.no_grad():
         base_loss = F.mse_loss(model(x2), y2).item()
-    spec = lora_spec(cfg)
-    a = init_lora_a(spec, cfg.data.d_in, data.generator(seed, "init_adapter")).T  # blog A: (d_in, r)
+    spec = adapter_spec(cfg)
+    a = init_adapter(model.weight.detach(), spec, generator(seed, "init_adapter"))[0].T  # blog A: (d_in, r)
     lora = BlogLoraLinear(model, a, spec.scaling)
-    train(lora, x2, y2, data.generator(seed, "batches_finetune"))
+    train(lora, x2, y2, generator(seed, "batches_finetune"))
     with torch.no_grad():
         delta = torch.matmul(lora.A, lora.B) * lora.scaling
         model.weight.add_(delta.T)

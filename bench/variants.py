@@ -2,8 +2,8 @@
 
 naive      the blog's code ported literally: nn.Linear + autograd + Adam for pretraining;
            for finetuning its lora_nn_linear, which forms A·B (d_in x d_out) every step.
-reference  lora's autograd engine (train.fit with LoRALinear).
-fast       lora's fast engine (lora_cli.train.fast).
+reference  lora's autograd engine (train/reference.py, LoRALinear) in lora's training loop.
+fast       lora's fast engine (train/fast.py) in lora's training loop.
 peft       Hugging Face PEFT's LoRA layer on the same frozen nn.Linear (if peft is installed).
 """
 
@@ -16,12 +16,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lora_cli.core import data
-from lora_cli.train import fast
-from lora_cli.core.adapter import LoRALinear, init_linear_weight, init_lora_a, linear_from_weight
 from lora_cli.config.loading import Config, TrainConfig
-from lora_cli.recipes.pipeline import lora_spec
-from lora_cli.train.loop import EpochCallback, epoch_batches, fit
+from lora_cli.core.adapter import linear_from_weight
+from lora_cli.core.inits import init_adapter, init_linear_weight
+from lora_cli.core.rng import generator
+from lora_cli.recipes.pipeline import adapter_spec, regression, thetas
+from lora_cli.train.engines import ENGINES
+from lora_cli.train.loop import EpochCallback, Schedule, train
+from lora_cli.train.sampler import epoch_batches
 
 # A runner trains cfg.epochs epochs, calling on_epoch(epoch, _) after each (0 = start) so the
 # driver can time epochs that contain no full-data evaluation; it returns the final full-data MSE.
@@ -41,17 +43,22 @@ def _loop(params, step: Callable[[torch.Tensor], torch.Tensor], n: int, cfg: Tra
         on_epoch(epoch, None)
 
 
-def _quiet(cfg: TrainConfig) -> TrainConfig:
-    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, log_every=cfg.epochs)
+def _quiet(cfg: TrainConfig) -> Schedule:
+    """No full-data evaluation but the last, so epochs time training alone."""
+    return Schedule(cfg.epochs, cfg.batch_size, log_every=cfg.epochs)
+
+
+def _engine_runner(engine, cfg: TrainConfig, gen) -> Runner:
+    return lambda on_epoch: train(engine, _quiet(cfg), gen(), on_epoch).history.final
 
 
 def pretrain_runners(cfg: Config) -> tuple[dict[str, Callable[[], Runner]], float]:
     """Factories (setup excluded from timing) for each pretraining variant; and setup seconds."""
     start = time.perf_counter()
-    x, y = data.pretrain_data(cfg)
-    w0 = init_linear_weight(cfg.data.d_in, cfg.data.d_out, data.generator(cfg.seed, "init_base"))
+    x, y = regression(cfg, thetas(cfg)[0], "pretrain")
+    w0 = init_linear_weight(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "init_base"))
     setup = time.perf_counter() - start
-    gen = lambda: data.generator(cfg.seed, "batches_pretrain")  # noqa: E731 - same batches each
+    gen = lambda: generator(cfg.seed, "batches_pretrain")  # noqa: E731 - same batches each
     tc = cfg.pretrain
 
     def naive() -> Runner:
@@ -66,11 +73,10 @@ def pretrain_runners(cfg: Config) -> tuple[dict[str, Callable[[], Runner]], floa
         return run
 
     def reference() -> Runner:
-        model = linear_from_weight(w0)
-        return lambda on_epoch: fit(model, [model.weight], x, y, _quiet(tc), gen(), on_epoch).final
+        return _engine_runner(ENGINES["reference"].pretrain(w0, x, y, tc.lr, tc.batch_size), tc, gen)
 
     def fast_engine() -> Runner:
-        return lambda on_epoch: fast.pretrain(w0, x, y, _quiet(tc), gen(), on_epoch)[1].final
+        return _engine_runner(ENGINES["fast"].pretrain(w0, x, y, tc.lr, tc.batch_size), tc, gen)
 
     return {"naive": naive, "reference": reference, "fast": fast_engine}, setup
 
@@ -91,11 +97,11 @@ class BlogLoraLinear(nn.Module):
 
 def finetune_runners(cfg: Config, base_w: torch.Tensor) -> tuple[dict[str, Callable[[], Runner]], float]:
     start = time.perf_counter()
-    x, y = data.finetune_data(cfg)
-    spec = lora_spec(cfg)
-    a0 = init_lora_a(spec, cfg.data.d_in, data.generator(cfg.seed, "init_adapter"))
+    x, y = regression(cfg, thetas(cfg)[1], "finetune")
+    spec = adapter_spec(cfg)
+    a0, b0, _ = init_adapter(base_w, spec, generator(cfg.seed, "init_adapter"))
     setup = time.perf_counter() - start
-    gen = lambda: data.generator(cfg.seed, "batches_finetune")  # noqa: E731
+    gen = lambda: generator(cfg.seed, "batches_finetune")  # noqa: E731
     tc = cfg.finetune
 
     def trained(model: nn.Module, params) -> Runner:
@@ -113,12 +119,10 @@ def finetune_runners(cfg: Config, base_w: torch.Tensor) -> tuple[dict[str, Calla
         return trained(model, [model.A, model.B])
 
     def reference() -> Runner:
-        model = LoRALinear(linear_from_weight(base_w), spec, a0)
-        return lambda on_epoch: fit(model, model.adapter_parameters(), x, y, _quiet(tc), gen(), on_epoch).final
+        return _engine_runner(ENGINES["reference"].finetune(base_w, spec, a0, b0, x, y, tc.lr, tc.batch_size), tc, gen)
 
     def fast_engine() -> Runner:
-        b0 = torch.zeros(cfg.data.d_out, spec.rank)
-        return lambda on_epoch: fast.finetune(base_w, a0, b0, spec.scaling, x, y, _quiet(tc), gen(), on_epoch)[2].final
+        return _engine_runner(ENGINES["fast"].finetune(base_w, spec, a0, b0, x, y, tc.lr, tc.batch_size), tc, gen)
 
     def peft() -> Runner:
         from peft import LoraConfig, get_peft_model

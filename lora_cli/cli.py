@@ -40,7 +40,9 @@ class LoraGroup(TyperGroup):
             rv = super().main(args=args, prog_name="lora", complete_var=complete_var, standalone_mode=False, **extra)
         except typer.TyperException as exc:  # usage errors: bad option, missing argument, …
             command = exc.ctx.command_path if getattr(exc, "ctx", None) else "lora"
-            _fail(f"{exc.format_message()} (see: {command} --help)", exc.exit_code)
+            # typer words a bad choice "Value error, 'x' is not one of …": the first two words say nothing
+            message = exc.format_message().replace("Value error, ", "")
+            _fail(f"{message} (see: {command} --help)", exc.exit_code)
         except typer.Abort:
             _fail("interrupted", 130)
         except LoraError as exc:

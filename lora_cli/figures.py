@@ -16,7 +16,7 @@ from matplotlib.patches import Patch
 
 from lora_cli.errors import RunError
 from lora_cli.store.files import atomic_write
-from lora_cli.store.run_folder import ADAPTER_WEIGHTS, APPROX, BASE, RunFolder
+from lora_cli.store.run_folder import APPROX, SHIFT, RunFolder
 
 KEPT, DROPPED = "#d62728", "#b0b0b0"
 
@@ -130,18 +130,17 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
     rows = run.metrics()
     figures = {"pipeline_loss.png": loss_curves({s: _curve(rows, s, "epoch") for s in done}, "epoch")}
     if "finetune" in done:
-        cfg = run.config()
-        run.load_tensors(BASE, "pretrain")  # checks the base is intact before plotting its update
-        adapter = run.load_tensors(ADAPTER_WEIGHTS, "finetune")
         from lora_cli.core.adapter import delta_weight
-        from lora_cli.core.data import make_theta, shift_theta
-        from lora_cli.store.peft_format import KEY_A, KEY_B
+        from lora_cli.stages.pipeline import load_adapter, load_base
+        from lora_cli.recipes.pipeline import adapter_spec
 
-        delta = delta_weight(adapter[KEY_A], adapter[KEY_B], cfg.scaling)
-        theta = make_theta(cfg)
-        true_shift = (shift_theta(cfg, theta) - theta).T  # (d_out, d_in), weight layout
+        cfg = run.config()
+        load_base(run, cfg)  # checks the base is intact before plotting its update
+        spec = adapter_spec(cfg)
+        delta = delta_weight(spec, load_adapter(run, cfg))
+        true_shift = run.load_tensors(SHIFT, "finetune")["true_delta"]  # (d_out, d_in), stored by finetune
         sigma = torch.linalg.svdvals(delta.double())[:20].clamp_min(1e-12).tolist()
-        r = cfg.finetune.rank
+        r = spec.rank
         panels = {"learned ΔW = (alpha/r)·B·A": delta, "error ΔW − (θ2 − θ)ᵀ": delta - true_shift}
         figures["delta_heatmap.png"] = heatmaps(panels, f"Learned update vs the true shift (rank {r})", shared_scale=False)
         figures["delta_singular_values.png"] = singular_value_bars(

@@ -42,9 +42,9 @@ def merge_table(report: dict[str, Any]) -> Table:
     table = Table(title="Merge check on the shifted data", title_justify="left")
     table.add_column("Quantity")
     table.add_column("Value", justify="right")
-    table.add_row("MSE of the base alone", fmt_loss(report["base_loss_on_shifted"]))
+    table.add_row("MSE of the base alone", fmt_loss(report["baseline_loss"]))
     table.add_row("MSE of base + adapter", fmt_loss(report["adapter_loss"]))
-    table.add_row("MSE of the merged weight", fmt_loss(report["merged_loss"]))
+    table.add_row("MSE of the merged weight", fmt_loss(report["final_loss"]))
     table.add_row("max |merged(x) - adapter(x)|", f"{report['max_abs_diff']:.3e}")
     table.add_row("ΔW mean", f"{report['delta_mean']:.6f}")
     std = report["delta_std"]

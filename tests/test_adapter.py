@@ -1,4 +1,4 @@
-"""The LoRA layer and merge, checked against a plain nn.Linear and hand-computed tensors."""
+"""The LoRA layer, its inits and the merge, against a plain nn.Linear and hand-computed tensors."""
 
 import math
 
@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from lora_cli.core.adapter import LoRALinear, LoraSpec, init_lora_a, lora_parameter_count, merge_weights
+from lora_cli.core.adapter import KEY_A, KEY_B, AdapterSpec, LoRALinear, delta_weight, merge, state_dict
+from lora_cli.core.inits import INITS, init_adapter
 
 
 def _base(d_in=7, d_out=5, seed=0) -> nn.Linear:
@@ -16,8 +17,11 @@ def _base(d_in=7, d_out=5, seed=0) -> nn.Linear:
 
 
 def _adapter(rank=2, alpha=3.0, init="gaussian", d_in=7, d_out=5) -> LoRALinear:
-    spec = LoraSpec(rank=rank, alpha=alpha, init=init)
-    return LoRALinear(_base(d_in, d_out), spec, init_lora_a(spec, d_in, torch.Generator().manual_seed(1)))
+    spec = AdapterSpec(rank=rank, alpha=alpha, init=init)
+    base = _base(d_in, d_out)
+    a, b, frozen = init_adapter(base.weight.detach(), spec, torch.Generator().manual_seed(1))
+    assert frozen is base.weight or torch.equal(frozen, base.weight)
+    return LoRALinear(base, spec, a, b)
 
 
 def test_adapter_at_init_equals_the_base():
@@ -44,7 +48,7 @@ def test_forward_is_base_plus_scaled_low_rank_product():
 def test_only_the_adapter_trains_and_its_size_is_r_times_din_plus_dout(rank):
     layer = _adapter(rank=rank)
     trainable = [p for p in layer.parameters() if p.requires_grad]
-    assert sum(p.numel() for p in trainable) == rank * (7 + 5) == lora_parameter_count(7, 5, rank)
+    assert sum(p.numel() for p in trainable) == rank * (7 + 5) == AdapterSpec(rank, 1.0).parameter_count(7, 5)
     assert {id(p) for p in trainable} == {id(p) for p in layer.adapter_parameters()}
     assert not layer.base.weight.requires_grad
     assert layer.lora_A.shape == (rank, 7) and layer.lora_B.shape == (5, rank)
@@ -54,28 +58,33 @@ def test_merged_forward_equals_adapter_forward():
     layer = _adapter(rank=2, alpha=4.0)
     with torch.no_grad():
         layer.lora_B.normal_()
-    merged = merge_weights(layer.base.weight.detach(), layer.lora_A.detach(), layer.lora_B.detach(), layer.scaling)
+    spec = AdapterSpec(rank=2, alpha=4.0)
+    merged = merge({"weight": layer.base.weight.detach()}, spec, state_dict(layer.lora_A, layer.lora_B))
     plain = nn.Linear(7, 5, bias=False)
-    plain.weight.data.copy_(merged)
+    plain.weight.data.copy_(merged["weight"])
     x = torch.randn(9, 7)
     assert_close(plain(x), layer(x), rtol=1e-5, atol=1e-5)
 
 
 def test_merge_is_pure_and_hand_checked():
     w = torch.zeros(2, 3)
-    a = torch.tensor([[1.0, 2.0, 3.0]])  # (r=1, d_in=3)
-    b = torch.tensor([[1.0], [-1.0]])  # (d_out=2, r=1)
-    merged = merge_weights(w, a, b, scaling=0.5)
+    adapter = {KEY_A: torch.tensor([[1.0, 2.0, 3.0]]), KEY_B: torch.tensor([[1.0], [-1.0]])}  # r=1, d_in=3, d_out=2
+    spec = AdapterSpec(rank=1, alpha=0.5)  # scaling 0.5
+    merged = merge({"weight": w}, spec, adapter)["weight"]
     assert_close(merged, torch.tensor([[0.5, 1.0, 1.5], [-0.5, -1.0, -1.5]]))
+    assert_close(delta_weight(spec, adapter), merged)
     assert torch.equal(w, torch.zeros(2, 3)), "inputs are not modified"
     with pytest.raises(ValueError, match="do not fit"):
-        merge_weights(torch.zeros(3, 3), a, b, 1.0)
+        merge({"weight": torch.zeros(3, 3)}, spec, adapter)
 
 
 def test_init_variants():
-    g = torch.Generator().manual_seed(0)
-    gauss = init_lora_a(LoraSpec(4, 1.0, "gaussian"), 1000, g)
-    assert abs(gauss.std().item() - 1.0) < 0.05
-    kaiming = init_lora_a(LoraSpec(4, 1.0, "kaiming"), 1000, g)
+    w = torch.zeros(6, 1000)
+    gauss, b, _ = init_adapter(w, AdapterSpec(4, 1.0, "gaussian"), torch.Generator().manual_seed(0))
+    assert abs(gauss.std().item() - 1.0) < 0.05 and torch.equal(b, torch.zeros(6, 4))
+    kaiming, _, _ = init_adapter(w, AdapterSpec(4, 1.0, "kaiming"), torch.Generator().manual_seed(0))
     bound = 1 / math.sqrt(1000)  # PEFT / nn.Linear default: U(-1/sqrt(d_in), 1/sqrt(d_in))
     assert kaiming.abs().max().item() <= bound and kaiming.abs().max().item() > 0.9 * bound
+    assert set(INITS) == {"gaussian", "kaiming"}
+    with pytest.raises(ValueError, match="unknown adapter init 'pissa'"):
+        init_adapter(w, AdapterSpec(4, 1.0, "pissa"), torch.Generator())

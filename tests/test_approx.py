@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from lora_cli.core import floors
 from lora_cli.recipes import approx
 from lora_cli.config.loading import ApproxConfig, load_config
 from tests.conftest import CONFIGS
@@ -42,7 +43,7 @@ def test_initial_problem_is_the_blogs(default_run):
 
 def test_default_run_ends_at_the_optimum(default_run):
     cfg, problem, result = default_run
-    assert result.final_loss == pytest.approx(approx.optimal_loss(problem.target, cfg.rank), abs=1e-6)
+    assert result.final_loss == pytest.approx(floors.eckart_young(problem.target, cfg.rank), abs=1e-6)
 
 
 def test_optimum_is_the_truncated_svd_loss():
@@ -51,7 +52,7 @@ def test_optimum_is_the_truncated_svd_loss():
     # independent: build the rank-2 truncation by hand and measure its MSE
     truncated = s[0] * torch.outer(u[:, 0], vh[0]) + s[1] * torch.outer(u[:, 1], vh[1])
     expected = ((w.double() - truncated) ** 2).mean().item()
-    assert approx.optimal_loss(w, 2) == pytest.approx(expected, rel=1e-12)
+    assert floors.eckart_young(w, 2) == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("d_in, d_out, rank", [(16, 12, 3), (12, 16, 5), (10, 10, 1)])
@@ -59,7 +60,7 @@ def test_other_shapes_end_near_but_never_below_the_optimum(d_in, d_out, rank):
     cfg = ApproxConfig(d_in=d_in, d_out=d_out, rank=rank, iterations=4000, seed=7)
     problem = approx.make_problem(cfg)
     result = approx.fit(problem, cfg)
-    optimum = approx.optimal_loss(problem.target, rank)
+    optimum = floors.eckart_young(problem.target, rank)
     assert result.final_loss >= optimum - 1e-12
     assert result.final_loss <= 1.01 * optimum
     for point in result.history.points:
@@ -69,5 +70,5 @@ def test_other_shapes_end_near_but_never_below_the_optimum(d_in, d_out, rank):
 def test_full_rank_reaches_zero():
     cfg = ApproxConfig(d_in=6, d_out=5, rank=5, iterations=3000)
     problem = approx.make_problem(cfg)
-    assert approx.optimal_loss(problem.target, 5) < 1e-12
+    assert floors.eckart_young(problem.target, 5) < 1e-12
     assert approx.fit(problem, cfg).final_loss < 1e-6

@@ -22,7 +22,7 @@ def test_defaults_are_the_blog_recipe():
     assert cfg.shift.value == 1.0
     for stage in (cfg.pretrain, cfg.finetune):
         assert (stage.epochs, stage.batch_size, stage.lr, stage.log_every) == (100, 128, 1e-3, 10)
-    assert (cfg.finetune.rank, cfg.finetune.alpha, cfg.scaling) == (1, 1.0, 1.0)
+    assert (cfg.finetune.rank, cfg.finetune.alpha, cfg.finetune.seed) == (1, 1.0, None)
     assert load_config(CONFIGS / "posit.yaml") == cfg
 
 

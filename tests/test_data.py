@@ -1,42 +1,51 @@
 """Data generation: exact, reproducible, one independent stream per purpose."""
 
+import pytest
 import torch
 from torch.testing import assert_close
 
-from lora_cli.core import data
+from lora_cli.core import data, shifts
+from lora_cli.core.rng import generator
+from lora_cli.recipes.pipeline import regression, thetas
 from tests.conftest import tiny_config
 
 
 def test_y_is_x_theta_and_shift_adds_the_value():
     cfg = tiny_config()
-    theta = data.make_theta(cfg)
-    x, y = data.pretrain_data(cfg)
+    theta, theta2 = thetas(cfg)
+    x, y = regression(cfg, theta, "pretrain")
     assert theta.shape == (33, 32) and x.shape == (512, 33) and y.shape == (512, 32)
     assert_close(y, x @ theta)
-    assert_close(data.shift_theta(cfg, theta), theta + 1.0, rtol=0, atol=0)
-    x2, y2 = data.finetune_data(cfg)
+    assert_close(theta2, theta + 1.0, rtol=0, atol=0)
+    x2, y2 = regression(cfg, theta2, "finetune")
     assert_close(y2, x2 @ (theta + 1.0))
     assert not torch.equal(x, x2), "the finetune data is a fresh draw"
 
 
 def test_same_seed_is_bit_identical_and_seeds_differ():
-    a, b = data.pretrain_data(tiny_config()), data.pretrain_data(tiny_config())
+    a, b = (data.make_regression(5, torch.ones(3, 2), generator(0, "x_pretrain"), generator(0, "noise_pretrain"), 0.1) for _ in "ab")
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    c = data.pretrain_data(tiny_config(seed=1))
+    c = data.make_regression(5, torch.ones(3, 2), generator(1, "x_pretrain"), generator(1, "noise_pretrain"), 0.1)
     assert not torch.equal(a[0], c[0])
 
 
 def test_streams_are_independent_of_other_settings():
     # noise only touches y; the X draw and θ stay the same
     clean, noisy = tiny_config(), tiny_config(**{"data.noise_std": 0.5})
-    (x1, y1), (x2, y2) = data.pretrain_data(clean), data.pretrain_data(noisy)
+    (x1, y1), (x2, y2) = (regression(cfg, thetas(cfg)[0], "pretrain") for cfg in (clean, noisy))
     assert torch.equal(x1, x2)
     residual = y2 - y1
     assert 0.4 < residual.std().item() < 0.6
 
 
-def test_generator_refuses_unknown_purposes():
-    import pytest
+def test_the_true_delta_of_an_add_shift_is_value_times_ones_in_weight_layout():
+    theta = torch.randn(4, 3)
+    theta2 = shifts.shift_theta(theta, shifts.ShiftSpec("add", 2.5))
+    assert_close(shifts.true_delta(theta, theta2), torch.full((3, 4), 2.5))
 
+
+def test_unknown_kinds_and_purposes_are_refused():
+    with pytest.raises(ValueError, match="unknown shift kind 'scale'"):
+        shifts.shift_theta(torch.zeros(2, 2), shifts.ShiftSpec("scale", 1.0))
     with pytest.raises(ValueError):
-        data.generator(0, "typo")
+        generator(0, "typo")

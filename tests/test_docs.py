@@ -22,4 +22,4 @@ def test_readme_config_table_matches_the_schema(heading, schema):
     schema_rows = describe_schema(schema)
     assert set(rows) == {key for key, *_ in schema_rows}
     for key, _type, default, _help in schema_rows:
-        assert rows[key] == str(default), key
+        assert rows[key] == ("null" if default is None else str(default)), key  # as YAML writes it

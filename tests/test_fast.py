@@ -10,8 +10,9 @@ import torch
 from torch.testing import assert_close
 
 from lora_cli.recipes import pipeline
+from lora_cli.train.engines import Runtime
 from lora_cli.train.fast import FlatAdam
-from lora_cli.train.loop import epoch_batches, first_distinct
+from lora_cli.train.sampler import epoch_batches, first_distinct
 from tests.conftest import tiny_config
 
 
@@ -37,8 +38,8 @@ def test_flat_adam_is_torch_adam():
 
 def test_pretrain_fast_matches_reference():
     cfg = tiny_config(**{"pretrain.epochs": 12, "pretrain.log_every": 2})
-    ref = pipeline.pretrain(cfg, engine="reference")
-    fast = pipeline.pretrain(cfg, engine="fast")
+    ref = pipeline.pretrain(cfg, runtime=Runtime("reference"))
+    fast = pipeline.pretrain(cfg, runtime=Runtime("fast"))
     assert [p.epoch for p in fast.history.points] == [p.epoch for p in ref.history.points]
     assert_close(_losses(fast.history), _losses(ref.history), rtol=1e-5, atol=0)
     assert_close(fast.weight, ref.weight, rtol=0, atol=1e-5)
@@ -47,11 +48,11 @@ def test_pretrain_fast_matches_reference():
 @pytest.mark.parametrize("rank", [1, 4])
 def test_finetune_fast_matches_reference(rank):
     cfg = tiny_config(**{"finetune.rank": rank, "finetune.epochs": 10, "finetune.log_every": 2})
-    base = pipeline.pretrain(cfg, engine="reference").weight
-    ref = pipeline.finetune(cfg, base, engine="reference")
-    fast = pipeline.finetune(cfg, base, engine="fast")
+    base = pipeline.pretrain(cfg, runtime=Runtime("reference")).weight
+    ref = pipeline.finetune(cfg, base, runtime=Runtime("reference"))
+    fast = pipeline.finetune(cfg, base, runtime=Runtime("fast"))
     assert_close(_losses(fast.history), _losses(ref.history), rtol=1e-5, atol=0)
-    s = cfg.scaling
+    s = pipeline.adapter_spec(cfg).scaling
     assert_close(s * fast.lora_B @ fast.lora_A, s * ref.lora_B @ ref.lora_A, rtol=0, atol=1e-5)
 
 
@@ -59,8 +60,9 @@ def test_finetune_fast_matches_reference(rank):
 def test_converged_delta_w_matches_reference(rank):
     cfg = tiny_config(**{"finetune.rank": rank})
     base = pipeline.pretrain(cfg).weight
-    ref, fast = (pipeline.finetune(cfg, base, engine=e) for e in ("reference", "fast"))
-    assert_close(cfg.scaling * fast.lora_B @ fast.lora_A, cfg.scaling * ref.lora_B @ ref.lora_A, rtol=0, atol=1e-5)
+    ref, fast = (pipeline.finetune(cfg, base, runtime=Runtime(e)) for e in ("reference", "fast"))
+    s = pipeline.adapter_spec(cfg).scaling
+    assert_close(s * fast.lora_B @ fast.lora_A, s * ref.lora_B @ ref.lora_A, rtol=0, atol=1e-5)
     assert fast.history.final == pytest.approx(ref.history.final, rel=1e-3)
 
 
@@ -101,7 +103,7 @@ def test_full_data_mse_is_accurate_at_the_blogs_size():
 
 
 def test_batch_rows_that_run_out_of_draws_fall_back_to_the_exact_method(monkeypatch):
-    import lora_cli.train.loop as train
+    import lora_cli.train.sampler as train
 
     real = train.first_distinct
 
@@ -136,12 +138,12 @@ def test_gathering_many_steps_at_once_changes_no_bit(monkeypatch, stage):
     import lora_cli.train.fast as fast
 
     cfg = tiny_config(**{"finetune.epochs": 6, "pretrain.epochs": 6})
-    base = pipeline.pretrain(cfg, engine="fast").weight
+    base = pipeline.pretrain(cfg, runtime=Runtime("fast")).weight
 
     def trained() -> list[torch.Tensor]:
         if stage == "pretrain":
-            return [pipeline.pretrain(cfg, engine="fast").weight]
-        result = pipeline.finetune(cfg, base, engine="fast")
+            return [pipeline.pretrain(cfg, runtime=Runtime("fast")).weight]
+        result = pipeline.finetune(cfg, base, runtime=Runtime("fast"))
         return [result.lora_A, result.lora_B]
 
     many = trained()

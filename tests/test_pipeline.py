@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lora_cli.core import data
 from lora_cli.recipes import pipeline
 from tests.conftest import tiny_config
 
@@ -14,13 +13,13 @@ def stages():
     cfg = tiny_config()
     pre = pipeline.pretrain(cfg)
     fin = pipeline.finetune(cfg, pre.weight)
-    return cfg, pre, fin, pipeline.merge(cfg, pre.weight, fin.lora_A, fin.lora_B)
+    return cfg, pre, fin, pipeline.merge(cfg, pre.weight, fin.adapter)
 
 
 def test_pretrain_recovers_theta(stages):
     cfg, pre, _, _ = stages
     assert pre.history.final < 1e-3 * pre.history.baseline
-    assert_close(pre.weight, data.make_theta(cfg).T, atol=1e-2, rtol=0)
+    assert_close(pre.weight, pipeline.thetas(cfg)[0].T, atol=1e-2, rtol=0)
 
 
 def test_base_on_shifted_data_costs_about_d_in(stages):
@@ -50,3 +49,15 @@ def test_same_seed_same_tensors():
     assert torch.equal(a.weight, b.weight)
     fa, fb = pipeline.finetune(cfg, a.weight), pipeline.finetune(cfg, b.weight)
     assert torch.equal(fa.lora_A, fb.lora_A) and torch.equal(fa.lora_B, fb.lora_B)
+
+
+def test_finetune_seed_varies_the_adapter_over_the_same_base_and_data():
+    cfg = tiny_config(**{"pretrain.epochs": 2, "finetune.epochs": 2})
+    base = pipeline.pretrain(cfg).weight
+    default = pipeline.finetune(cfg, base)
+    same = pipeline.finetune(tiny_config(**{"pretrain.epochs": 2, "finetune.epochs": 2, "finetune.seed": 0}), base)
+    other = pipeline.finetune(tiny_config(**{"pretrain.epochs": 2, "finetune.epochs": 2, "finetune.seed": 5}), base)
+    assert torch.equal(same.lora_A, default.lora_A), "unset finetune.seed means the top-level seed"
+    assert not torch.equal(other.lora_A, default.lora_A)
+    assert other.history.baseline == default.history.baseline, "same base, same data: same loss at epoch 0"
+    assert torch.equal(other.true_delta, default.true_delta)

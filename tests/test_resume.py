@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lora_cli.recipes import pipeline
+from lora_cli.train.engines import Runtime
 from lora_cli.resources import ResourceError, check_memory, stage_bytes
 from tests.conftest import tiny_config
 
@@ -14,10 +15,10 @@ SETS = {"pretrain.epochs": 9, "pretrain.checkpoint_every": 3, "finetune.epochs":
 def test_resumed_pretrain_is_bit_identical(engine):
     cfg = tiny_config(**SETS)
     states = []
-    full = pipeline.pretrain(cfg, engine=engine, on_checkpoint=states.append)
+    full = pipeline.pretrain(cfg, runtime=Runtime(engine), on_checkpoint=states.append)
     assert [s.epoch for s in states] == [3, 6] and all(s.engine == engine for s in states)
     for state in states:
-        resumed = pipeline.pretrain(cfg, engine=engine, resume=state)
+        resumed = pipeline.pretrain(cfg, runtime=Runtime(engine), resume=state)
         assert torch.equal(resumed.weight, full.weight)
         assert resumed.history.points == full.history.points
 
@@ -27,9 +28,9 @@ def test_resumed_finetune_is_bit_identical(engine, rank):
     cfg = tiny_config(**SETS, **{"finetune.rank": rank})
     base = pipeline.pretrain(cfg).weight
     states = []
-    full = pipeline.finetune(cfg, base, engine=engine, on_checkpoint=states.append)
+    full = pipeline.finetune(cfg, base, runtime=Runtime(engine), on_checkpoint=states.append)
     assert [s.epoch for s in states] == [4, 8]
-    resumed = pipeline.finetune(cfg, base, engine=engine, resume=states[0])
+    resumed = pipeline.finetune(cfg, base, runtime=Runtime(engine), resume=states[0])
     assert torch.equal(resumed.lora_A, full.lora_A) and torch.equal(resumed.lora_B, full.lora_B)
     assert resumed.history.points == full.history.points
 

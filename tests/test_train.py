@@ -1,4 +1,4 @@
-"""The reference training loop, against an independent hand-written loop."""
+"""The training loop with the reference engine, against an independent hand-written loop."""
 
 import pytest
 import torch
@@ -6,9 +6,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.testing import assert_close
 
-from lora_cli.config.loading import TrainConfig
-from lora_cli.errors import DivergenceError
-from lora_cli.train.loop import epoch_batches, fit
+from lora_cli.core.adapter import linear_from_weight
+from lora_cli.train.engines import ENGINES, engine_entry
+from lora_cli.train.loop import Schedule, train
+from lora_cli.train.reference import ReferenceEngine
+from lora_cli.train.sampler import epoch_batches
 
 
 def _problem(n=64, d_in=6, d_out=4):
@@ -18,15 +20,14 @@ def _problem(n=64, d_in=6, d_out=4):
     return x, y
 
 
-def test_fit_matches_a_hand_written_adam_loop():
+def test_loop_matches_a_hand_written_adam_loop():
     x, y = _problem()
-    cfg = TrainConfig(epochs=5, batch_size=16, lr=0.05, log_every=2)
     torch.manual_seed(1)
-    model = nn.Linear(6, 4, bias=False)
-    reference = nn.Linear(6, 4, bias=False)
-    reference.weight.data.copy_(model.weight.data)
+    w0 = nn.Linear(6, 4, bias=False).weight.detach()
+    reference = linear_from_weight(w0)
+    engine = ENGINES["reference"].pretrain(w0, x, y, 0.05, 16)
 
-    history = fit(model, [model.weight], x, y, cfg, torch.Generator().manual_seed(7))
+    fit = train(engine, Schedule(epochs=5, batch_size=16, log_every=2), torch.Generator().manual_seed(7))
 
     # the same recipe written out by hand: 64 // 16 = 4 steps an epoch, the same batches
     opt = torch.optim.Adam(reference.parameters(), lr=0.05)
@@ -41,10 +42,12 @@ def test_fit_matches_a_hand_written_adam_loop():
         if epoch in (2, 4, 5):
             losses[epoch] = F.mse_loss(reference(x), y).item()
 
+    history = fit.history
+    assert fit.divergence is None
     assert [p.epoch for p in history.points] == [0, 2, 4, 5]
     assert [p.step for p in history.points] == [0, 8, 16, 20]
     assert_close(torch.tensor([p.loss for p in history.points]), torch.tensor(list(losses.values())))
-    assert_close(model.weight, reference.weight)
+    assert_close(engine.weight(), reference.weight.detach())
     assert history.final < history.baseline
 
 
@@ -52,17 +55,26 @@ def test_callback_sees_every_epoch_and_the_logged_losses():
     x, y = _problem()
     model = nn.Linear(6, 4, bias=False)
     seen = []
-    history = fit(model, [model.weight], x, y, TrainConfig(epochs=3, batch_size=8, lr=0.01, log_every=2),
-                  torch.Generator().manual_seed(0), lambda e, loss: seen.append((e, loss)))
+    engine = ReferenceEngine(model, [model.weight], x, y, 0.01)
+    fit = train(engine, Schedule(epochs=3, batch_size=8, log_every=2), torch.Generator().manual_seed(0), lambda e, loss: seen.append((e, loss)))
     assert [e for e, _ in seen] == [0, 1, 2, 3]
-    assert seen[1][1] is None and seen[2][1] == history.points[1].loss
+    assert seen[1][1] is None and seen[2][1] == fit.history.points[1].loss
 
 
-def test_divergence_stops_with_the_last_finite_loss():
+def test_divergence_is_returned_with_the_last_good_loss():
     x, y = _problem()
     model = nn.Linear(6, 4, bias=False)
     with torch.no_grad():
         model.weight.fill_(1e30)  # squares overflow float32 on the first step
-    cfg = TrainConfig(epochs=3, batch_size=8, lr=1e6, log_every=1)
-    with pytest.raises(DivergenceError, match=r"by epoch 1 \(step 8\).*Lower the learning rate"):
-        fit(model, [model.weight], x * 1e10, y, cfg, torch.Generator().manual_seed(0))
+    engine = ReferenceEngine(model, [model.weight], x * 1e10, y, 1e6)
+    fit = train(engine, Schedule(epochs=3, batch_size=8, log_every=1), torch.Generator().manual_seed(0))
+    assert fit.divergence is not None and (fit.divergence.epoch, fit.divergence.step) == (1, 8)
+    assert fit.divergence.last_good == fit.history.points[-1] and len(fit.history.points) == 1
+    assert "by epoch 1 (step 8); the last good loss was" in fit.divergence.describe()
+
+
+def test_unknown_engine_raises_and_never_falls_back():
+    from lora_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown engine; choose one of fast, reference"):
+        engine_entry("nosuch")

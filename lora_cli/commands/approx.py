@@ -17,9 +17,8 @@ from lora_cli.commands.options import (
     set_option,
     thread_count,
 )
+from lora_cli.commands.folders import create_run, resume_hint, write_plots
 from lora_cli.commands.output import Output
-from lora_cli.commands.pipeline import create_run
-from lora_cli.commands.plot import write_plots
 from lora_cli.config.loading import ApproxConfig, load_config
 
 
@@ -63,15 +62,12 @@ def approx(
     cfg = load_config(config, collect_overrides(sets, flags), schema=ApproxConfig)
     request = thread_count(threads)
     out = Output(as_json)
-    run = create_run(cfg, run_dir, force, out)
-    from lora_cli.stages import pipeline as stages
-    from lora_cli.errors import Interrupted
+    run = create_run(cfg, run_dir, force, out, ("approx",))
+    from lora_cli.stages.approx import approx_stage
 
-    try:
+    with resume_hint(f"run it again with `lora approx -c {run.path / 'config.yaml'} --run-dir {run.path} --force`"):
         with out.progress("approx", cfg.iterations) as on_log:
-            report = stages.approx_stage(run, cfg, on_log, request)
-    except Interrupted as exc:
-        raise exc.with_hint(f"run it again with `lora approx -c {run.path / 'config.yaml'} --run-dir {run.path} --force`") from None
+            report = approx_stage(run, cfg, on_log, request)
     _show(out, report, cfg)
     if plot:
         report["figures"] = write_plots(run, out)

@@ -8,6 +8,7 @@ wherever it was typed. Plain on/off flags show no type in --help (metavar "").
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -15,6 +16,7 @@ import typer
 
 from lora_cli.config.loading import parse_scalar, parse_set_option
 from lora_cli.errors import ConfigError
+from lora_cli.train.engines import DEVICES, ENGINES
 
 
 def config_option(recipe: str) -> Any:
@@ -58,11 +60,12 @@ RankOpt = number_option("--rank", "LoRA rank r (finetune.rank).")
 AlphaOpt = number_option("--alpha", "LoRA alpha; scaling = alpha / rank (finetune.alpha).", "NUMBER")
 SeedOpt = number_option("--seed", "Seed for every random draw (seed).")
 ThreadsOpt = number_option("--threads", "CPU threads (default: 1 for small steps, else every core; or $LORA_THREADS).")
-EngineOpt = Annotated[
-    str,
-    typer.Option("--engine", metavar="NAME", help="fast (hand-written gradients, cached base output) or reference (plain autograd)."),
-]
-DeviceOpt = Annotated[str, typer.Option("--device", metavar="NAME", help="auto (CUDA when present), cpu or cuda.")]
+# choices come from the registries, so --help lists them and a bad value exits 2 before any work
+Engine = Enum("Engine", {name: name for name in ENGINES}, type=str)
+Device = Enum("Device", {name: name for name in DEVICES}, type=str)
+_ENGINE_HELP = "; ".join(f"{name}: {entry.help}" for name, entry in ENGINES.items())
+EngineOpt = Annotated[Engine, typer.Option("--engine", help=f"Training engine ({_ENGINE_HELP}).")]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where training runs: auto (CUDA when present), cpu or cuda.")]
 
 
 def runs_root() -> Path:

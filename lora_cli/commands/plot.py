@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from lora_cli.commands.folders import write_plots
 from lora_cli.commands.options import JsonOpt, runs_root
 from lora_cli.commands.output import Output
 
@@ -33,16 +34,3 @@ def plot(
         run = RunFolder.open(run_dir, lock=lock)
     paths = write_plots(run, out, out_dir)
     out.emit({"run_dir": str(run.path), "figures": paths})
-
-
-def write_plots(run, out: Output, out_dir: Path | None = None) -> list[str]:
-    """Write the figures and list them for the person; returns their paths as text."""
-    from lora_cli.figures import plot_run
-
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        from lora_cli.errors import RunError
-
-        raise RunError(f"{out_dir}: exists and is not a folder; choose another --out")
-    paths = [str(p) for p in plot_run(run, out_dir)]
-    out.show("Figures:", *(f"  {p}" for p in paths))
-    return paths

@@ -73,13 +73,16 @@ def _source(sources: dict[str, str], dotted: str) -> str:
 
 def _check_value(f: dataclasses.Field, value: Any) -> str | None:
     meta = f.metadata
-    if f.type == "int":
+    kind = f.type.removesuffix(" | None")
+    if value is None and kind != f.type:
+        return None  # an optional key left unset
+    if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             return f"is not allowed: must be a whole number{_range_text(meta)}"
-    elif f.type == "float":
+    elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return f"is not allowed: must be a finite number{_range_text(meta)}"
-    elif f.type == "str":
+    elif kind == "str":
         if not isinstance(value, str):
             return f"is not allowed: must be text{_choices_text(meta)}"
         if "choices" in meta and value not in meta["choices"]:

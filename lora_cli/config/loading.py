@@ -56,12 +56,13 @@ class FinetuneConfig(TrainConfig):
         "lora_A init: gaussian = N(0, 1) as in the blog, kaiming = PEFT's default",
         choices=("gaussian", "kaiming"),
     )
+    seed: int | None = _spec(None, "seeds the adapter init and the batches (null: the top-level seed)", min=0)
 
 
 @dataclass(frozen=True)
 class Config:
     name: str = _spec("posit", "run-folder prefix: runs/<name>-<UTC time>")
-    seed: int = _spec(0, "seeds every random draw (data, init, batches)", min=0)
+    seed: int = _spec(0, "seeds the data, the base and its batches (and the adapter unless finetune.seed is set)", min=0)
     data: DataConfig = field(default_factory=DataConfig)
     shift: ShiftConfig = field(default_factory=ShiftConfig)
     pretrain: TrainConfig = field(default_factory=TrainConfig)
@@ -69,10 +70,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    @property
-    def scaling(self) -> float:
-        return self.finetune.alpha / self.finetune.rank
 
     def relation_problems(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """(key, problem, the other keys the rule reads) for rules that span keys; checked

@@ -1,66 +1,92 @@
-"""LoRA for one linear layer: the adapter module, its init, and the explicit merge.
+"""LoRA for one linear layer: the one adapter specification, the module, and the merge.
 
 Conventions (PEFT's, and microsoft/LoRA's):
     base weight W: (d_out, d_in), base(x) = x·Wᵀ
-    lora_A: (r, d_in), lora_B: (d_out, r), scaling = alpha / r
+    lora_A: (r, d_in), lora_B: (d_out, r), scaling from SCALING_RULES (alpha / r)
     ΔW = scaling · lora_B·lora_A, shape (d_out, d_in)
     out = base(x) + scaling · (x·lora_Aᵀ)·lora_Bᵀ
-B starts at zero, so the adapter is exactly the base at step 0.
+Adapter tensors travel as a state dict under PEFT's key names (`state_dict`), from
+training through checkpoints, export, load checks and `merge`.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+MODULE = "linear"  # the adapted module's name in PEFT keys
+KEY_A = f"base_model.model.{MODULE}.lora_A.weight"
+KEY_B = f"base_model.model.{MODULE}.lora_B.weight"
+
+# scaling rule -> (alpha, rank) -> scaling; a new rule (rsLoRA's alpha / sqrt(r)) is one entry
+SCALING_RULES: dict[str, Callable[[float, int], float]] = {
+    "standard": lambda alpha, rank: alpha / rank,
+}
+
 
 @dataclass(frozen=True)
-class LoraSpec:
-    """What defines an adapter besides its tensors. New variants add fields here."""
+class AdapterSpec:
+    """What defines an adapter besides its tensors; every part of lora reads it from here."""
 
     rank: int
     alpha: float
-    init: str = "gaussian"  # lora_A init: "gaussian" N(0,1) as in the blog, "kaiming" as PEFT
+    init: str = "gaussian"  # an entry of core/inits.INITS
+    scaling_rule: str = "standard"  # an entry of SCALING_RULES
 
     @property
     def scaling(self) -> float:
-        return self.alpha / self.rank
+        return SCALING_RULES[self.scaling_rule](self.alpha, self.rank)
+
+    def parameter_count(self, d_in: int, d_out: int) -> int:
+        """Trainable numbers: r·(d_in + d_out)."""
+        return self.rank * (d_in + d_out)
 
 
-def init_lora_a(spec: LoraSpec, d_in: int, generator: torch.Generator) -> torch.Tensor:
-    """lora_A (r, d_in) drawn from `generator` according to `spec.init`."""
-    a = torch.empty(spec.rank, d_in)
-    if spec.init == "gaussian":
-        return a.normal_(0.0, 1.0, generator=generator)
-    if spec.init == "kaiming":
-        # PEFT's default: kaiming_uniform_(a=sqrt(5)) ⇒ U(-1/sqrt(d_in), 1/sqrt(d_in))
-        return nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
-    raise ValueError(f"unknown lora init {spec.init!r}")
+def state_dict(lora_A: torch.Tensor, lora_B: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The adapter as PEFT keys it: lora_A (r, d_in), lora_B (d_out, r)."""
+    return {KEY_A: lora_A.detach().contiguous(), KEY_B: lora_B.detach().contiguous()}
 
 
-def init_linear_weight(d_in: int, d_out: int, generator: torch.Generator) -> torch.Tensor:
-    """A fresh weight (d_out, d_in) drawn as nn.Linear does, but from `generator`."""
-    w = torch.empty(d_out, d_in)
-    return nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator)
+def delta_weight(spec: AdapterSpec, adapter: dict[str, torch.Tensor]) -> torch.Tensor:
+    """ΔW = scaling · B·A, shape (d_out, d_in)."""
+    return spec.scaling * (adapter[KEY_B] @ adapter[KEY_A])
+
+
+def merge(base: dict[str, torch.Tensor], spec: AdapterSpec, adapter: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{"weight": W + ΔW} as new tensors; the inputs are not modified.
+
+    Raises:
+        ValueError: when the adapter's shapes do not fit the base weight.
+    """
+    weight = base["weight"]
+    d_out, d_in = weight.shape
+    a, b = adapter[KEY_A], adapter[KEY_B]
+    if a.shape != (spec.rank, d_in) or b.shape != (d_out, spec.rank):
+        raise ValueError(
+            f"adapter shapes lora_A {tuple(a.shape)}, lora_B {tuple(b.shape)} do not fit a rank-{spec.rank} "
+            f"adapter on a base weight of shape {(d_out, d_in)}"
+        )
+    return {"weight": weight + delta_weight(spec, adapter)}
 
 
 class LoRALinear(nn.Module):
     """A frozen `nn.Linear` plus a trainable rank-r update; ΔW is never formed in forward."""
 
-    def __init__(self, base: nn.Linear, spec: LoraSpec, lora_A: torch.Tensor, lora_B: torch.Tensor | None = None):
+    def __init__(self, base: nn.Linear, spec: AdapterSpec, lora_A: torch.Tensor, lora_B: torch.Tensor):
         super().__init__()
-        if lora_A.shape != (spec.rank, base.in_features):
-            raise ValueError(f"lora_A must be {(spec.rank, base.in_features)}, got {tuple(lora_A.shape)}")
+        if lora_A.shape != (spec.rank, base.in_features) or lora_B.shape != (base.out_features, spec.rank):
+            raise ValueError(
+                f"lora_A must be {(spec.rank, base.in_features)} and lora_B {(base.out_features, spec.rank)}, "
+                f"got {tuple(lora_A.shape)} and {tuple(lora_B.shape)}"
+            )
         self.base = base
         self.base.requires_grad_(False)
-        self.spec = spec
         self.scaling = spec.scaling
         self.lora_A = nn.Parameter(lora_A.clone())
-        b = torch.zeros(base.out_features, spec.rank) if lora_B is None else lora_B.clone()
-        self.lora_B = nn.Parameter(b)
+        self.lora_B = nn.Parameter(lora_B.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (b, d_in) -> (b, r) -> (b, d_out): O(b·r·(d_in + d_out)), no d_out x d_in product
@@ -70,31 +96,6 @@ class LoRALinear(nn.Module):
         """The only tensors the optimiser should see."""
         return [self.lora_A, self.lora_B]
 
-    @torch.no_grad()
-    def delta_weight(self) -> torch.Tensor:
-        """ΔW = scaling · B·A, shape (d_out, d_in)."""
-        return delta_weight(self.lora_A, self.lora_B, self.scaling)
-
-
-def delta_weight(lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
-    return scaling * (lora_B @ lora_A)
-
-
-def merge_weights(base_weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float) -> torch.Tensor:
-    """W' = W + scaling · B·A as a new tensor; the inputs are not modified.
-
-    Raises:
-        ValueError: when the shapes do not fit together.
-    """
-    d_out, d_in = base_weight.shape
-    r = lora_A.shape[0]
-    if lora_A.shape != (r, d_in) or lora_B.shape != (d_out, r):
-        raise ValueError(
-            f"adapter shapes lora_A {tuple(lora_A.shape)}, lora_B {tuple(lora_B.shape)} "
-            f"do not fit a base weight of shape {(d_out, d_in)}"
-        )
-    return base_weight + delta_weight(lora_A, lora_B, scaling)
-
 
 def linear_from_weight(weight: torch.Tensor) -> nn.Linear:
     """An `nn.Linear(d_in, d_out, bias=False)` holding a copy of `weight` (d_out, d_in)."""
@@ -102,7 +103,3 @@ def linear_from_weight(weight: torch.Tensor) -> nn.Linear:
     layer = nn.Linear(d_in, d_out, bias=False, device="meta")
     layer.weight = nn.Parameter(weight.detach().clone())
     return layer
-
-
-def lora_parameter_count(d_in: int, d_out: int, rank: int) -> int:
-    return rank * (d_in + d_out)

@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from lora_cli.config.loading import ApproxConfig
-from lora_cli.train.loop import History, LogPoint, check_diverged
+from lora_cli.train.loop import Divergence, History, LogPoint, diverged_at
 
 # on_log(iteration, loss); called at every logged iteration
 LogCallback = Callable[[int, float], None]
@@ -34,6 +34,7 @@ class ApproxResult:
     b: torch.Tensor  # (r, k)
     history: History  # logged before the update at iterations 0, log_every, …
     final_loss: float  # after the last update, evaluated in float64
+    divergence: Divergence | None = None
 
 
 def make_problem(cfg: ApproxConfig) -> ApproxProblem:
@@ -54,8 +55,8 @@ def fit(problem: ApproxProblem, cfg: ApproxConfig, on_log: LogCallback | None = 
         loss = F.mse_loss(a @ b, problem.target)
         if i % cfg.log_every == 0:
             value = loss.item()
-            if history.points:
-                check_diverged(value, i, i, history)
+            if history.points and (divergence := diverged_at(value, history, i, i)):
+                return ApproxResult(a.detach(), b.detach(), history, value, divergence)
             history.points.append(LogPoint(epoch=i, step=i, loss=value))
             if on_log:
                 on_log(i, value)
@@ -65,8 +66,8 @@ def fit(problem: ApproxProblem, cfg: ApproxConfig, on_log: LogCallback | None = 
     with torch.no_grad():
         # in float64, like the optimum, so float32 rounding can't put it below the bound
         final = F.mse_loss(a.double() @ b.double(), problem.target.double()).item()
-    check_diverged(final, cfg.iterations, cfg.iterations, history)
-    return ApproxResult(a.detach(), b.detach(), history, final)
+    divergence = diverged_at(final, history, cfg.iterations, cfg.iterations)
+    return ApproxResult(a.detach(), b.detach(), history, final, divergence)
 
 
 def _adam(params: list[torch.Tensor], lr: float) -> Callable[[], None]:
@@ -88,14 +89,3 @@ def _adam(params: list[torch.Tensor], lr: float) -> Callable[[], None]:
              beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-8, maximize=False)
 
     return step
-
-
-def singular_values(target: torch.Tensor) -> torch.Tensor:
-    """σ₁ ≥ σ₂ ≥ … of W, in float64 for an exact optimum."""
-    return torch.linalg.svdvals(target.double())
-
-
-def optimal_loss(target: torch.Tensor, rank: int) -> float:
-    """min over rank-r M of MSE(M, W) = Σ_{i>r} σᵢ² / (d·k)  (Eckart–Young–Mirsky)."""
-    sigma = singular_values(target)
-    return (sigma[rank:] ** 2).sum().item() / target.numel()

@@ -1,4 +1,8 @@
-"""The blog's three stages as pure functions of (config, tensors): no files, no printing."""
+"""The blog's three stages as functions of (config, tensors) -> typed results: no files, no printing.
+
+This is where a config meets the pure core: it picks the seeds and specs out of the config
+and asks core/ for data, shift and init, and train/ for an engine and the loop.
+"""
 
 from __future__ import annotations
 
@@ -7,50 +11,37 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from lora_cli.core import data
-from lora_cli.train import fast
-from lora_cli.core.adapter import (
-    LoRALinear,
-    LoraSpec,
-    init_linear_weight,
-    init_lora_a,
-    linear_from_weight,
-    merge_weights,
-)
-from lora_cli.config.loading import Config
-from lora_cli.errors import ConfigError
-from lora_cli.train.loop import CheckpointCallback, EpochCallback, History, TrainState, fit
-
-ENGINES = ("fast", "reference")
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when a GPU is usable, else cpu; cuda without one is an error."""
-    if name not in DEVICES:
-        raise ConfigError(f"--device {name!r}: must be one of {', '.join(DEVICES)}")
-    cuda = torch.cuda.is_available()
-    if name == "cuda" and not cuda:
-        raise ConfigError(f"--device cuda: no usable CUDA GPU here (torch {torch.__version__}); use --device cpu or auto")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and cuda) else "cpu")
-
-
-def lora_spec(cfg: Config) -> LoraSpec:
-    ft = cfg.finetune
-    return LoraSpec(rank=ft.rank, alpha=ft.alpha, init=ft.init)
+from lora_cli.config.loading import Config, TrainConfig
+from lora_cli.core import adapter as lora
+from lora_cli.core.data import make_regression, make_theta
+from lora_cli.core.inits import init_adapter, init_linear_weight
+from lora_cli.core.rng import generator
+from lora_cli.core.shifts import ShiftSpec, shift_theta, true_delta
+from lora_cli.train.engines import Runtime, engine_entry
+from lora_cli.train.loop import CheckpointCallback, Divergence, EpochCallback, History, Schedule, TrainState, train
 
 
 @dataclass
 class PretrainResult:
     weight: torch.Tensor  # (d_out, d_in)
     history: History
+    divergence: Divergence | None = None
 
 
 @dataclass
 class FinetuneResult:
-    lora_A: torch.Tensor  # (r, d_in)
-    lora_B: torch.Tensor  # (d_out, r)
+    adapter: dict[str, torch.Tensor]  # PEFT keys: lora_A (r, d_in), lora_B (d_out, r)
+    true_delta: torch.Tensor  # ΔW* = (θ2 − θ)ᵀ (d_out, d_in), what the adapter should learn
     history: History
+    divergence: Divergence | None = None
+
+    @property
+    def lora_A(self) -> torch.Tensor:
+        return self.adapter[lora.KEY_A]
+
+    @property
+    def lora_B(self) -> torch.Tensor:
+        return self.adapter[lora.KEY_B]
 
 
 @dataclass
@@ -63,11 +54,36 @@ class MergeResult:
     max_abs_diff: float  # max |merged(x) − adapter(x)| over the shifted data
 
 
+def adapter_spec(cfg: Config) -> lora.AdapterSpec:
+    ft = cfg.finetune
+    return lora.AdapterSpec(rank=ft.rank, alpha=ft.alpha, init=ft.init)
+
+
+def adapter_seed(cfg: Config) -> int:
+    """finetune.seed (adapter init and finetune batches), the top-level seed when unset."""
+    return cfg.seed if cfg.finetune.seed is None else cfg.finetune.seed
+
+
+def thetas(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """(θ, θ2), each (d_in, d_out)."""
+    theta = make_theta(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "theta"))
+    return theta, shift_theta(theta, ShiftSpec(cfg.shift.kind, cfg.shift.value))
+
+
+def regression(cfg: Config, theta: torch.Tensor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(X, y) of the "pretrain" or "finetune" split, each with its own streams."""
+    g_x, g_noise = generator(cfg.seed, f"x_{split}"), generator(cfg.seed, f"noise_{split}")
+    return make_regression(cfg.data.n, theta, g_x, g_noise, cfg.data.noise_std)
+
+
+def schedule(tc: TrainConfig) -> Schedule:
+    return Schedule(tc.epochs, tc.batch_size, tc.log_every, tc.checkpoint_every)
+
+
 def pretrain(
     cfg: Config,
+    runtime: Runtime = Runtime(),
     on_epoch: EpochCallback | None = None,
-    engine: str = "fast",
-    device: str = "cpu",
     resume: TrainState | None = None,
     on_checkpoint: CheckpointCallback | None = None,
 ) -> PretrainResult:
@@ -76,61 +92,49 @@ def pretrain(
     Data and init are drawn on the CPU (so every device sees the same numbers), then moved.
     `resume` continues from a checkpoint of the same engine; `on_checkpoint` receives them.
     """
-    dev = resolve_device(device)
-    x, y = (t.to(dev) for t in data.pretrain_data(cfg))
-    d = cfg.data
-    w0 = init_linear_weight(d.d_in, d.d_out, data.generator(cfg.seed, "init_base")).to(dev)
-    batches = data.generator(cfg.seed, "batches_pretrain")
-    if engine == "fast":
-        weight, history = fast.pretrain(w0, x, y, cfg.pretrain, batches, on_epoch, resume, on_checkpoint)
-    else:
-        model = linear_from_weight(w0)
-        history = fit(model, [model.weight], x, y, cfg.pretrain, batches, on_epoch, resume, on_checkpoint)
-        weight = model.weight.detach()
-    return PretrainResult(weight.cpu(), history)
+    dev = torch.device(runtime.device)
+    x, y = (t.to(dev) for t in regression(cfg, thetas(cfg)[0], "pretrain"))
+    w0 = init_linear_weight(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "init_base")).to(dev)
+    engine = engine_entry(runtime.engine).pretrain(w0, x, y, cfg.pretrain.lr, cfg.pretrain.batch_size)
+    batches = generator(cfg.seed, "batches_pretrain")
+    fit = train(engine, schedule(cfg.pretrain), batches, on_epoch, resume, on_checkpoint)
+    return PretrainResult(engine.weight().cpu(), fit.history, fit.divergence)
 
 
 def finetune(
     cfg: Config,
     base_weight: torch.Tensor,
+    runtime: Runtime = Runtime(),
     on_epoch: EpochCallback | None = None,
-    engine: str = "fast",
-    device: str = "cpu",
     resume: TrainState | None = None,
     on_checkpoint: CheckpointCallback | None = None,
 ) -> FinetuneResult:
     """Fit a rank-r adapter on the frozen base to the shifted data y2 = X2·θ2 (see `pretrain`)."""
-    dev = resolve_device(device)
-    x, y = (t.to(dev) for t in data.finetune_data(cfg))
-    spec = lora_spec(cfg)
-    lora_a = init_lora_a(spec, cfg.data.d_in, data.generator(cfg.seed, "init_adapter")).to(dev)
-    base_weight = base_weight.to(dev)
-    batches = data.generator(cfg.seed, "batches_finetune")
-    if engine == "fast":
-        lora_b = torch.zeros(cfg.data.d_out, spec.rank, device=dev)
-        a, b, history = fast.finetune(
-            base_weight, lora_a, lora_b, spec.scaling, x, y, cfg.finetune, batches, on_epoch, resume, on_checkpoint
-        )
-    else:
-        model = LoRALinear(linear_from_weight(base_weight), spec, lora_a)
-        params = model.adapter_parameters()
-        history = fit(model, params, x, y, cfg.finetune, batches, on_epoch, resume, on_checkpoint)
-        a, b = model.lora_A.detach(), model.lora_B.detach()
-    return FinetuneResult(a.cpu(), b.cpu(), history)
+    dev = torch.device(runtime.device)
+    theta, theta2 = thetas(cfg)
+    x, y = (t.to(dev) for t in regression(cfg, theta2, "finetune"))
+    spec = adapter_spec(cfg)
+    seed = adapter_seed(cfg)
+    lora_a, lora_b, frozen = init_adapter(base_weight, spec, generator(seed, "init_adapter"))
+    entry = engine_entry(runtime.engine, spec)
+    engine = entry.finetune(frozen.to(dev), spec, lora_a.to(dev), lora_b.to(dev), x, y, cfg.finetune.lr, cfg.finetune.batch_size)
+    fit = train(engine, schedule(cfg.finetune), generator(seed, "batches_finetune"), on_epoch, resume, on_checkpoint)
+    a, b = engine.factors()
+    return FinetuneResult(lora.state_dict(a.cpu(), b.cpu()), true_delta(theta, theta2), fit.history, fit.divergence)
 
 
 @torch.inference_mode()
-def merge(cfg: Config, base_weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor) -> MergeResult:
-    """W' = W + scaling·B·A, checked against the unmerged adapter on the shifted data."""
-    x, y = data.finetune_data(cfg)
-    spec = lora_spec(cfg)
-    merged = merge_weights(base_weight, lora_A, lora_B, spec.scaling)
-    adapter = LoRALinear(linear_from_weight(base_weight), spec, lora_A, lora_B)
-    adapter_out = adapter(x)
+def merge(cfg: Config, base_weight: torch.Tensor, adapter: dict[str, torch.Tensor]) -> MergeResult:
+    """W' = W + ΔW, checked against the unmerged adapter on the shifted data."""
+    x, y = regression(cfg, thetas(cfg)[1], "finetune")
+    spec = adapter_spec(cfg)
+    merged = lora.merge({"weight": base_weight}, spec, adapter)["weight"]
+    module = lora.LoRALinear(lora.linear_from_weight(base_weight), spec, adapter[lora.KEY_A], adapter[lora.KEY_B])
+    adapter_out = module(x)
     merged_out = x @ merged.T
     return MergeResult(
         merged=merged,
-        delta=adapter.delta_weight(),
+        delta=lora.delta_weight(spec, adapter),
         base_loss=F.mse_loss(x @ base_weight.T, y).item(),
         adapter_loss=F.mse_loss(adapter_out, y).item(),
         merged_loss=F.mse_loss(merged_out, y).item(),

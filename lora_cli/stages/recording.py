@@ -36,7 +36,7 @@ def recording(run: RunFolder, name: str, resume: bool = False, tracker: EpochTra
     try:
         yield
     except DivergenceError as exc:
-        message = f"{name}: {exc}".replace("<stage>", name)
+        message = f"{name}: {exc}"
         run.update_stage(name, status="failed", error=message, finished=utc_now())
         raise DivergenceError(message) from None
     except KeyboardInterrupt as exc:

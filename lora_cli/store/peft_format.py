@@ -1,8 +1,7 @@
-"""The adapter on disk in Hugging Face PEFT's layout, and the blog's layout.
+"""The adapter on disk in Hugging Face PEFT's layout: adapter_config.json from the AdapterSpec.
 
-PEFT stores lora_A as (r, d_in) and lora_B as (d_out, r) under
-`base_model.model.<module>.lora_{A,B}.weight`. The blog writes the same update
-as x·A·B with A (d_in, r) and B (r, d_out): blog A = lora_Aᵀ, blog B = lora_Bᵀ,
+The tensors are already PEFT-keyed (core/adapter.state_dict). The blog writes the same
+update as x·A·B with A (d_in, r) and B (r, d_out): blog A = lora_Aᵀ, blog B = lora_Bᵀ,
 and blog Δθ = A·B = (lora_B·lora_A)ᵀ.
 """
 
@@ -10,20 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from lora_cli.core.adapter import LoraSpec
-
-MODULE = "linear"
-KEY_A = f"base_model.model.{MODULE}.lora_A.weight"
-KEY_B = f"base_model.model.{MODULE}.lora_B.weight"
+from lora_cli.core.adapter import MODULE, AdapterSpec
 
 
-def adapter_state_dict(lora_A: torch.Tensor, lora_B: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {KEY_A: lora_A.detach().contiguous(), KEY_B: lora_B.detach().contiguous()}
-
-
-def adapter_config(spec: LoraSpec) -> dict[str, Any]:
+def adapter_config(spec: AdapterSpec) -> dict[str, Any]:
     """adapter_config.json as PEFT writes it for a LoRA on the module `linear`."""
     return {
         "peft_type": "LORA",
@@ -31,10 +20,21 @@ def adapter_config(spec: LoraSpec) -> dict[str, Any]:
         "lora_alpha": spec.alpha,
         "target_modules": [MODULE],
         "init_lora_weights": True,
-        "use_rslora": False,
+        "use_rslora": spec.scaling_rule == "rslora",
         "use_dora": False,
         "fan_in_fan_out": False,
         "bias": "none",
         "lora_dropout": 0.0,
         "task_type": None,
     }
+
+
+def mismatch(saved: dict[str, Any], spec: AdapterSpec) -> str | None:
+    """Which fields of a saved adapter_config.json disagree with `spec`, worded; None when none do."""
+    expected = adapter_config(spec)
+    keys = [k for k in ("r", "lora_alpha", "use_rslora", "use_dora") if saved.get(k) != expected[k]]
+    if not keys:
+        return None
+    found = ", ".join(f"{k} = {saved.get(k)!r}" for k in keys)
+    wanted = ", ".join(f"{expected[k]!r}" for k in keys)
+    return f"{found} do not match {wanted} from"

@@ -6,6 +6,7 @@
         metrics.jsonl        one line per logged point
         base.safetensors     key "weight" (d_out, d_in)
         adapter/adapter_model.safetensors, adapter/adapter_config.json   (PEFT layout)
+        shift.safetensors    key "true_delta" (d_out, d_in): the update the adapter should learn
         merged.safetensors   key "weight" (d_out, d_in)
 
 Every file is written to a temporary file in the same folder, fsynced, then
@@ -33,6 +34,7 @@ BASE = "base.safetensors"
 ADAPTER_WEIGHTS = "adapter/adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter/adapter_config.json"
 MERGED = "merged.safetensors"
+SHIFT = "shift.safetensors"  # the true ΔW* = (θ2 − θ)ᵀ the adapter should learn, for figures
 APPROX = "approx.safetensors"
 # kind -> (config schema, stages in order); a stage's rerun discards the stages after it
 KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
@@ -45,7 +47,7 @@ def checkpoint_path(stage: str) -> str:
 
 STAGE_FILES = {
     "pretrain": (BASE, checkpoint_path("pretrain")),
-    "finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG, checkpoint_path("finetune")),
+    "finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG, SHIFT, checkpoint_path("finetune")),
     "merge": (MERGED,),
     "approx": (APPROX,),
 }

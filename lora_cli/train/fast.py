@@ -1,4 +1,4 @@
-"""The fast engine: the math of `train.fit` without autograd and without waste.
+"""The fast engine: the reference engine's math without autograd and without waste.
 
 Same data, same batches (`epoch_batches`), same loss and the same Adam update rule;
 only the arithmetic is arranged to do less:
@@ -18,17 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from lora_cli.config.loading import TrainConfig
-from lora_cli.train.loop import (
-    CheckpointCallback,
-    EpochCallback,
-    History,
-    TrainState,
-    epoch_batches,
-    log_epoch,
-    maybe_checkpoint,
-    start_history,
-)
 
 # Rows gathered per index_select: a whole run of steps at once, so the one op that runs in
 # parallel meets its partner thread ~16 times an epoch at the blog's size instead of every
@@ -85,6 +74,7 @@ class FlatAdam:
         """The parameter (as `name`) and the optimiser state, for a checkpoint."""
         return {name: self.param, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step": self.step_count.reshape(1)}
 
+    @torch.no_grad()
     def load(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
         self.param.copy_(tensors[name])
         self.exp_avg.copy_(tensors["exp_avg"])
@@ -106,101 +96,95 @@ def mse_of(error: torch.Tensor) -> float:
     return error.square_().mean().item()
 
 
-@torch.no_grad()
-def pretrain(
-    w0: torch.Tensor,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    cfg: TrainConfig,
-    generator: torch.Generator,
-    on_epoch: EpochCallback | None = None,
-    resume: TrainState | None = None,
-    on_checkpoint: CheckpointCallback | None = None,
-) -> tuple[torch.Tensor, History]:
-    """Fit W (d_out, d_in) to y ≈ x·Wᵀ from w0. Returns (W, history).
+class FastPretrain:
+    """Adam on W (d_out, d_in) so that y ≈ x·Wᵀ, from w0: two GEMMs a step."""
 
-    `resume` and `on_checkpoint` work as in train.fit.
-    """
-    n, d_in = x.shape
-    d_out, b = y.shape[1], cfg.batch_size
-    steps, scale = n // b, 2.0 / (b * d_out)
-    w, grad = w0.clone(), torch.empty_like(w0)
-    opt = FlatAdam(w, grad, cfg.lr)
-    if resume is not None:
-        opt.load("weight", resume.tensors)
-    rows = StepRows([x, y], b, steps)
-    err = y.new_empty(b, d_out)  # scale·(xb·Wᵀ − yb) = dL/dpred
-    w_t, err_t = w.T, err.T  # transposed views made once: a view costs as much as a small op
+    name = "fast"
 
-    def evaluate() -> float:
-        return mse_of(torch.addmm(y, x, w_t, beta=-1))
+    def __init__(self, w0: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int):
+        self.x, self.y, self.n = x, y, x.shape[0]
+        b, d_out = batch_size, y.shape[1]
+        self.scale = 2.0 / (b * d_out)
+        self.w, self.grad = w0.clone(), torch.empty_like(w0)
+        self.opt = FlatAdam(self.w, self.grad, lr)
+        self.rows = StepRows([x, y], b, self.n // b)
+        self.err = y.new_empty(b, d_out)  # scale·(xb·Wᵀ − yb) = dL/dpred
+        self.w_t, self.err_t = self.w.T, self.err.T  # transposed views made once: a view costs as much as a small op
 
-    history, first = start_history(evaluate, generator, resume, on_epoch)
-    for epoch in range(first, cfg.epochs + 1):
-        for xb, yb in rows.epoch(epoch_batches(n, b, steps, generator).to(x.device)):
-            torch.addmm(yb, xb, w_t, beta=-scale, alpha=scale, out=err)  # (b, d_out)
-            torch.mm(err_t, xb, out=grad)  # (d_out, b)·(b, d_in): dL/dW
-            opt.step()
-        step_loss = mse_of(err.clone()) / scale**2
-        log_epoch(history, epoch, steps, cfg, step_loss, evaluate, on_epoch)
-        maybe_checkpoint(epoch, cfg, "fast", lambda: opt.state("weight"), generator, history, on_checkpoint)
-    return w, history
+    @torch.no_grad()
+    def run_steps(self, batches: torch.Tensor) -> float:
+        scale, err = self.scale, self.err
+        for xb, yb in self.rows.epoch(batches.to(self.x.device)):
+            torch.addmm(yb, xb, self.w_t, beta=-scale, alpha=scale, out=err)  # (b, d_out)
+            torch.mm(self.err_t, xb, out=self.grad)  # (d_out, b)·(b, d_in): dL/dW
+            self.opt.step()
+        return mse_of(err.clone()) / scale**2
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        return mse_of(torch.addmm(self.y, self.x, self.w_t, beta=-1))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.opt.state("weight")
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.opt.load("weight", tensors)
+
+    def weight(self) -> torch.Tensor:
+        return self.w
 
 
-@torch.no_grad()
-def finetune(
-    base_w: torch.Tensor,
-    a0: torch.Tensor,
-    b0: torch.Tensor,
-    scaling: float,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    cfg: TrainConfig,
-    generator: torch.Generator,
-    on_epoch: EpochCallback | None = None,
-    resume: TrainState | None = None,
-    on_checkpoint: CheckpointCallback | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, History]:
-    """Fit lora_A (r, d_in), lora_B (d_out, r) so x·Wᵀ + s·(x·Aᵀ)·Bᵀ ≈ y, W frozen.
+class FastFinetune:
+    """Adam on lora_A (r, d_in), lora_B (d_out, r) so x·Wᵀ + s·(x·Aᵀ)·Bᵀ ≈ y, W frozen."""
 
-    Returns (lora_A, lora_B, history). `resume` and `on_checkpoint` work as in train.fit.
-    """
-    n, d_in = x.shape
-    d_out, r, b, s = y.shape[1], a0.shape[0], cfg.batch_size, scaling
-    steps, scale = n // b, 2.0 / (b * d_out)
-    # [X2 | R], R = y2 − X2·Wᵀ (the frozen base's error, a constant): one gather fetches both
-    xr = x.new_empty(n, d_in + d_out)
-    for rows in torch.arange(n, device=x.device).split(4096):  # chunks bound the temporary
-        xr[rows, :d_in] = x[rows]
-        xr[rows, d_in:] = torch.addmm(y[rows], x[rows], base_w.T, alpha=-1)
-    x_all, residual = xr[:, :d_in], xr[:, d_in:]
-    flat = x.new_empty(r * d_in + d_out * r)  # [lora_A | lora_B], so Adam is one pass
-    grad = torch.empty_like(flat)
-    lora_a, lora_b = flat[: r * d_in].view(r, d_in), flat[r * d_in :].view(d_out, r)
-    grad_a, grad_b = grad[: r * d_in].view(r, d_in), grad[r * d_in :].view(d_out, r)
-    lora_a.copy_(a0)
-    lora_b.copy_(b0)
-    opt = FlatAdam(flat, grad, cfg.lr)
-    if resume is not None:
-        opt.load("adapter", resume.tensors)
-    rows = StepRows([xr], b, steps, columns=[[d_in, d_out]])
-    u, grad_u = x.new_empty(b, r), x.new_empty(b, r)
-    err = y.new_empty(b, d_out)  # s·scale·(s·u·Bᵀ − rb) = s·dL/dpred
-    a_t, b_t, err_t, grad_u_t = lora_a.T, lora_b.T, err.T, grad_u.T  # views made once
+    name = "fast"
 
-    def evaluate() -> float:
-        return mse_of(torch.addmm(residual, x_all @ a_t, b_t, beta=-1, alpha=s))
+    @torch.no_grad()
+    def __init__(self, base_w, spec, a0, b0, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int):
+        n, d_in = x.shape
+        d_out, r, b = y.shape[1], a0.shape[0], batch_size
+        self.n, self.s, self.scale = n, spec.scaling, 2.0 / (b * d_out)
+        # [X2 | R], R = y2 − X2·Wᵀ (the frozen base's error, a constant): one gather fetches both
+        self.xr = x.new_empty(n, d_in + d_out)
+        for rows in torch.arange(n, device=x.device).split(4096):  # chunks bound the temporary
+            self.xr[rows, :d_in] = x[rows]
+            self.xr[rows, d_in:] = torch.addmm(y[rows], x[rows], base_w.T, alpha=-1)
+        self.x_all, self.residual = self.xr[:, :d_in], self.xr[:, d_in:]
+        self.flat = x.new_empty(r * d_in + d_out * r)  # [lora_A | lora_B], so Adam is one pass
+        self.grad = torch.empty_like(self.flat)
+        self.lora_a, self.lora_b = self.flat[: r * d_in].view(r, d_in), self.flat[r * d_in :].view(d_out, r)
+        self.grad_a, self.grad_b = self.grad[: r * d_in].view(r, d_in), self.grad[r * d_in :].view(d_out, r)
+        self.lora_a.copy_(a0)
+        self.lora_b.copy_(b0)
+        self.opt = FlatAdam(self.flat, self.grad, lr)
+        self.rows = StepRows([self.xr], b, n // b, columns=[[d_in, d_out]])
+        self.u, self.grad_u = x.new_empty(b, r), x.new_empty(b, r)
+        self.err = y.new_empty(b, d_out)  # s·scale·(s·u·Bᵀ − rb) = s·dL/dpred
+        self.a_t, self.b_t = self.lora_a.T, self.lora_b.T  # views made once
 
-    history, first = start_history(evaluate, generator, resume, on_epoch)
-    for epoch in range(first, cfg.epochs + 1):
-        for xb, rb in rows.epoch(epoch_batches(n, b, steps, generator).to(x.device)):
-            torch.mm(xb, a_t, out=u)  # (b, r)
-            torch.addmm(rb, u, b_t, beta=-s * scale, alpha=s * s * scale, out=err)
-            torch.mm(err_t, u, out=grad_b)  # dL/dB = s·errᵀ·u, (d_out, r)
-            torch.mm(err, lora_b, out=grad_u)  # dL/du = s·err·B, (b, r)
-            torch.mm(grad_u_t, xb, out=grad_a)  # dL/dA = (dL/du)ᵀ·xb, (r, d_in)
-            opt.step()
-        step_loss = mse_of(err.clone()) / (s * scale) ** 2
-        log_epoch(history, epoch, steps, cfg, step_loss, evaluate, on_epoch)
-        maybe_checkpoint(epoch, cfg, "fast", lambda: opt.state("adapter"), generator, history, on_checkpoint)
-    return lora_a.clone(), lora_b.clone(), history
+    @torch.no_grad()
+    def run_steps(self, batches: torch.Tensor) -> float:
+        s, scale, u, grad_u, err = self.s, self.scale, self.u, self.grad_u, self.err
+        err_t, grad_u_t = err.T, grad_u.T
+        for xb, rb in self.rows.epoch(batches.to(self.xr.device)):
+            torch.mm(xb, self.a_t, out=u)  # (b, r)
+            torch.addmm(rb, u, self.b_t, beta=-s * scale, alpha=s * s * scale, out=err)
+            torch.mm(err_t, u, out=self.grad_b)  # dL/dB = s·errᵀ·u, (d_out, r)
+            torch.mm(err, self.lora_b, out=grad_u)  # dL/du = s·err·B, (b, r)
+            torch.mm(grad_u_t, xb, out=self.grad_a)  # dL/dA = (dL/du)ᵀ·xb, (r, d_in)
+            self.opt.step()
+        return mse_of(err.clone()) / (s * scale) ** 2
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        return mse_of(torch.addmm(self.residual, self.x_all @ self.a_t, self.b_t, beta=-1, alpha=self.s))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.opt.state("adapter")
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.opt.load("adapter", tensors)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lora_A, lora_B) as trained."""
+        return self.lora_a.clone(), self.lora_b.clone()

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from lora_cli.cli import app
-from lora_cli.store.peft_format import KEY_A, KEY_B
+from lora_cli.core.adapter import KEY_A, KEY_B
 from tests.conftest import SMOKE
 
 runner = CliRunner()
@@ -39,9 +39,9 @@ def test_run_writes_a_self_describing_folder(full_run):
         assert {"seconds", "final_loss", "baseline_loss"} <= set(rec)
         assert rec["final_loss"] == report["stages"][stage]["final_loss"]
     merge = manifest["stages"]["merge"]
-    assert {"base_loss_on_shifted", "adapter_loss", "merged_loss", "max_abs_diff"} <= set(merge)
+    assert {"baseline_loss", "adapter_loss", "final_loss", "max_abs_diff"} <= set(merge)
     assert set(manifest["files"]) == {"base.safetensors", "adapter/adapter_model.safetensors",
-                                      "adapter/adapter_config.json", "merged.safetensors"}
+                                      "adapter/adapter_config.json", "shift.safetensors", "merged.safetensors"}
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines if x["stage"] == "finetune"] == [0, 5, 10, 12]
     assert {"stage", "epoch", "step", "loss"} <= set(lines[0])
@@ -70,7 +70,7 @@ def test_stage_by_stage_equals_run(full_run, runs_dir):
     merged = lora("merge", "--json")
     assert merged.exit_code == 0
     stage_report = json.loads(merged.stdout)
-    for key in ("base_loss_on_shifted", "adapter_loss", "merged_loss", "max_abs_diff", "delta_mean", "delta_std"):
+    for key in ("baseline_loss", "adapter_loss", "final_loss", "max_abs_diff", "delta_mean", "delta_std"):
         assert stage_report[key] == report["stages"]["merge"][key], key
     assert json.loads(result.stdout)["history"] == report["stages"]["finetune"]["history"]
 

@@ -1,0 +1,76 @@
+"""Steps several commands share: make or find the run folder, resolve the runtime, word an
+interruption, write figures. Commands import this module, never each other."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lora_cli.commands.options import runs_root, thread_count
+from lora_cli.commands.output import Output
+from lora_cli.errors import Interrupted, RunError, signal_name
+
+
+def create_run(cfg: Any, run_dir: Path | None, force: bool, out: Output, stages: tuple[str, ...]):
+    """A fresh run folder, made only once the config is known to fit in memory for `stages`."""
+    from lora_cli.resources import check_memory
+    from lora_cli.store.run_folder import RunFolder
+
+    for stage in stages:
+        check_memory(cfg, stage)
+    run = RunFolder.create(cfg, run_dir, runs_root(), force)
+    out.note(f"Run folder: {run.path}")
+    return run
+
+
+def open_run(run_dir: Path | None, out: Output):
+    """The pipeline run in --run-dir, else the newest one, locked for writing."""
+    from lora_cli.store.run_folder import RunFolder
+    from lora_cli.store.run_index import open_newest
+
+    if run_dir is not None:
+        return RunFolder.open(run_dir)
+    run = open_newest(runs_root(), "pipeline")
+    out.note(f"Using the newest pipeline run folder: {run.path} (choose another with --run-dir)")
+    return run
+
+
+def runtime(engine: Any, device: Any, threads: str | None):
+    """--engine, --device and --threads resolved once, before any folder is made (imports torch)."""
+    request = thread_count(threads)
+    from lora_cli.train.engines import resolve_runtime
+
+    return resolve_runtime(getattr(engine, "value", engine), getattr(device, "value", device), request)
+
+
+def engine_flag(rt: Any) -> str:
+    """The --engine flag a resume command must repeat ('' for the default)."""
+    return "" if rt.engine == "fast" else f" --engine {rt.engine}"
+
+
+@contextmanager
+def resume_hint(hint: str) -> Iterator[None]:
+    """Ctrl-C or SIGTERM inside the block: one line that says where it stopped and how to go on.
+
+    `hint` is a command (worded "continue with `…`") or a sentence starting "run ".
+    """
+    advice = hint if hint.startswith("run ") else f"continue with `{hint}`"
+    try:
+        yield
+    except Interrupted as exc:
+        raise exc.with_hint(advice) from None
+    except KeyboardInterrupt as exc:  # between stages: nothing was half done
+        raise Interrupted(f"interrupted by {signal_name(exc)}", signal_name(exc), advice) from None
+
+
+def write_plots(run, out: Output, out_dir: Path | None = None) -> list[str]:
+    """Write the run's figures and list them for the person; returns their paths as text."""
+    from lora_cli.figures import plot_run
+
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"{out_dir}: exists and is not a folder; choose another --out")
+    paths = [str(p) for p in plot_run(run, out_dir)]
+    out.show("Figures:", *(f"  {p}" for p in paths))
+    return paths

@@ -1,0 +1,88 @@
+"""The engine registry, and the runtime (engine, device, threads) resolved once at the edge.
+
+An engine is a class with `run_steps`, `evaluate`, `state` and `load` (train/loop.Engine);
+this registry says how to build one for each stage and what adapters it supports, and refuses
+anything else with one line. Importing this module does not import torch (`lora --help`
+lists the names), the builders do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lora_cli.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    help: str
+    pretrain: Callable[..., Any]  # (w0, x, y, lr, batch_size) -> an Engine with .weight()
+    finetune: Callable[..., Any]  # (base_w, spec, lora_A, lora_B, x, y, lr, batch_size) -> one with .factors()
+    supports: Callable[[Any], str | None] = lambda spec: None  # why it cannot train `spec`, or None
+
+
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """A constructor imported on first use, so that listing engines needs no torch."""
+
+    def build(*args: Any) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(*args)
+
+    return build
+
+
+ENGINES: dict[str, EngineEntry] = {
+    "fast": EngineEntry(
+        "hand-written gradients, cached base output, one fused Adam",
+        _lazy("lora_cli.train.fast", "FastPretrain"),
+        _lazy("lora_cli.train.fast", "FastFinetune"),
+    ),
+    "reference": EngineEntry(
+        "plain autograd and torch.optim.Adam, as the blog",
+        _lazy("lora_cli.train.reference", "ReferencePretrain"),
+        _lazy("lora_cli.train.reference", "ReferenceFinetune"),
+    ),
+}
+
+
+def engine_entry(name: str, spec: Any = None) -> EngineEntry:
+    """The registry entry for `name`; ConfigError (never a fallback) when it is unknown or
+    cannot train the adapter `spec`."""
+    entry = ENGINES.get(name)
+    if entry is None:
+        raise ConfigError(f"--engine {name!r}: unknown engine; choose one of {', '.join(ENGINES)}")
+    reason = entry.supports(spec) if spec is not None else None
+    if reason:
+        raise ConfigError(f"--engine {name}: {reason}; choose another engine")
+    return entry
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how stages train, resolved once from the command line."""
+
+    engine: str = "fast"
+    device: str = "cpu"  # a resolved torch device name: cpu or cuda
+    threads: int | None = None  # CPU threads; None = choose by the size of a step
+
+
+def resolve_runtime(engine: str = "fast", device: str = "auto", threads: int | None = None) -> Runtime:
+    """Check the engine and resolve the device (auto -> cuda when a GPU is usable, else cpu)."""
+    engine_entry(engine)
+    return Runtime(engine, resolve_device(device), threads)
+
+
+def resolve_device(name: str) -> str:
+    if name not in DEVICES:
+        raise ConfigError(f"--device {name!r}: must be one of {', '.join(DEVICES)}")
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if name == "cuda" and not cuda:
+        raise ConfigError(f"--device cuda: no usable CUDA GPU here (torch {torch.__version__}); use --device cpu or auto")
+    return "cuda" if name == "cuda" or (name == "auto" and cuda) else "cpu"
