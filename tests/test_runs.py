@@ -86,3 +86,16 @@ def test_open_refuses_non_runs_and_newer_formats(tmp_path):
     (run.path / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(RunError, match="newer lora"):
         RunFolder.open(run.path)
+
+
+def test_a_checkpoint_is_read_back_only_as_the_stage_that_wrote_it(tmp_path):
+    from lora_cli.store.checkpoints import decode, encode
+    from lora_cli.train.loop import History, LogPoint, TrainState
+
+    state = TrainState(4, "fast", {"weight": torch.ones(2, 2)}, torch.zeros(8, dtype=torch.uint8), History([LogPoint(0, 0, 1.5)]))
+    path = tmp_path / "finetune.safetensors"
+    path.write_bytes(encode("pretrain", state))
+    back = decode(path, "pretrain")
+    assert back.epoch == 4 and back.history.points == state.history.points and torch.equal(back.tensors["weight"], torch.ones(2, 2))
+    with pytest.raises(RunError, match="holds a pretrain checkpoint, not finetune's"):
+        decode(path, "finetune")

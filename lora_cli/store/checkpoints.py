@@ -27,8 +27,9 @@ def encode(stage: str, state: TrainState) -> bytes:
     return save(tensors, metadata={KEY: json.dumps(meta)})
 
 
-def decode(path: Path) -> TrainState:
-    """Read a checkpoint; RunError (one line) when it is damaged in any way."""
+def decode(path: Path, stage: str) -> TrainState:
+    """Read `stage`'s checkpoint; RunError (one line) when it is damaged in any way or was
+    written by another stage (a file copied or renamed by hand)."""
     from safetensors import safe_open
 
     try:
@@ -37,6 +38,10 @@ def decode(path: Path) -> TrainState:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         history = History([LogPoint(int(e), int(s), float(loss)) for e, s, loss in meta["history"]])
         generator_state = tensors.pop("generator_state")
-        return TrainState(int(meta["epoch"]), str(meta["engine"]), tensors, generator_state, history)
+        state = TrainState(int(meta["epoch"]), str(meta["engine"]), tensors, generator_state, history)
+        written_by = str(meta["stage"])
     except Exception as exc:  # any damage: safetensors, JSON or missing fields
         raise RunError(f"{path}: damaged checkpoint ({type(exc).__name__}); start the stage over with --force") from None
+    if written_by != stage:
+        raise RunError(f"{path}: holds a {written_by} checkpoint, not {stage}'s; start the stage over with --force")
+    return state

@@ -18,11 +18,11 @@ METRICS = "metrics.jsonl"
 
 
 class RunFiles:
-    def save_tensors(self, rel: str, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> str:
+    def save_tensors(self, rel: str, tensors: dict[str, Any]) -> str:
         """Write a safetensors file atomically and record its SHA-256; returns the hash."""
         from safetensors.torch import save
 
-        data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+        data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
         return self._save_bytes(rel, data)
 
     def save_json(self, rel: str, obj: Any) -> str:

@@ -216,7 +216,7 @@ class RunFolder(RunFiles):
         from lora_cli.store.checkpoints import decode
 
         path = self.path / checkpoint_path(stage)
-        return decode(path) if path.is_file() else None
+        return decode(path, stage) if path.is_file() else None
 
     def remove_checkpoint(self, stage: str) -> None:
         """Delete the stage's checkpoint (call once its result is durable) and its record."""

@@ -73,9 +73,18 @@ def test_invalid_sizes_are_one_line_exit_2(runs_dir, args, fragment):
 
 
 def _pngs(paths):
+    """Each path a real picture: a PNG of the figure's size (inches x 110 dpi) with many colours."""
+    from matplotlib.image import imread
+
     for path in paths:
-        data = open(path, "rb").read()
-        assert data.startswith(PNG) and len(data) > 5000, path
+        assert open(path, "rb").read(8) == PNG, path
+        pixels = imread(path)  # (height, width, RGBA) in [0, 1]
+        height, width = pixels.shape[:2]
+        assert 400 <= height <= 500 and 550 <= width <= 1600, (path, pixels.shape)  # 4-7 in tall, up to 3 panels
+        colours = {tuple(p) for p in (pixels[::4, ::4, :3] * 255).round().reshape(-1, 3).tolist()}
+        assert len(colours) > 20, (path, len(colours))  # axes, text and data, not one flat colour
+        background = (pixels[..., :3] > 0.98).all(axis=-1).mean()
+        assert background < 0.97, (path, background)  # something is drawn on the white
     return {p.rsplit("/", 1)[-1] for p in paths}
 
 

@@ -1,5 +1,7 @@
 """Every expected failure is one line on stderr with the right exit code, never a traceback."""
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -73,10 +75,19 @@ def test_validate_prints_every_problem(runs_dir):
     assert len(result.stderr.strip().splitlines()) == 2
 
 
-@pytest.mark.parametrize("args", [["validate", str(SMOKE)], ["validate", str(SMOKE), "--json"]])
-def test_validate_accepts_good_configs(args):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0 and "finetune" in result.stdout
+def test_validate_prints_every_resolved_value():
+    from lora_cli.config.loading import describe_schema, load_config
+
+    cfg = load_config(SMOKE).to_dict()
+    result = runner.invoke(app, ["validate", str(SMOKE)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0 and f"{SMOKE}: valid" in result.stderr
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.stdout.splitlines() if line.count("│") == 4}
+    for key, *_ in describe_schema():
+        section, _, leaf = key.rpartition(".")
+        value = cfg[section][leaf] if section else cfg[leaf]
+        assert rows[key] == str(value), key
+    as_json = runner.invoke(app, ["validate", str(SMOKE), "--json"])
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout) == cfg
 
 
 def test_bad_engine_and_unavailable_device(runs_dir):

@@ -106,11 +106,19 @@ def test_finetune_again_needs_force_and_drops_the_merge(runs_dir):
     assert merged.exit_code == 0 and json.loads(merged.stdout)["status"] == "complete"
 
 
-def test_version_and_help_are_quick_and_clean():
+def test_every_command_has_help_naming_its_options():
+    import typer
+
     assert lora("--version").stdout.strip().startswith("lora ")
-    for command in ("run", "pretrain", "finetune", "merge", "runs", "validate"):
-        result = lora(command, "--help")
-        assert result.exit_code == 0 and "Usage" in result.stdout
+    commands = typer.main.get_command(app).commands
+    assert set(commands) >= {"run", "pretrain", "finetune", "merge", "approx", "plot", "runs", "validate"}
+    for name, command in commands.items():
+        result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0 and f"Usage: lora {name}" in result.stdout, name
+        assert command.help.splitlines()[0].strip() in " ".join(result.stdout.split()), name
+        for param in command.params:
+            for flag in param.opts if param.param_type_name == "option" else []:
+                assert flag in result.stdout, (name, flag)
 
 
 def test_engines_give_the_same_run_and_are_recorded(runs_dir):
