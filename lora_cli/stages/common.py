@@ -41,17 +41,22 @@ def finish_training(
     """Record a completed training stage (metrics, then manifest, then drop its checkpoint)."""
     rows = history_rows(name, history, unit)
     run.add_metrics(rows)
-    record = {
-        "status": "complete",
-        "finished": utc_now(),
-        "seconds": time.perf_counter() - started,
-        "baseline_loss": history.baseline,
-        "final_loss": history.final,
-        **extra,
-    }
+    record = complete_record(started, history.baseline, history.final, extra)
     run.update_stage(name, **record)
     run.remove_checkpoint(name)  # only now: the result and its record are durable
     return {"stage": name, "run_dir": str(run.path), **record, "history": rows}
+
+
+def complete_record(started: float, baseline: float, final: float, extra: dict) -> dict[str, Any]:
+    """A completed stage's manifest entry: the losses every stage has, then its own fields."""
+    return {
+        "status": "complete",
+        "finished": utc_now(),
+        "seconds": time.perf_counter() - started,
+        "baseline_loss": baseline,
+        "final_loss": final,
+        **extra,
+    }
 
 
 def use_threads(cfg: Config | ApproxConfig, stage: str, request: int | None) -> int:

@@ -18,6 +18,7 @@ from lora_cli.resources import check_memory
 from lora_cli.stages.common import (
     check_divergence,
     checkpointer,
+    complete_record,
     finish_training,
     parameter_counts,
     refuse_rerun,
@@ -27,7 +28,6 @@ from lora_cli.stages.common import (
 )
 from lora_cli.stages.recording import EpochTracker, recording
 from lora_cli.store import peft_format
-from lora_cli.store.files import utc_now
 from lora_cli.store.run_folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BASE, MERGED, SHIFT, RunFolder
 from lora_cli.train.engines import Runtime
 from lora_cli.train.loop import EpochCallback
@@ -133,12 +133,7 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None)
         start = time.perf_counter()
         result = recipe.merge(cfg, base, adapter)
         run.save_tensors(MERGED, {"weight": result.merged})
-        record = {
-            "status": "complete",
-            "finished": utc_now(),
-            "seconds": time.perf_counter() - start,
-            "baseline_loss": result.base_loss,
-            "final_loss": result.merged_loss,
+        record = complete_record(start, result.base_loss, result.merged_loss, {
             "adapter_loss": result.adapter_loss,
             "max_abs_diff": result.max_abs_diff,
             "delta_mean": result.delta.mean().item(),
@@ -146,7 +141,7 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None)
             "delta_std": result.delta.std().item() if result.delta.numel() > 1 else None,
             "delta_corner": result.delta.T[:5, :5].tolist(),  # blog layout Δθ (d_in, d_out), as the blog prints it
             "threads": n_threads,
-        }
+        })
         run.update_stage("merge", **record)
         return {"stage": "merge", "run_dir": str(run.path), **record}
 
