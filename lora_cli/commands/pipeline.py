@@ -186,12 +186,12 @@ def _merge(run, out: Output, force: bool, threads: int | None = None) -> dict[st
     from lora_cli.stages import pipeline as stages
 
     report = stages.merge_stage(run, force, threads)
-    _show(out, report, run.config())
+    _show(out, report)
     return report
 
 
-def _show(out: Output, report: dict[str, Any], cfg: Config) -> None:
-    """A stage's tables; a stage kept by --resume gets one line."""
+def _show(out: Output, report: dict[str, Any], cfg: Config | None = None) -> None:
+    """A stage's tables (`cfg` names the sizes of a training stage); a stage kept by --resume gets one line."""
     from lora_cli import tables
 
     stage = report["stage"]

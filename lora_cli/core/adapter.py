@@ -41,8 +41,13 @@ class AdapterSpec:
         return SCALING_RULES[self.scaling_rule](self.alpha, self.rank)
 
     def parameter_count(self, d_in: int, d_out: int) -> int:
-        """Trainable numbers: r·(d_in + d_out)."""
-        return self.rank * (d_in + d_out)
+        """Trainable numbers of the adapter."""
+        return low_rank_size(self.rank, d_in, d_out)
+
+
+def low_rank_size(rank: int, d_in: int, d_out: int) -> int:
+    """Numbers in a rank-r factorisation of a d_out x d_in matrix: r·(d_in + d_out)."""
+    return rank * (d_in + d_out)
 
 
 def state_dict(lora_A: torch.Tensor, lora_B: torch.Tensor) -> dict[str, torch.Tensor]:

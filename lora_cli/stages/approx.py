@@ -7,6 +7,7 @@ from typing import Any
 
 from lora_cli.config.loading import ApproxConfig
 from lora_cli.core import floors
+from lora_cli.core.adapter import low_rank_size
 from lora_cli.recipes import approx
 from lora_cli.resources import check_memory
 from lora_cli.stages.common import check_divergence, finish_training, parameter_counts, use_threads
@@ -37,6 +38,6 @@ def approx_stage(
             "rank": cfg.rank,
             "iterations": cfg.iterations,
             "threads": n_threads,
-            "parameters": parameter_counts(cfg.d_in, cfg.d_out, cfg.rank, cfg.rank * (cfg.d_in + cfg.d_out)),
+            "parameters": parameter_counts(cfg.d_in, cfg.d_out, cfg.rank, low_rank_size(cfg.rank, cfg.d_in, cfg.d_out)),
         }
         return finish_training(run, "approx", result.history, start, extra, unit="iteration")

@@ -161,11 +161,12 @@ class FastFinetune:
         self.u, self.grad_u = x.new_empty(b, r), x.new_empty(b, r)
         self.err = y.new_empty(b, d_out)  # s·scale·(s·u·Bᵀ − rb) = s·dL/dpred
         self.a_t, self.b_t = self.lora_a.T, self.lora_b.T  # views made once
+        self.err_t, self.grad_u_t = self.err.T, self.grad_u.T
 
     @torch.no_grad()
     def run_steps(self, batches: torch.Tensor) -> float:
         s, scale, u, grad_u, err = self.s, self.scale, self.u, self.grad_u, self.err
-        err_t, grad_u_t = err.T, grad_u.T
+        err_t, grad_u_t = self.err_t, self.grad_u_t
         for xb, rb in self.rows.epoch(batches.to(self.xr.device)):
             torch.mm(xb, self.a_t, out=u)  # (b, r)
             torch.addmm(rb, u, self.b_t, beta=-s * scale, alpha=s * s * scale, out=err)
