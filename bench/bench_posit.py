@@ -27,7 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 def _config(args):
     from lora_cli.config.loading import load_config
 
-    sets = {"data.n": args.n, "data.d_in": args.d_in, "data.d_out": args.d_out, "finetune.rank": args.rank}
+    sets = {"data.n": args.n, "data.d_in": args.d_in, "data.d_out": args.d_out, "adapter.rank": args.rank}
     sets.update({f"{s}.epochs": args.epochs + 1 for s in ("pretrain", "finetune")})
     return load_config(None, [("bench", k, v) for k, v in sets.items()])
 

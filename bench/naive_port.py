@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from variants import BlogLoraLinear
 
 from lora_cli.config.loading import load_config
-from lora_cli.core.adapter import linear_from_weight
+from lora_cli.core.modules import linear_from_weight
 from lora_cli.core.inits import init_adapter, init_linear_weight
 from lora_cli.core.rng import generator
 from lora_cli.recipes.pipeline import adapter_spec, regression, thetas

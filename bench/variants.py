@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lora_cli.config.loading import Config, TrainConfig
-from lora_cli.core.adapter import linear_from_weight
+from lora_cli.config.schemas import Config, TrainConfig
+from lora_cli.core.modules import linear_from_weight
 from lora_cli.core.inits import init_adapter, init_linear_weight
 from lora_cli.core.rng import generator
 from lora_cli.recipes.pipeline import adapter_spec, regression, thetas

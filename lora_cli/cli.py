@@ -120,6 +120,7 @@ for name, command in {
     "plot": plot.plot,
     "runs": inspect.runs,
     "validate": inspect.validate,
+    "schema": inspect.schema,
 }.items():
     app.command(name, cls=LoraCommand)(command)
 

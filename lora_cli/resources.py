@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from lora_cli.config.loading import ApproxConfig, Config
+from lora_cli.config.schemas import ApproxConfig, Config
 from lora_cli.errors import LoraError
 
 FLOAT = 4  # bytes
@@ -44,7 +44,7 @@ def step_work(cfg: Config | ApproxConfig, stage: str) -> float:
     if isinstance(cfg, ApproxConfig):  # A·B, its two gradients, Adam over both factors
         return 6.0 * cfg.d_in * cfg.rank * cfg.d_out
     b_pre, b_ft = cfg.pretrain.batch_size, cfg.finetune.batch_size
-    n, d_in, d_out, r = cfg.data.n, cfg.data.d_in, cfg.data.d_out, cfg.finetune.rank
+    n, d_in, d_out, r = cfg.data.n, cfg.data.d_in, cfg.data.d_out, cfg.adapter.rank
     if stage == "pretrain":  # forward and weight-gradient GEMMs
         return 4.0 * b_pre * d_in * d_out + b_pre * (d_in + d_out)
     if stage == "finetune":  # three (b, r) x (r, d) products and the [X2 | R] gather

@@ -11,7 +11,7 @@ SMOKE = CONFIGS / "smoke.yaml"
 
 
 def tiny_config(**sets) -> Config:
-    """The smoke config with dotted overrides, e.g. tiny_config(**{"finetune.rank": 2})."""
+    """The smoke config with dotted overrides, e.g. tiny_config(**{"adapter.rank": 2})."""
     return load_config(SMOKE, [("test", k, v) for k, v in sets.items()])
 
 

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from lora_cli.core.adapter import KEY_A, KEY_B, AdapterSpec, LoRALinear, delta_weight, merge, state_dict
+from lora_cli.core.adapter import KEY_A, KEY_B, AdapterSpec, delta_weight, merge, state_dict
+from lora_cli.core.modules import LoRALinear
 from lora_cli.core.inits import INITS, init_adapter
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from lora_cli.config.loading import ApproxConfig, Config, config_to_yaml, detect_schema, load_config, parse_set_option
+from lora_cli.config.loading import ApproxConfig, Config, config_to_yaml, detect_schema, load_config
+from lora_cli.config.overrides import parse_set_option
 from lora_cli.errors import ConfigError
 from tests.conftest import CONFIGS, SMOKE
 
@@ -22,7 +23,7 @@ def test_defaults_are_the_blog_recipe():
     assert cfg.shift.value == 1.0
     for stage in (cfg.pretrain, cfg.finetune):
         assert (stage.epochs, stage.batch_size, stage.lr, stage.log_every) == (100, 128, 1e-3, 10)
-    assert (cfg.finetune.rank, cfg.finetune.alpha, cfg.finetune.seed) == (1, 1.0, None)
+    assert (cfg.adapter.rank, cfg.adapter.alpha, cfg.finetune.seed) == (1, 1.0, None)
     assert load_config(CONFIGS / "posit.yaml") == cfg
 
 
@@ -37,7 +38,7 @@ def test_yaml_1_2_floats_and_round_trip(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("pretrain:\n  lr: 1e-3\nfinetune:\n  alpha: 2\n")
     cfg = load_config(path)
-    assert cfg.pretrain.lr == 1e-3 and isinstance(cfg.finetune.alpha, float)
+    assert cfg.pretrain.lr == 1e-3 and isinstance(cfg.adapter.alpha, float)
     again = tmp_path / "again.yaml"
     again.write_text(config_to_yaml(cfg))
     assert load_config(again) == cfg
@@ -46,15 +47,15 @@ def test_yaml_1_2_floats_and_round_trip(tmp_path):
 def test_overrides_apply_last_and_parse_values():
     key, value = parse_set_option("finetune.lr=5e-4")
     assert (key, value) == ("finetune.lr", 5e-4)
-    cfg = load_config(SMOKE, [("--set", key, value), ("--rank", "finetune.rank", 3)])
-    assert (cfg.finetune.lr, cfg.finetune.rank) == (5e-4, 3)
+    cfg = load_config(SMOKE, [("--set", key, value), ("--rank", "adapter.rank", 3)])
+    assert (cfg.finetune.lr, cfg.adapter.rank) == (5e-4, 3)
 
 
 @pytest.mark.parametrize(
     "key, value, expected",
     [
-        ("finetune.rank", 0, "--set: finetune.rank = 0 is out of range: must be 1 ≤ rank ≤ min(d_in, d_out) = 32"),
-        ("finetune.rank", 33, "finetune.rank = 33 is out of range: must be 1 ≤ rank ≤ min(d_in, d_out) = 32"),
+        ("adapter.rank", 0, "--set: adapter.rank = 0 is out of range: must be ≥ 1"),
+        ("adapter.rank", 33, "adapter.rank = 33 is out of range: must be 1 ≤ rank ≤ min(d_in, d_out) = 32"),
         ("pretrain.batch_size", 513, "pretrain.batch_size = 513 is out of range: must be ≤ data.n = 512"),
         ("pretrain.lr", 0.0, "pretrain.lr = 0.0 is out of range: must be > 0.0"),
         ("pretrain.lr", float("inf"), "pretrain.lr = inf is not allowed: must be a finite number > 0.0"),
@@ -62,8 +63,8 @@ def test_overrides_apply_last_and_parse_values():
         ("finetune.epochs", 2.5, "finetune.epochs = 2.5 is not allowed: must be a whole number ≥ 1"),
         ("data.n", True, "data.n = True is not allowed: must be a whole number ≥ 1"),
         ("data.d_in", "big", "data.d_in = 'big' is not allowed: must be a whole number ≥ 1"),
-        ("finetune.init", "zeros", "finetune.init = 'zeros' is not allowed: must be one of gaussian, kaiming"),
-        ("finetune.rnak", 2, "unknown key finetune.rnak; did you mean finetune.rank?"),
+        ("adapter.init", "zeros", "adapter.init = 'zeros' is not allowed: must be one of gaussian, kaiming"),
+        ("finetune.rnak", 2, "unknown key finetune.rnak; did you mean adapter.rank?"),
         ("data", 5, "data must be a mapping of keys, found 5"),
     ],
 )
@@ -120,6 +121,64 @@ def test_unreadable_files(tmp_path):
 
 
 def test_set_option_needs_key_and_value():
-    for text in ("finetune.rank", "=3", "finetune.rank={a: 1}"):
+    for text in ("adapter.rank", "=3", "adapter.rank={a: 1}"):
         with pytest.raises(ConfigError):
             parse_set_option(text)
+
+
+def test_renamed_keys_of_older_configs_and_run_folders_still_load(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("finetune:\n  rank: 3\n  alpha: 6.0\n  init: kaiming\n  epochs: 7\n")
+    cfg = load_config(old)
+    assert (cfg.adapter.rank, cfg.adapter.alpha, cfg.adapter.init, cfg.finetune.epochs) == (3, 6.0, "kaiming", 7)
+    assert load_config(SMOKE, [("--set", "finetune.rank", 2)]).adapter.rank == 2
+    both = tmp_path / "both.yaml"
+    both.write_text("finetune:\n  rank: 3\nadapter:\n  rank: 2\n")
+    with pytest.raises(ConfigError, match="finetune.rank and adapter.rank are both set; keep adapter.rank"):
+        load_config(both)
+
+
+def test_a_typo_of_an_old_key_suggests_its_new_name():
+    with pytest.raises(ConfigError, match=r"unknown key finetune.rnak; did you mean adapter.rank\?"):
+        load_config(SMOKE, [("--set", "finetune.rnak", 2)])
+
+
+def test_rules_across_keys_wait_for_the_whole_config():
+    from lora_cli.config.loading import check_values
+
+    check_values([("--set", "pretrain.batch_size", 20000)])  # fine alone: data.n is the run's
+    with pytest.raises(ConfigError, match="pretrain.batch_size = 20000 is out of range: must be ≤ data.n = 512"):
+        load_config(SMOKE, [("--set", "pretrain.batch_size", 20000)])
+
+
+def test_every_shipped_config_points_to_lora_schema():
+    for path in CONFIGS.glob("*.yaml"):
+        kind = "approx" if detect_schema(path) is ApproxConfig else "pipeline"
+        assert f"lora schema {kind}" in "".join(path.read_text().splitlines(keepends=True)[:3]), path.name
+
+
+def test_the_json_schema_agrees_with_the_loader(tmp_path):
+    """An independent validator (jsonschema) reading `lora schema` accepts what lora accepts."""
+    import json
+
+    import jsonschema
+    import yaml
+    from typer.testing import CliRunner
+
+    from lora_cli.cli import app
+    from lora_cli.config import KINDS
+    from lora_cli.config.schemas import SCHEMAS
+
+    assert KINDS == tuple(SCHEMAS)
+    for kind in KINDS:
+        result = CliRunner().invoke(app, ["schema", kind])
+        assert result.exit_code == 0
+        validator = jsonschema.Draft202012Validator(json.loads(result.stdout))
+        shipped = [p for p in CONFIGS.glob("*.yaml") if (detect_schema(p) is ApproxConfig) == (kind == "approx")]
+        for path in shipped:
+            assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path.name
+    validator = jsonschema.Draft202012Validator(json.loads(CliRunner().invoke(app, ["schema"]).stdout))
+    for bad in ({"adapter": {"rank": 0}}, {"adapter": {"init": "zeros"}}, {"data": {"nn": 1}}, {"pretrain": {"lr": 0}}):
+        assert list(validator.iter_errors(bad)), bad
+        with pytest.raises(ConfigError):
+            load_config(overrides=[("--set", f"{s}.{k}", v) for s, d in bad.items() for k, v in d.items()])

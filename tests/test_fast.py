@@ -47,7 +47,7 @@ def test_pretrain_fast_matches_reference():
 
 @pytest.mark.parametrize("rank", [1, 4])
 def test_finetune_fast_matches_reference(rank):
-    cfg = tiny_config(**{"finetune.rank": rank, "finetune.epochs": 10, "finetune.log_every": 2})
+    cfg = tiny_config(**{"adapter.rank": rank, "finetune.epochs": 10, "finetune.log_every": 2})
     base = pipeline.pretrain(cfg, runtime=Runtime("reference")).weight
     ref = pipeline.finetune(cfg, base, runtime=Runtime("reference"))
     fast = pipeline.finetune(cfg, base, runtime=Runtime("fast"))
@@ -58,7 +58,7 @@ def test_finetune_fast_matches_reference(rank):
 
 @pytest.mark.parametrize("rank", [1, 4])
 def test_converged_delta_w_matches_reference(rank):
-    cfg = tiny_config(**{"finetune.rank": rank})
+    cfg = tiny_config(**{"adapter.rank": rank})
     base = pipeline.pretrain(cfg).weight
     ref, fast = (pipeline.finetune(cfg, base, runtime=Runtime(e)) for e in ("reference", "fast"))
     s = pipeline.adapter_spec(cfg).scaling

@@ -41,3 +41,10 @@ def test_no_module_over_300_lines_and_no_function_over_60():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
                 long_functions.append(f"{path.relative_to(PACKAGE)}:{node.name}")
     assert long_modules == [] and long_functions == []
+
+
+def test_the_command_line_starts_without_torch_pydantic_or_matplotlib():
+    """`lora --help` stays fast: the heavy libraries load only in commands that use them."""
+    code = "import sys, lora_cli.cli; print('\\n'.join(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert [m for m in loaded if m.split(".")[0] in ("torch", "pydantic", "matplotlib", "safetensors")] == []

@@ -25,7 +25,7 @@ def test_resumed_pretrain_is_bit_identical(engine):
 
 @pytest.mark.parametrize("engine, rank", [("fast", 1), ("fast", 4), ("reference", 2)])
 def test_resumed_finetune_is_bit_identical(engine, rank):
-    cfg = tiny_config(**SETS, **{"finetune.rank": rank})
+    cfg = tiny_config(**SETS, **{"adapter.rank": rank})
     base = pipeline.pretrain(cfg).weight
     states = []
     full = pipeline.finetune(cfg, base, runtime=Runtime(engine), on_checkpoint=states.append)

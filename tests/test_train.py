@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.testing import assert_close
 
-from lora_cli.core.adapter import linear_from_weight
+from lora_cli.core.modules import linear_from_weight
 from lora_cli.train.engines import ENGINES, engine_entry
 from lora_cli.train.loop import Schedule, train
 from lora_cli.train.reference import ReferenceEngine

@@ -19,7 +19,6 @@ from lora_cli.commands.options import (
 )
 from lora_cli.commands.folders import create_run, resume_hint, write_plots
 from lora_cli.commands.output import Output
-from lora_cli.config.loading import ApproxConfig, load_config
 
 
 ApproxConfigOpt = config_option("configs/approx.yaml")
@@ -59,6 +58,8 @@ def approx(
         "--lr": (("lr",), lr),
         "--seed": (("seed",), seed),
     }
+    from lora_cli.config.loading import ApproxConfig, load_config
+
     cfg = load_config(config, collect_overrides(sets, flags), schema=ApproxConfig)
     request = thread_count(threads)
     out = Output(as_json)
@@ -74,7 +75,7 @@ def approx(
     out.emit(report)
 
 
-def _show(out: Output, report: dict[str, Any], cfg: ApproxConfig) -> None:
+def _show(out: Output, report: dict[str, Any], cfg) -> None:
     from lora_cli import tables
 
     out.show(

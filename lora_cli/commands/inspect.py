@@ -1,7 +1,9 @@
-"""`lora runs` and `lora validate`: look at run folders and configs without training."""
+"""`lora runs`, `lora validate` and `lora schema`: look at run folders and configs without training."""
 
 from __future__ import annotations
 
+import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,7 +11,9 @@ import typer
 
 from lora_cli.commands.options import JsonOpt, SetOpt, collect_overrides, runs_root
 from lora_cli.commands.output import Output
-from lora_cli.config.loading import describe_schema, detect_schema, load_config
+from lora_cli.config import KINDS
+
+Kind = Enum("Kind", {name: name for name in KINDS}, type=str)
 
 
 def runs(
@@ -44,6 +48,7 @@ def validate(
     Pipeline configs (lora run) and approx configs (lora approx) are told apart by their keys.
     """
     from lora_cli import tables as report
+    from lora_cli.config.loading import describe_schema, detect_schema, load_config
 
     schema = detect_schema(config)
     cfg = load_config(config, collect_overrides(sets, {}), schema=schema)
@@ -58,3 +63,17 @@ def validate(
         rows.append((key, node, help_text))
     out.show(report.config_table(rows))
     out.note(f"{config}: valid")
+
+
+def schema(
+    kind: Annotated[Kind, typer.Argument(metavar="KIND", help="pipeline (lora run, pretrain, finetune) or approx.")] = Kind.pipeline,
+) -> None:
+    """Print a config kind's JSON Schema, so an editor can complete and check YAML configs.
+
+    Save it: lora schema pipeline > lora-pipeline.schema.json
+
+    Then start a config with: # yaml-language-server: $schema=lora-pipeline.schema.json
+    """
+    from lora_cli.config.loading import json_schema
+
+    typer.echo(json.dumps(json_schema(kind.value), indent=2, ensure_ascii=False))

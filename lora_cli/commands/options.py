@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from lora_cli.config.loading import parse_scalar, parse_set_option
+from lora_cli.config.overrides import Override, parse_scalar, parse_set_option
 from lora_cli.errors import ConfigError
 from lora_cli.train.engines import DEVICES, ENGINES
 
@@ -43,7 +43,7 @@ def flag_option(flag: str, help: str) -> Any:
 
 
 ConfigOpt = config_option("configs/posit.yaml")
-SetOpt = set_option("finetune.lr=5e-4")
+SetOpt = set_option("adapter.rank=4")
 RunDirOpt = Annotated[
     Optional[Path],
     typer.Option("--run-dir", "-r", metavar="DIR", help="Run folder; leave out for the newest pipeline run under runs/."),
@@ -56,8 +56,8 @@ JsonOpt = flag_option("--json", "Print the result as one JSON object instead of 
 ForceOpt = flag_option("--force", "Run again over a stage that is complete or interrupted.")
 ResumeOpt = flag_option("--resume", "Continue an interrupted stage from its last checkpoint, in --run-dir or the newest run.")
 PlotOpt = flag_option("--plot", "Also write PNG figures into the run folder (see lora plot).")
-RankOpt = number_option("--rank", "LoRA rank r (finetune.rank).")
-AlphaOpt = number_option("--alpha", "LoRA alpha; scaling = alpha / rank (finetune.alpha).", "NUMBER")
+RankOpt = number_option("--rank", "LoRA rank r (adapter.rank).")
+AlphaOpt = number_option("--alpha", "LoRA alpha; scaling = alpha / rank (adapter.alpha).", "NUMBER")
 SeedOpt = number_option("--seed", "Seed for every random draw (seed).")
 ThreadsOpt = number_option("--threads", "CPU threads (default: 1 for small steps, else every core; or $LORA_THREADS).")
 # choices come from the registries, so --help lists them and a bad value exits 2 before any work
@@ -73,7 +73,7 @@ def runs_root() -> Path:
     return Path(os.environ.get("LORA_RUNS_DIR", "").strip() or "runs")
 
 
-def collect_overrides(sets: list[str] | None, flags: dict[str, tuple[tuple[str, ...], str | None]]) -> list[tuple[str, str, Any]]:
+def collect_overrides(sets: list[str] | None, flags: dict[str, tuple[tuple[str, ...], str | None]]) -> list[Override]:
     """(source, key, value) triples: every --set, then each flag that was given (flags win)."""
     overrides = []
     for text in sets or []:

@@ -30,7 +30,6 @@ from lora_cli.commands.options import (
     thread_count,
 )
 from lora_cli.commands.output import Output
-from lora_cli.config.loading import Config, check_values, load_config
 from lora_cli.errors import ConfigError
 
 EpochsOpt = number_option("--epochs", "Training epochs of this stage.")
@@ -55,6 +54,8 @@ def pretrain(
     overrides = collect_overrides(sets, {"--epochs": (("pretrain.epochs",), epochs), "--seed": (("seed",), seed)})
     out = Output(as_json)
     rt = runtime(engine, device, threads)
+    from lora_cli.config.loading import load_config
+
     if resume:
         _no_changes_on_resume(config is not None or overrides)
         run = open_run(run_dir, out)
@@ -65,7 +66,7 @@ def pretrain(
     with resume_hint(f"lora pretrain --resume --run-dir {run.path}{engine_flag(rt)}"):
         report = _pretrain(run, cfg, out, rt, resume)
     out.emit(report)
-    out.note(f"Next: lora finetune --rank {cfg.finetune.rank} --run-dir {run.path}")
+    out.note(f"Next: lora finetune --rank {cfg.adapter.rank} --run-dir {run.path}")
 
 
 def finetune(
@@ -82,8 +83,10 @@ def finetune(
     as_json: JsonOpt = False,
 ) -> None:
     """Stage 2: shift θ, draw new data and train a rank-r adapter on the frozen base."""
-    flags = {"--rank": (("finetune.rank",), rank), "--alpha": (("finetune.alpha",), alpha), "--epochs": (("finetune.epochs",), epochs)}
+    flags = {"--rank": (("adapter.rank",), rank), "--alpha": (("adapter.alpha",), alpha), "--epochs": (("finetune.epochs",), epochs)}
     overrides = collect_overrides(sets, flags)
+    from lora_cli.config.loading import check_values
+
     check_values(overrides)  # a bad value is a usage error, whatever the run folder holds
     if resume:
         _no_changes_on_resume(bool(overrides))
@@ -131,11 +134,13 @@ def run(
     interrupted one continues from its checkpoint, the rest run.
     """
     flags = {
-        "--rank": (("finetune.rank",), rank),
-        "--alpha": (("finetune.alpha",), alpha),
+        "--rank": (("adapter.rank",), rank),
+        "--alpha": (("adapter.alpha",), alpha),
         "--epochs": (("pretrain.epochs", "finetune.epochs"), epochs),
         "--seed": (("seed",), seed),
     }
+    from lora_cli.config.loading import load_config
+
     cfg = load_config(config, collect_overrides(sets, flags))
     rt = runtime(engine, device, threads)
     out = Output(as_json)
@@ -164,7 +169,7 @@ def _no_changes_on_resume(changed: bool) -> None:
         raise ConfigError("--resume continues a run exactly as configured; leave out -c, --set and the other config flags")
 
 
-def _pretrain(run, cfg: Config, out: Output, rt, resume: bool) -> dict[str, Any]:
+def _pretrain(run, cfg, out: Output, rt, resume: bool) -> dict[str, Any]:
     from lora_cli.stages import pipeline as stages
 
     with out.progress("pretrain", cfg.pretrain.epochs) as on_epoch:
@@ -173,7 +178,7 @@ def _pretrain(run, cfg: Config, out: Output, rt, resume: bool) -> dict[str, Any]
     return report
 
 
-def _finetune(run, cfg: Config, out: Output, rt, force: bool, resume: bool) -> dict[str, Any]:
+def _finetune(run, cfg, out: Output, rt, force: bool, resume: bool) -> dict[str, Any]:
     from lora_cli.stages import pipeline as stages
 
     with out.progress("finetune", cfg.finetune.epochs) as on_epoch:
@@ -190,7 +195,7 @@ def _merge(run, out: Output, force: bool, threads: int | None = None) -> dict[st
     return report
 
 
-def _show(out: Output, report: dict[str, Any], cfg: Config | None = None) -> None:
+def _show(out: Output, report: dict[str, Any], cfg=None) -> None:
     """A stage's tables (`cfg` names the sizes of a training stage); a stage kept by --resume gets one line."""
     from lora_cli import tables
 

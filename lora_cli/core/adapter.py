@@ -1,4 +1,4 @@
-"""LoRA for one linear layer: the one adapter specification, the module, and the merge.
+"""LoRA for one linear layer: the one adapter specification, its state dict, and the merge.
 
 Conventions (PEFT's, and microsoft/LoRA's):
     base weight W: (d_out, d_in), base(x) = x·Wᵀ
@@ -6,24 +6,26 @@ Conventions (PEFT's, and microsoft/LoRA's):
     ΔW = scaling · lora_B·lora_A, shape (d_out, d_in)
     out = base(x) + scaling · (x·lora_Aᵀ)·lora_Bᵀ
 Adapter tensors travel as a state dict under PEFT's key names (`state_dict`), from
-training through checkpoints, export, load checks and `merge`.
+training through checkpoints, export, load checks and `merge`. The torch module that
+applies an adapter is `LoRALinear` in core/modules.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is not imported here: config validation reads SCALING_RULES without it
+    import torch
 
 MODULE = "linear"  # the adapted module's name in PEFT keys
 KEY_A = f"base_model.model.{MODULE}.lora_A.weight"
 KEY_B = f"base_model.model.{MODULE}.lora_B.weight"
 
-# scaling rule -> (alpha, rank) -> scaling; a new rule (rsLoRA's alpha / sqrt(r)) is one entry
-SCALING_RULES: dict[str, Callable[[float, int], float]] = {
-    "standard": lambda alpha, rank: alpha / rank,
+# scaling rule -> ((alpha, rank) -> scaling, help); a new rule (rsLoRA's alpha / sqrt(r)) is one entry
+SCALING_RULES: dict[str, tuple[Callable[[float, int], float], str]] = {
+    "standard": (lambda alpha, rank: alpha / rank, "alpha / rank, as in the LoRA paper and PEFT"),
 }
 
 
@@ -38,7 +40,7 @@ class AdapterSpec:
 
     @property
     def scaling(self) -> float:
-        return SCALING_RULES[self.scaling_rule](self.alpha, self.rank)
+        return SCALING_RULES[self.scaling_rule][0](self.alpha, self.rank)
 
     def parameter_count(self, d_in: int, d_out: int) -> int:
         """Trainable numbers of the adapter."""
@@ -75,36 +77,3 @@ def merge(base: dict[str, torch.Tensor], spec: AdapterSpec, adapter: dict[str, t
             f"adapter on a base weight of shape {(d_out, d_in)}"
         )
     return {"weight": weight + delta_weight(spec, adapter)}
-
-
-class LoRALinear(nn.Module):
-    """A frozen `nn.Linear` plus a trainable rank-r update; ΔW is never formed in forward."""
-
-    def __init__(self, base: nn.Linear, spec: AdapterSpec, lora_A: torch.Tensor, lora_B: torch.Tensor):
-        super().__init__()
-        if lora_A.shape != (spec.rank, base.in_features) or lora_B.shape != (base.out_features, spec.rank):
-            raise ValueError(
-                f"lora_A must be {(spec.rank, base.in_features)} and lora_B {(base.out_features, spec.rank)}, "
-                f"got {tuple(lora_A.shape)} and {tuple(lora_B.shape)}"
-            )
-        self.base = base
-        self.base.requires_grad_(False)
-        self.scaling = spec.scaling
-        self.lora_A = nn.Parameter(lora_A.clone())
-        self.lora_B = nn.Parameter(lora_B.clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (b, d_in) -> (b, r) -> (b, d_out): O(b·r·(d_in + d_out)), no d_out x d_in product
-        return self.base(x) + self.scaling * ((x @ self.lora_A.T) @ self.lora_B.T)
-
-    def adapter_parameters(self) -> list[nn.Parameter]:
-        """The only tensors the optimiser should see."""
-        return [self.lora_A, self.lora_B]
-
-
-def linear_from_weight(weight: torch.Tensor) -> nn.Linear:
-    """An `nn.Linear(d_in, d_out, bias=False)` holding a copy of `weight` (d_out, d_in)."""
-    d_out, d_in = weight.shape
-    layer = nn.Linear(d_in, d_out, bias=False, device="meta")
-    layer.weight = nn.Parameter(weight.detach().clone())
-    return layer

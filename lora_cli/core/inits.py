@@ -3,34 +3,44 @@
 An adapter init sees the frozen base weight W (d_out, d_in) and returns (lora_A, lora_B, W
 to freeze). Today's entries keep W; PiSSA (next issue) will return W minus its top-r part.
 B starts at zero in both, so base + adapter equals the base at step 0.
+
+torch is imported inside the functions: config validation reads the registry's names and
+help without paying for torch.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from lora_cli.core.adapter import AdapterSpec
 
-AdapterInit = Callable[[torch.Tensor, AdapterSpec, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+if TYPE_CHECKING:
+    import torch
+
+AdapterInit = Callable[["torch.Tensor", AdapterSpec, "torch.Generator"], "tuple[torch.Tensor, torch.Tensor, torch.Tensor]"]
 
 
 def init_linear_weight(d_in: int, d_out: int, g: torch.Generator) -> torch.Tensor:
     """A fresh weight (d_out, d_in) drawn as nn.Linear does, but from `g`."""
-    return nn.init.kaiming_uniform_(torch.empty(d_out, d_in), a=math.sqrt(5), generator=g)
+    import torch
+
+    return torch.nn.init.kaiming_uniform_(torch.empty(d_out, d_in), a=math.sqrt(5), generator=g)
 
 
 def _gaussian(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
+    import torch
+
     a = torch.empty(spec.rank, w.shape[1]).normal_(0.0, 1.0, generator=g)  # N(0, 1), as the blog
     return a, torch.zeros(w.shape[0], spec.rank), w
 
 
 def _kaiming(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
+    import torch
+
     # PEFT's default: kaiming_uniform_(a=sqrt(5)) ⇒ U(-1/sqrt(d_in), 1/sqrt(d_in))
-    a = nn.init.kaiming_uniform_(torch.empty(spec.rank, w.shape[1]), a=math.sqrt(5), generator=g)
+    a = torch.nn.init.kaiming_uniform_(torch.empty(spec.rank, w.shape[1]), a=math.sqrt(5), generator=g)
     return a, torch.zeros(w.shape[0], spec.rank), w
 
 

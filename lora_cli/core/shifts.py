@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # not imported: config validation reads SHIFTS' names without torch
+    import torch
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,7 @@ class ShiftSpec:
     value: float = 1.0
 
 
-Shift = Callable[[torch.Tensor, ShiftSpec, torch.Generator | None], torch.Tensor]
+Shift = Callable[["torch.Tensor", ShiftSpec, "torch.Generator | None"], "torch.Tensor"]
 
 
 def _add(theta: torch.Tensor, spec: ShiftSpec, g: torch.Generator | None) -> torch.Tensor:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from lora_cli.config.loading import ApproxConfig
+from lora_cli.config.schemas import ApproxConfig
 from lora_cli.train.loop import Divergence, History, LogPoint, diverged_at
 
 # on_log(iteration, loss); called at every logged iteration

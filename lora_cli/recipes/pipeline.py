@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from lora_cli.config.loading import Config, TrainConfig
+from lora_cli.config.schemas import Config, TrainConfig
 from lora_cli.core import adapter as lora
 from lora_cli.core.data import make_regression, make_theta
+from lora_cli.core.modules import LoRALinear, linear_from_weight
 from lora_cli.core.inits import init_adapter, init_linear_weight
 from lora_cli.core.rng import generator
 from lora_cli.core.shifts import ShiftSpec, shift_theta, true_delta
@@ -55,8 +56,8 @@ class MergeResult:
 
 
 def adapter_spec(cfg: Config) -> lora.AdapterSpec:
-    ft = cfg.finetune
-    return lora.AdapterSpec(rank=ft.rank, alpha=ft.alpha, init=ft.init)
+    a = cfg.adapter
+    return lora.AdapterSpec(rank=a.rank, alpha=a.alpha, init=a.init, scaling_rule=a.scaling)
 
 
 def adapter_seed(cfg: Config) -> int:
@@ -129,7 +130,7 @@ def merge(cfg: Config, base_weight: torch.Tensor, adapter: dict[str, torch.Tenso
     x, y = regression(cfg, thetas(cfg)[1], "finetune")
     spec = adapter_spec(cfg)
     merged = lora.merge({"weight": base_weight}, spec, adapter)["weight"]
-    module = lora.LoRALinear(lora.linear_from_weight(base_weight), spec, adapter[lora.KEY_A], adapter[lora.KEY_B])
+    module = LoRALinear(linear_from_weight(base_weight), spec, adapter[lora.KEY_A], adapter[lora.KEY_B])
     adapter_out = module(x)
     merged_out = x @ merged.T
     return MergeResult(

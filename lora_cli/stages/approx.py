@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lora_cli.config.loading import ApproxConfig
+from lora_cli.config.schemas import ApproxConfig
 from lora_cli.core import floors
 from lora_cli.core.adapter import low_rank_size
 from lora_cli.recipes import approx

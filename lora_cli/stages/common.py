@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from lora_cli import threads
-from lora_cli.config.loading import ApproxConfig, Config
+from lora_cli.config.schemas import ApproxConfig, Config
 from lora_cli.errors import DivergenceError, RunError
 from lora_cli.resources import step_work
 from lora_cli.store.files import utc_now

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from lora_cli.config.loading import Config, load_config
+from lora_cli.config.loading import load_config
+from lora_cli.config.schemas import RENAMED, Config
 from lora_cli.core.adapter import KEY_A, KEY_B
 from lora_cli.errors import ConfigError, RunError
 from lora_cli.recipes import pipeline as recipe
@@ -33,7 +34,7 @@ from lora_cli.train.engines import Runtime
 from lora_cli.train.loop import EpochCallback
 
 Overrides = list[tuple[str, str, Any]]
-FINETUNE_KEYS = ("finetune.", "shift.")
+FINETUNE_KEYS = ("adapter.", "finetune.", "shift.")
 STAGES = ("pretrain", "finetune", "merge")
 
 
@@ -65,12 +66,12 @@ def pretrain_stage(
 
 
 def finetune_config(run: RunFolder, overrides: Overrides) -> Config:
-    """The run's config with `overrides`, which may change finetune.* and shift.* only."""
+    """The run's config with `overrides`, which may change adapter.*, finetune.* and shift.* only."""
     for source, key, _ in overrides:
-        if not key.startswith(FINETUNE_KEYS):
+        if not RENAMED.get(key, key).startswith(FINETUNE_KEYS):
             raise ConfigError(
-                f"{source}: {key} was fixed when {run.path} was pretrained; only finetune.* and shift.* "
-                f"can change now. For a different {key}, start a new run: lora run CONFIG --set {key}=…"
+                f"{source}: {key} was fixed when {run.path} was pretrained; only adapter.*, finetune.* "
+                f"and shift.* can change now. For a different {key}, start a new run: lora run CONFIG --set {key}=…"
             )
     return load_config(base=run.config().to_dict(), overrides=overrides)
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lora_cli.core.adapter import AdapterSpec, LoRALinear, linear_from_weight
+from lora_cli.core.adapter import AdapterSpec
+from lora_cli.core.modules import LoRALinear, linear_from_weight
 
 
 class ReferenceEngine:

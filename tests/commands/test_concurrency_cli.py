@@ -56,7 +56,7 @@ def test_a_second_writer_is_refused_and_the_first_finishes_cleanly(finished, tmp
     # only the first writer's work is in the folder, and it is consistent
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stages"]["finetune"]["rank"] == 2
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["finetune"]["rank"] == 2
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["adapter"]["rank"] == 2
     rows = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if r["stage"] == "finetune"] == list(range(0, 201, 5))
     assert runner.invoke(app, ["merge", "--run-dir", str(run_dir)]).exit_code == 0

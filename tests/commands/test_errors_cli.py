@@ -35,18 +35,18 @@ def test_malformed_yaml(runs_dir):
 
 def test_unknown_key(runs_dir):
     (runs_dir.parent / "bad.yaml").write_text("finetune:\n  rnak: 2\n")
-    _fails(["run", "bad.yaml"], 2, "bad.yaml: unknown key finetune.rnak; did you mean finetune.rank?")
+    _fails(["run", "bad.yaml"], 2, "bad.yaml: unknown key finetune.rnak; did you mean adapter.rank?")
 
 
 def test_rank_zero_and_too_large(runs_dir):
-    _fails(["run", str(SMOKE), "--rank", "0"], 2, "--rank: finetune.rank = 0", "1 ≤ rank ≤ min(d_in, d_out) = 32")
-    _fails(["run", str(SMOKE), "--rank", "40"], 2, "finetune.rank = 40", "= 32")
+    _fails(["run", str(SMOKE), "--rank", "0"], 2, "--rank: adapter.rank = 0 is out of range: must be ≥ 1")
+    _fails(["run", str(SMOKE), "--rank", "40"], 2, "adapter.rank = 40", "= 32")
 
 
 def test_bad_option_values_are_usage_errors(runs_dir):
-    _fails(["finetune", "--rank", "abc"], 2, "--rank: finetune.rank = 'abc' is not allowed: must be a whole number")
+    _fails(["finetune", "--rank", "abc"], 2, "--rank: adapter.rank = 'abc' is not allowed: must be a whole number")
     _fails(["finetune", "--json", "--bogus"], 2, "No such option", "lora finetune --help")
-    _fails(["run", str(SMOKE), "--set", "finetune.rank"], 2, "expected section.key=value")
+    _fails(["run", str(SMOKE), "--set", "adapter.rank"], 2, "expected section.key=value")
     _fails(["frobnicate"], 2, "No such command")
 
 

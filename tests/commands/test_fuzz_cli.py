@@ -10,13 +10,14 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from lora_cli.cli import app
-from lora_cli.config.loading import describe_schema, load_config, parse_set_option
+from lora_cli.config.loading import describe_schema, load_config
+from lora_cli.config.overrides import parse_set_option
 from lora_cli.errors import ConfigError
 from tests.conftest import SMOKE
 
 runner = CliRunner()
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-SMOKE_DICT = yaml.safe_load(SMOKE.read_text())
+SMOKE_DICT = yaml.safe_load(SMOKE.read_text())  # every section present, so any key can be set
 KEYS = [key for key, *_ in describe_schema()]
 CASES: set[str] = set()
 
@@ -140,8 +141,8 @@ def _valid_override(text: str) -> bool:
 
 
 def test_the_override_filter_tells_valid_from_invalid():
-    assert _valid_override("finetune.rank=2") and _valid_override("data.noise_std=0")
-    assert not _valid_override("finetune.rank=0") and not _valid_override("nokey=1") and not _valid_override("x")
+    assert _valid_override("adapter.rank=2") and _valid_override("data.noise_std=0")
+    assert not _valid_override("adapter.rank=0") and not _valid_override("nokey=1") and not _valid_override("x")
 
 
 def test_at_least_200_distinct_cases_ran():

@@ -173,11 +173,11 @@ def test_a_set_that_breaks_another_key_is_blamed(runs_dir):
     assert "pretrain.batch_size = 32 is out of range: must be ≤ data.n = 10" in errors[0]
 
 
-@pytest.mark.parametrize("args", [["--rank", "2.0"], ["--rank", "1.5"], ["--rank", "x"], ["--set", "finetune.rank=2.0"]])
+@pytest.mark.parametrize("args", [["--rank", "2.0"], ["--rank", "1.5"], ["--rank", "x"], ["--set", "adapter.rank=2.0"]])
 def test_numbers_on_flags_follow_one_rule(runs_dir, args):
     result = lora("run", SMOKE, *args)
     assert result.exit_code == 2 and len(error_lines(result.stderr)) == 1
-    assert "finetune.rank = " in result.stderr and "is not allowed: must be a whole number" in result.stderr
+    assert "adapter.rank = " in result.stderr and "is not allowed: must be a whole number" in result.stderr
 
 
 def test_runs_names_are_relative_and_unbroken_at_80_columns(runs_dir):

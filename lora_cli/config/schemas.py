@@ -1,0 +1,145 @@
+"""The config schemas, as pydantic models: types, ranges, choices and the rules that span keys.
+
+Every section is strict (4.0 is not a rank, "1" is not a number), refuses unknown keys and is
+frozen. Choices come from the core's registries, so a new init or shift kind is one entry
+there. `lora schema` prints these models as JSON Schema for editors; `loading.py` is the way in.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
+
+from lora_cli.core.adapter import SCALING_RULES
+from lora_cli.core.inits import INITS
+from lora_cli.core.shifts import SHIFTS
+
+LIMIT = 10**15  # no size or count beyond this is meant; it keeps products of sizes far from overflow
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+RELATIONS = "relations"  # the error type of a broken rule that spans keys
+Relation = tuple[str, str, tuple[str, ...]]  # (key, problem, the other keys the rule reads)
+
+
+def whole(default: int, help: str, minimum: int = 1) -> Any:
+    return Field(default, ge=minimum, le=LIMIT, description=help)
+
+
+def positive(default: float, help: str) -> Any:
+    return Field(default, gt=0.0, le=LIMIT, description=help)
+
+
+def choice(registry: dict[str, tuple[Any, str]]) -> Any:
+    """The Literal type of a registry's names."""
+    return Literal[tuple(registry)]
+
+
+def choices_help(lead: str, registry: dict[str, tuple[Any, str]]) -> str:
+    return f"{lead}: " + "; ".join(f"{name} = {entry[1]}" for name, entry in registry.items())
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class DataConfig(Section):
+    n: int = whole(10000, "rows of X (and of X2 for the finetune data)")
+    d_in: int = whole(1001, "input features: columns of X, rows of θ")
+    d_out: int = whole(1000, "outputs: columns of θ and of y")
+    noise_std: float = Field(0.0, ge=0.0, le=LIMIT, description="std of Gaussian noise added to y")
+
+
+class ShiftConfig(Section):
+    kind: choice(SHIFTS) = Field("add", description=choices_help("how θ changes between pretraining and finetuning", SHIFTS))
+    value: float = Field(1.0, ge=-LIMIT, le=LIMIT, description="add: θ2 = θ + value (a rank-1 change)")
+
+
+class AdapterConfig(Section):
+    """The adapter: what `core.adapter.AdapterSpec` is built from, and what adapter_config.json records."""
+
+    rank: int = whole(1, "LoRA rank r: lora_A is r x d_in, lora_B is d_out x r; r ≤ min(d_in, d_out)")
+    alpha: float = positive(1.0, "LoRA alpha; scaling = alpha / rank under the standard rule")
+    init: choice(INITS) = Field("gaussian", description=choices_help("how lora_A and lora_B start", INITS))
+    scaling: choice(SCALING_RULES) = Field("standard", description=choices_help("the scaling rule", SCALING_RULES))
+
+
+class TrainConfig(Section):
+    epochs: int = whole(100, "passes; each has n // batch_size steps")
+    batch_size: int = whole(128, "distinct random rows per step")
+    lr: float = positive(1e-3, "Adam learning rate")
+    log_every: int = whole(10, "full-data MSE every this many epochs (and at the end)")
+    checkpoint_every: int = whole(10, "save a resumable checkpoint every this many epochs (0 = never)", minimum=0)
+
+
+class FinetuneConfig(TrainConfig):
+    seed: int | None = Field(
+        None, ge=0, le=LIMIT, description="seeds the adapter init and the batches (null: the top-level seed)"
+    )
+
+
+class Config(Section):
+    """A pipeline run (`lora run`, `pretrain`, `finetune`, `merge`); the defaults are the Posit blog's recipe."""
+
+    name: str = Field("posit", pattern=NAME_PATTERN, description="run-folder prefix: runs/<name>-<UTC time>")
+    seed: int = whole(0, "seeds the data, the base and its batches (and the adapter unless finetune.seed is set)", 0)
+    data: DataConfig = Field(default_factory=DataConfig)
+    shift: ShiftConfig = Field(default_factory=ShiftConfig)
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    pretrain: TrainConfig = Field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+    @model_validator(mode="after")
+    def _relations(self, info: ValidationInfo) -> Config:
+        d = self.data
+        problems = [("adapter.rank", rank_problem(self.adapter.rank, d.d_in, d.d_out), ("data.d_in", "data.d_out"))]
+        for stage in ("pretrain", "finetune"):
+            if getattr(self, stage).batch_size > d.n:
+                problem = f"is out of range: must be ≤ data.n = {d.n} (each step draws distinct rows)"
+                problems.append((f"{stage}.batch_size", problem, ("data.n",)))
+        return check_relations(self, info, problems)
+
+
+class ApproxConfig(Section):
+    """`lora approx`: fit A (d_in x r) · B (r x d_out) to a random target W by Adam on MSE."""
+
+    name: str = Field("approx", pattern=NAME_PATTERN, description="run-folder prefix: runs/<name>-<UTC time>")
+    seed: int = whole(42, "torch.manual_seed(seed), then W, then A, from one stream", 0)
+    d_in: int = whole(8, "d: rows of W and of A")
+    d_out: int = whole(8, "k: columns of W and of B")
+    rank: int = whole(2, "r: A is d x r, B is r x k; r ≤ min(d, k)")
+    iterations: int = whole(1000, "Adam steps on MSE(A·B, W)")
+    lr: float = positive(0.01, "Adam learning rate")
+    log_every: int = whole(100, "log the loss every this many iterations")
+
+    @model_validator(mode="after")
+    def _relations(self, info: ValidationInfo) -> ApproxConfig:
+        return check_relations(self, info, [("rank", rank_problem(self.rank, self.d_in, self.d_out), ("d_in", "d_out"))])
+
+
+SCHEMAS: dict[str, type[Section]] = {"pipeline": Config, "approx": ApproxConfig}
+# keys renamed since run folders were first written: old name -> new name (read, never written)
+RENAMED = {"finetune.rank": "adapter.rank", "finetune.alpha": "adapter.alpha", "finetune.init": "adapter.init"}
+
+
+def rank_problem(rank: int, d_in: int, d_out: int) -> str:
+    limit = min(d_in, d_out)
+    return "" if 1 <= rank <= limit else f"is out of range: must be 1 ≤ rank ≤ min(d_in, d_out) = {limit}"
+
+
+def check_relations(model: Section, info: ValidationInfo, problems: list[Relation]) -> Any:
+    """Raise every broken rule at once (as one error carrying them all), unless the caller
+    checks keys on their own (context {"relations": False}: the other keys are not known yet)."""
+    broken = [(key, _get(model, key), problem, related) for key, problem, related in problems if problem]
+    if broken and (info.context or {}).get("relations", True):
+        raise PydanticCustomError(RELATIONS, "{count} rules that span keys are broken", {"count": len(broken), "broken": broken})
+    return model
+
+
+def _get(model: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        model = getattr(model, part)
+    return model
