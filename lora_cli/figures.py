@@ -16,7 +16,8 @@ from matplotlib.patches import Patch
 
 from lora_cli.errors import RunError
 from lora_cli.store.files import atomic_write
-from lora_cli.store.run_folder import APPROX, SHIFT, RunFolder
+from lora_cli.stages.kinds import APPROX, SHIFT, run_config
+from lora_cli.store.run_folder import RunFolder
 
 KEPT, DROPPED = "#d62728", "#b0b0b0"
 
@@ -134,7 +135,7 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
         from lora_cli.stages.pipeline import load_adapter, load_base
         from lora_cli.recipes.pipeline import adapter_spec
 
-        cfg = run.config()
+        cfg = run_config(run)
         load_base(run, cfg)  # checks the base is intact before plotting its update
         spec = adapter_spec(cfg)
         delta = delta_weight(spec, load_adapter(run, cfg))

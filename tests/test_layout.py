@@ -48,3 +48,13 @@ def test_the_command_line_starts_without_torch_pydantic_or_matplotlib():
     code = "import sys, lora_cli.cli; print('\\n'.join(sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert [m for m in loaded if m.split(".")[0] in ("torch", "pydantic", "matplotlib", "safetensors")] == []
+
+
+def test_the_run_store_knows_no_config_schema_and_no_stage():
+    """store/ is generic: kinds, stage order and file names come from stages/kinds.py."""
+    for path in (PACKAGE / "store").glob("*.py"):
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(("lora_cli.config", "lora_cli.stages", "lora_cli.recipes")), path.name
+        assert '"pretrain"' not in text and '"finetune"' not in text and '"merge"' not in text, path.name

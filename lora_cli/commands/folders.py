@@ -16,22 +16,21 @@ from lora_cli.errors import Interrupted, RunError, signal_name
 def create_run(cfg: Any, run_dir: Path | None, force: bool, out: Output, stages: tuple[str, ...]):
     """A fresh run folder, made only once the config is known to fit in memory for `stages`."""
     from lora_cli.resources import check_memory
-    from lora_cli.store.run_folder import RunFolder
+    from lora_cli.stages.kinds import create_run as create
 
     for stage in stages:
         check_memory(cfg, stage)
-    run = RunFolder.create(cfg, run_dir, runs_root(), force)
+    run = create(cfg, run_dir, runs_root(), force)
     out.note(f"Run folder: {run.path}")
     return run
 
 
 def open_run(run_dir: Path | None, out: Output):
     """The pipeline run in --run-dir, else the newest one, locked for writing."""
-    from lora_cli.store.run_folder import RunFolder
-    from lora_cli.store.run_index import open_newest
+    from lora_cli.stages.kinds import open_newest, open_run as open_folder
 
     if run_dir is not None:
-        return RunFolder.open(run_dir)
+        return open_folder(run_dir)
     run = open_newest(runs_root(), "pipeline")
     out.note(f"Using the newest pipeline run folder: {run.path} (choose another with --run-dir)")
     return run

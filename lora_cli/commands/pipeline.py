@@ -59,7 +59,9 @@ def pretrain(
     if resume:
         _no_changes_on_resume(config is not None or overrides)
         run = open_run(run_dir, out)
-        cfg = run.config()
+        from lora_cli.stages.kinds import run_config
+
+        cfg = run_config(run)
     else:
         cfg = load_config(config, overrides)
         run = create_run(cfg, run_dir, force, out, PIPELINE)
@@ -146,7 +148,9 @@ def run(
     out = Output(as_json)
     if resume:
         folder = open_run(run_dir, out)
-        if folder.config() != cfg:
+        from lora_cli.stages.kinds import run_config
+
+        if run_config(folder) != cfg:
             raise ConfigError(f"{config}: differs from {folder.path}/config.yaml; resume with the run's own config, or start a new run")
     else:
         folder = create_run(cfg, run_dir, force, out, PIPELINE)

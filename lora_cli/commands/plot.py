@@ -21,8 +21,7 @@ def plot(
 
     Example: lora plot runs/posit-20261123T101535Z --out figures/
     """
-    from lora_cli.store.run_index import open_newest
-    from lora_cli.store.run_folder import RunFolder
+    from lora_cli.stages.kinds import open_newest, open_run
 
     out = Output(as_json)
     # writing into the run folder makes plot a writer; reading it for elsewhere, a reader
@@ -31,6 +30,6 @@ def plot(
         run = open_newest(runs_root(), None, lock=lock)
         out.note(f"Using the newest run folder: {run.path} (choose another by naming it)")
     else:
-        run = RunFolder.open(run_dir, lock=lock)
+        run = open_run(run_dir, lock=lock)
     paths = write_plots(run, out, out_dir)
     out.emit({"run_dir": str(run.path), "figures": paths})

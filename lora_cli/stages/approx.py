@@ -12,7 +12,8 @@ from lora_cli.recipes import approx
 from lora_cli.resources import check_memory
 from lora_cli.stages.common import check_divergence, finish_training, parameter_counts, use_threads
 from lora_cli.stages.recording import recording
-from lora_cli.store.run_folder import APPROX, RunFolder
+from lora_cli.stages.kinds import APPROX
+from lora_cli.store.run_folder import RunFolder
 
 
 def approx_stage(

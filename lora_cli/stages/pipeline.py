@@ -29,7 +29,8 @@ from lora_cli.stages.common import (
 )
 from lora_cli.stages.recording import EpochTracker, recording
 from lora_cli.store import peft_format
-from lora_cli.store.run_folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BASE, MERGED, SHIFT, RunFolder
+from lora_cli.stages.kinds import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BASE, MERGED, SHIFT, run_config, save_config
+from lora_cli.store.run_folder import RunFolder
 from lora_cli.train.engines import Runtime
 from lora_cli.train.loop import EpochCallback
 
@@ -73,7 +74,7 @@ def finetune_config(run: RunFolder, overrides: Overrides) -> Config:
                 f"{source}: {key} was fixed when {run.path} was pretrained; only adapter.*, finetune.* "
                 f"and shift.* can change now. For a different {key}, start a new run: lora run CONFIG --set {key}=…"
             )
-    return load_config(base=run.config().to_dict(), overrides=overrides)
+    return load_config(base=run_config(run).to_dict(), overrides=overrides)
 
 
 def finetune_stage(
@@ -95,7 +96,7 @@ def finetune_stage(
     n_threads = use_threads(cfg, "finetune", runtime.threads)
     tracker = EpochTracker(on_epoch)
     with recording(run, "finetune", resume, tracker):
-        run.write_config(cfg)
+        save_config(run, cfg)
         start = time.perf_counter()
         result = recipe.finetune(cfg, base, runtime, tracker, state, checkpointer(run, "finetune"))
         check_divergence(result.divergence, "finetune.lr")
@@ -118,7 +119,7 @@ def finetune_stage(
 
 def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None) -> dict[str, Any]:
     """Merge the adapter into the base, save merged.safetensors and report the checks."""
-    cfg = run.config()
+    cfg = run_config(run)
     trained = run.require_complete("finetune", f"run `lora finetune --run-dir {run.path}` first")
     refuse_rerun(run, "merge", force, "")
     check_memory(cfg, "merge")

@@ -74,6 +74,15 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def remove_tree(path: Path) -> None:
+    """Delete a folder and everything in it, if it is there."""
+    import shutil
+
+    if path.is_dir():
+        with guard_write(path):
+            shutil.rmtree(path)
+
+
 def remove_empty_folder(path: Path) -> None:
     """Delete `path` when it is an empty folder; leave it otherwise."""
     if path.is_dir() and not any(path.iterdir()):

@@ -1,117 +1,113 @@
-"""Run folders: self-describing, written atomically, checked on load.
+"""Run folders: self-describing, written atomically, checked on load; no schema, no stage names.
 
-    runs/<name>-<UTC time>/
-        config.yaml          resolved config
-        manifest.json        seed, versions, stages.<name>, files.<path>.sha256
-        metrics.jsonl        one line per logged point
-        base.safetensors     key "weight" (d_out, d_in)
-        adapter/adapter_model.safetensors, adapter/adapter_config.json   (PEFT layout)
-        shift.safetensors    key "true_delta" (d_out, d_in): the update the adapter should learn
-        merged.safetensors   key "weight" (d_out, d_in)
+    <folder>/
+        config.yaml          the resolved config, as text (the stages layer parses it)
+        manifest.json        kind, seed, versions, stages.<name>, files.<path>.sha256, children
+        metrics.jsonl        one line per logged point, each naming its stage
+        checkpoints/<stage>.safetensors   while a stage can be resumed
+        <files each stage writes>         named by the kind's Layout
+        <child folders>/     run folders of their own (a sweep's trials), listed in children
 
-Every file is written to a temporary file in the same folder, fsynced, then
-renamed over the old one, so a crash never leaves a half-written file.
+What a kind of run is (its stages in order, the files each writes, its config schema) is
+told by the stages layer (lora_cli/stages/kinds.py) as a `Layout`. Every file is written
+to a temporary file in the same folder, fsynced, then renamed over the old one, so a crash
+never leaves a half-written file.
 """
 
 from __future__ import annotations
 
-import platform
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lora_cli import __version__
 from lora_cli.store import locking
-from lora_cli.config.loading import ApproxConfig, Config, config_to_yaml, load_config
-from lora_cli.errors import ConfigError, RunError
-from lora_cli.store.files import atomic_write, dumps, guard_write, read_json_object, remove, remove_empty_folder, utc_now
+from lora_cli.errors import RunError
+from lora_cli.store.files import (
+    atomic_write, dumps, guard_write, read_json_object, remove, remove_empty_folder, remove_tree, utc_now,
+)
 from lora_cli.store.run_files import MANIFEST, METRICS, RunFiles
 
 FORMAT_VERSION = 1
 
 CONFIG = "config.yaml"
-BASE = "base.safetensors"
-ADAPTER_WEIGHTS = "adapter/adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter/adapter_config.json"
-MERGED = "merged.safetensors"
-SHIFT = "shift.safetensors"  # the true ΔW* = (θ2 − θ)ᵀ the adapter should learn, for figures
-APPROX = "approx.safetensors"
-# kind -> (config schema, stages in order); a stage's rerun discards the stages after it
-KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
-    "pipeline": (Config, ("pretrain", "finetune", "merge")),
-    "approx": (ApproxConfig, ("approx",)),
-}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One kind of run, as the store needs to know it: the stages in order (re-running one
+    discards those after it) and the files each stage writes (its checkpoint comes on top)."""
+
+    stages: tuple[str, ...]
+    files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def files_of(self, stage: str) -> tuple[str, ...]:
+        return (*self.files.get(stage, ()), checkpoint_path(stage))
+
+
 def checkpoint_path(stage: str) -> str:
     return f"checkpoints/{stage}.safetensors"
 
 
-STAGE_FILES = {
-    "pretrain": (BASE, checkpoint_path("pretrain")),
-    "finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG, SHIFT, checkpoint_path("finetune")),
-    "merge": (MERGED,),
-    "approx": (APPROX,),
-}
-
-
 class RunFolder(RunFiles):
-    """One run folder. Stages read and write it only through these methods."""
+    """One run folder of a kind whose `Layout` the caller gives. Stages read and write it only
+    through these methods."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, path: Path, layout: Layout):
+        self.path, self.layout = Path(path), layout
 
     # ---- finding and creating ------------------------------------------------
 
     @classmethod
-    def create(cls, cfg: Config | ApproxConfig, run_dir: Path | None, root: Path, force: bool = False) -> RunFolder:
-        """A fresh run: `run_dir` if given, else root/<name>-<UTC time>, locked for this process.
+    def create(
+        cls, layout: Layout, header: dict[str, Any], config_text: str, run_dir: Path | None, root: Path,
+        force: bool = False, lock: bool = True,
+    ) -> RunFolder:
+        """A fresh run: `run_dir` if given, else root/<header name>-<UTC time>, locked for this
+        process (a child folder, `lock=False`, is covered by its parent's lock).
 
-        An existing run folder is started over only with `force` when any stage is complete;
-        a non-empty folder that is not a run folder is never touched.
+        `header` (kind, name, seed, versions, …) opens the manifest. An existing run folder is
+        started over only with `force` when any stage is complete; a non-empty folder that is
+        not a run folder is never touched.
         """
-        run = cls(run_dir if run_dir is not None else _new_folder(root, cfg.name))
+        run = cls(run_dir if run_dir is not None else _new_folder(root, header["name"]), layout)
         if run.path.exists() and not run.path.is_dir():
             raise RunError(f"{run.path}: exists and is not a folder; choose another --run-dir")
         with guard_write(run.path):
             run.path.mkdir(parents=True, exist_ok=True)
-        locking.acquire(run.path)
+        if lock:
+            locking.acquire(run.path)
         run._check_writable_target(force)
-        run.write_config(cfg)
-        run._write_manifest(
-            {
-                "format_version": FORMAT_VERSION,
-                "kind": next(k for k, (schema, _) in KINDS.items() if isinstance(cfg, schema)),
-                "name": cfg.name,
-                "created": utc_now(),
-                "seed": cfg.seed,
-                "versions": _versions(),
-                "stages": {},
-                "files": {},
-            }
-        )
+        run.write_config_text(config_text)
+        manifest = {"format_version": FORMAT_VERSION, **header, "created": utc_now(), "stages": {}, "files": {}}
+        run._write_manifest(manifest)
         return run
 
     @classmethod
-    def open(cls, path: Path, lock: str | None = "exclusive") -> RunFolder:
-        """An existing run folder; RunError if `path` is not one.
+    def open(cls, path: Path, layouts: Mapping[str, Layout], lock: str | None = "exclusive") -> RunFolder:
+        """An existing run folder of one of the kinds in `layouts`; RunError if `path` is not one.
 
         `lock`: "exclusive" for a command that writes it, "shared" for one that only reads it
         and must not see a writer's work half done, None for a glance (`lora runs`).
         """
-        run = cls(path)
-        if not run.path.is_dir():
+        folder = Path(path)
+        if not folder.is_dir():
             raise RunError(f"{path}: no such run folder; start one with `lora pretrain` or `lora run CONFIG`")
-        if not (run.path / MANIFEST).is_file():
+        if not (folder / MANIFEST).is_file():
             raise RunError(f"{path}: not a lora run folder (no {MANIFEST}); start one with `lora pretrain`")
         if lock is not None:
-            locking.acquire(run.path, shared=lock == "shared")
-        manifest = run.manifest()
+            locking.acquire(folder, shared=lock == "shared")
+        manifest = read_json_object(folder / MANIFEST)
         version = manifest.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise RunError(
                 f"{path}: written by a newer lora (run format {version}, this lora reads ≤ {FORMAT_VERSION}); upgrade lora"
             )
-        if manifest.get("kind", "pipeline") not in KINDS:
-            raise RunError(f"{path}: unknown run kind {manifest.get('kind')!r}; upgrade lora")
+        kind = manifest.get("kind", "pipeline")
+        if kind not in layouts:
+            raise RunError(f"{path}: unknown run kind {kind!r}; upgrade lora")
+        run = cls(folder, layouts[kind])
         if lock == "exclusive":  # a kill between a stage's completion and its cleanup left these
             for name, rec in manifest["stages"].items():
                 if rec.get("status") == "complete" and (run.path / checkpoint_path(name)).exists():
@@ -122,9 +118,24 @@ class RunFolder(RunFiles):
     def kind(self) -> str:
         return self.manifest().get("kind", "pipeline")
 
+    # ---- child folders (a sweep's trials) --------------------------------------
+
+    def create_child(self, rel: str, layout: Layout, header: dict[str, Any], config_text: str) -> RunFolder:
+        """A run folder of its own at `rel` inside this one, listed in this manifest's children.
+        It takes no lock of its own: whoever holds this folder holds its children."""
+        child = RunFolder.create(layout, header, config_text, self.path / rel, self.path, lock=False)
+        m = self.manifest()
+        m.setdefault("children", {})[rel] = {"kind": header.get("kind"), "name": header.get("name")}
+        self._write_manifest(m)
+        return child
+
+    def children(self, layouts: Mapping[str, Layout]) -> dict[str, RunFolder]:
+        """The child folders named in the manifest, opened without locks (this folder's covers them)."""
+        return {rel: RunFolder.open(self.path / rel, layouts, lock=None) for rel in self.manifest().get("children", {})}
+
     def _check_writable_target(self, force: bool) -> None:
         if (self.path / MANIFEST).is_file():
-            existing = RunFolder.open(self.path)
+            existing = RunFolder(self.path, self.layout)
             stages = existing.manifest()["stages"]
             done = [k for k, v in stages.items() if v.get("status") == "complete"]
             stopped = {k: epoch for k in stages if (epoch := existing.interrupted(k)) is not None}
@@ -139,7 +150,7 @@ class RunFolder(RunFiles):
                     f"{self.path}: already holds a run ({', '.join(done)} complete); pass --force to start over "
                     "in it, or leave out --run-dir for a new folder"
                 )
-            existing.start_stage(KINDS[existing.kind][1][0], forget_only=True)  # --force: start over
+            existing.forget_everything()  # --force: start over
             remove(self.path / METRICS)
         elif any(not _creation_leftover(p) for p in self.path.iterdir()):
             raise RunError(f"{self.path}: not empty and not a lora run folder; choose a new or empty --run-dir")
@@ -160,32 +171,45 @@ class RunFolder(RunFiles):
         m["stages"].setdefault(name, {}).update(fields)
         self._write_manifest(m)
 
-    def start_stage(self, name: str, resume: bool = False, forget_only: bool = False) -> None:
+    def start_stage(self, name: str, resume: bool = False) -> None:
         """Mark `name` running and forget it and every later stage (their files and figures too).
 
-        With `resume`, this stage's checkpoint is kept so training can continue from it;
-        with `forget_only`, nothing is marked running.
+        With `resume`, this stage's checkpoint is kept so training can continue from it.
         """
-        m = self.manifest()
-        order = KINDS[m.get("kind", "pipeline")][1]
+        order = self.layout.stages
         later_stages = order[order.index(name) :]
         keep = {checkpoint_path(name)} if resume else set()
-        stale = [f for f, stages in m.get("figures", {}).items() if set(stages) & set(later_stages)]
+        files = [rel for later in later_stages for rel in self.layout.files_of(later) if rel not in keep]
+        self._forget(later_stages, files, running=name)
+
+    def forget_everything(self) -> None:
+        """Forget every stage the manifest records and delete every file and child folder it
+        claims (--force)."""
+        m = self.manifest()
+        stages = tuple(m["stages"]) + self.layout.stages
+        files = [*m["files"], *(checkpoint_path(s) for s in stages)]
+        self._forget(stages, files, running=None)
+        if m.get("children"):
+            self._write_manifest({**self.manifest(), "children": {}})  # first, as in _forget
+            for rel in m["children"]:
+                remove_tree(self.path / rel)
+
+    def _forget(self, stages: tuple[str, ...], files: list[str], running: str | None) -> None:
+        m = self.manifest()
+        stale = [f for f, drawn in m.get("figures", {}).items() if set(drawn) & set(stages)]
         for rel in stale:
             m["figures"].pop(rel)
-        for later in later_stages:
-            m["stages"].pop(later, None)
-            for rel in STAGE_FILES[later]:
-                m["files"].pop(rel, None)
-                if rel not in keep:
-                    stale.append(rel)
-        if not forget_only:
-            m["stages"][name] = {"status": "running", "started": utc_now()}
+        for stage in stages:
+            m["stages"].pop(stage, None)
+        for rel in files:
+            m["files"].pop(rel, None)
+        if running is not None:
+            m["stages"][running] = {"status": "running", "started": utc_now()}
         self._write_manifest(m)  # first: a kill below leaves files the manifest no longer claims
-        for rel in stale:
+        for rel in [*stale, *files]:
             remove(self.path / rel)
         remove_empty_folder(self.path / "checkpoints")
-        self._drop_metrics(later_stages)
+        self._drop_metrics(stages)
         for leftover in self.path.rglob(".*.tmp"):  # from a write that was killed (atomic_write's names)
             remove(leftover)
 
@@ -239,16 +263,8 @@ class RunFolder(RunFiles):
             raise RunError(f"{self.path}: the {name} stage is not run; {hint}")
         return rec
 
-    def write_config(self, cfg: Config) -> None:
-        header = "# Resolved config of this run; rerun it with: lora run <this file>\n"
-        atomic_write(self.path / CONFIG, config_to_yaml(cfg, header).encode())
-
-    def config(self) -> Any:
-        """The resolved config saved in the folder, as its kind's schema."""
-        try:
-            return load_config(self.path / CONFIG, schema=KINDS[self.kind][0])
-        except ConfigError as exc:
-            raise RunError(f"{self.path}: its {CONFIG} is invalid: {exc.problems[0]}") from None
+    def write_config_text(self, text: str) -> None:
+        atomic_write(self.path / CONFIG, text.encode())
 
 
 def _new_folder(root: Path, name: str) -> Path:
@@ -269,9 +285,3 @@ def _new_folder(root: Path, name: str) -> Path:
 def _creation_leftover(path: Path) -> bool:
     """What a create killed before manifest.json existed leaves: config.yaml, the lock or a temporary."""
     return path.name in (CONFIG, locking.LOCK) or (path.name.startswith(".") and path.name.endswith(".tmp"))
-
-
-def _versions() -> dict[str, str]:
-    import torch
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "lora": __version__}

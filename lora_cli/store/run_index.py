@@ -14,7 +14,7 @@ from typing import Any
 from lora_cli.store import locking
 from lora_cli.errors import RunError
 from lora_cli.store.files import read_json_object
-from lora_cli.store.run_folder import MANIFEST, RunFolder
+from lora_cli.store.run_files import MANIFEST
 
 SUMMARY_KEYS = ("status", "seconds", "baseline_loss", "final_loss", "error", "epoch", "checkpoint_epoch")
 
@@ -84,6 +84,3 @@ def summary(run: Listed, root: Path) -> dict[str, Any]:
         stages[stage] = row
     return {**base, "kind": run.kind, "created": run.created, "running_in": busy, "stages": stages}
 
-
-def open_newest(root: Path, kind: str | None, lock: str | None = "exclusive") -> RunFolder:
-    return RunFolder.open(newest(root, kind), lock=lock)

@@ -1,0 +1,83 @@
+"""The kinds of run folder: each kind's config schema, its stages in order and the files each
+stage writes. The run store (lora_cli/store/) is generic; what a pipeline or an approx run is,
+it learns here, as a `Layout` per kind. A sweep (next) is one more entry.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lora_cli import __version__
+from lora_cli.config.loading import config_to_yaml, load_config
+from lora_cli.config.schemas import ApproxConfig, Config, Section
+from lora_cli.errors import ConfigError, RunError
+from lora_cli.store.run_folder import CONFIG, Layout, RunFolder
+from lora_cli.store.run_index import newest
+
+BASE = "base.safetensors"  # key "weight" (d_out, d_in)
+ADAPTER_WEIGHTS = "adapter/adapter_model.safetensors"  # PEFT layout
+ADAPTER_CONFIG = "adapter/adapter_config.json"
+SHIFT = "shift.safetensors"  # key "true_delta": ΔW* = (θ2 − θ)ᵀ (d_out, d_in), for figures
+MERGED = "merged.safetensors"  # key "weight" (d_out, d_in)
+APPROX = "approx.safetensors"  # keys "target", "A", "B"
+
+
+@dataclass(frozen=True)
+class Kind:
+    schema: type[Section]
+    layout: Layout
+
+
+KINDS: dict[str, Kind] = {
+    "pipeline": Kind(
+        Config,
+        Layout(
+            ("pretrain", "finetune", "merge"),
+            {"pretrain": (BASE,), "finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG, SHIFT), "merge": (MERGED,)},
+        ),
+    ),
+    "approx": Kind(ApproxConfig, Layout(("approx",), {"approx": (APPROX,)})),
+}
+LAYOUTS = {name: kind.layout for name, kind in KINDS.items()}
+_HEADER = "# Resolved config of this run; rerun it with: lora run <this file>\n"
+
+
+def kind_of(cfg: Section) -> str:
+    return next(name for name, kind in KINDS.items() if isinstance(cfg, kind.schema))
+
+
+def create_run(cfg: Section, run_dir: Path | None, root: Path, force: bool = False) -> RunFolder:
+    """A fresh run folder for `cfg` (see RunFolder.create), its config and manifest written."""
+    kind = kind_of(cfg)
+    header = {"kind": kind, "name": cfg.name, "seed": cfg.seed, "versions": _versions()}
+    return RunFolder.create(KINDS[kind].layout, header, config_to_yaml(cfg, _HEADER), run_dir, root, force)
+
+
+def open_run(path: Path, lock: str | None = "exclusive") -> RunFolder:
+    return RunFolder.open(path, LAYOUTS, lock)
+
+
+def open_newest(root: Path, kind: str | None, lock: str | None = "exclusive") -> RunFolder:
+    """The newest intact run folder (of `kind`, when given) under `root`."""
+    return RunFolder.open(newest(root, kind), LAYOUTS, lock)
+
+
+def run_config(run: RunFolder) -> Any:
+    """The resolved config saved in the folder, as its kind's schema (older keys upgraded)."""
+    try:
+        return load_config(run.path / CONFIG, schema=KINDS[run.kind].schema)
+    except ConfigError as exc:
+        raise RunError(f"{run.path}: its {CONFIG} is invalid: {exc.problems[0]}") from None
+
+
+def save_config(run: RunFolder, cfg: Section) -> None:
+    run.write_config_text(config_to_yaml(cfg, _HEADER))
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "lora": __version__}
