@@ -16,7 +16,9 @@ from matplotlib.patches import Patch
 
 from lora_cli.errors import RunError
 from lora_cli.store.files import atomic_write
+from lora_cli.stages import results
 from lora_cli.stages.kinds import APPROX, SHIFT, run_config
+from lora_cli.stages.results import Parameters
 from lora_cli.store.run_folder import RunFolder
 
 KEPT, DROPPED = "#d62728", "#b0b0b0"
@@ -74,14 +76,14 @@ def singular_value_bars(sigma: list[float], kept: int, title: str, log: bool = F
     return fig
 
 
-def parameter_bars(params: dict[str, Any]) -> Figure:
+def parameter_bars(params: Parameters) -> Figure:
     fig = Figure(figsize=(5.5, 4), layout="constrained")
     ax = fig.add_subplot()
-    labels = ["full update", f"LoRA rank {params['rank']}"]
-    bars = ax.bar(labels, [params["full"], params["lora"]], color=[DROPPED, KEPT])
-    ax.bar_label(bars, labels=[f"{params['full']:,}", f"{params['lora']:,}"])
+    labels = ["full update", f"LoRA rank {params.rank}"]
+    bars = ax.bar(labels, [params.full, params.lora], color=[DROPPED, KEPT])
+    ax.bar_label(bars, labels=[f"{params.full:,}", f"{params.lora:,}"])
     ax.set_ylabel("trainable parameters")
-    ax.set_title(f"{100 * params['reduction']:.1f}% fewer parameters ({params['compression']:.2f}x)")
+    ax.set_title(f"{100 * params.reduction:.1f}% fewer parameters ({params.compression:.2f}x)")
     return fig
 
 
@@ -110,17 +112,18 @@ def _curve(rows: list[dict[str, Any]], stage: str, unit: str) -> tuple[list[int]
 
 
 def _approx_figures(run: RunFolder) -> dict[str, Figure]:
-    rec = run.require_complete("approx", f"run `lora approx --run-dir {run.path} --force` again")
+    run.require_complete("approx", f"run `lora approx --run-dir {run.path} --force` again")
+    rec = results.load(run, "approx")
     tensors = run.load_tensors(APPROX, "approx")
     target, product = tensors["target"], tensors["A"] @ tensors["B"]
-    xs, ys = _curve(run.metrics(), "approx", "iteration")
-    xs, ys = xs + [rec["iterations"]], ys + [rec["final_loss"]]
-    r = rec["rank"]
+    xs, ys = _curve(rec.history, "approx", "iteration")
+    xs, ys = xs + [rec.iterations], ys + [rec.final_loss]
+    r = rec.rank
     return {
-        "approx_loss.png": loss_curves({f"A·B, rank {r}": (xs, ys)}, "iteration", rec["optimal_loss"]),
+        "approx_loss.png": loss_curves({f"A·B, rank {r}": (xs, ys)}, "iteration", rec.optimal_loss),
         "approx_matrices.png": heatmaps({"W (target)": target, f"A·B (rank {r})": product, "W − A·B": target - product}, "Target, approximation and error"),
-        "approx_singular_values.png": singular_value_bars(rec["singular_values"], r, f"Singular values of W: rank {r} keeps the first {r}"),
-        "approx_parameters.png": parameter_bars(rec["parameters"]),
+        "approx_singular_values.png": singular_value_bars(rec.singular_values, r, f"Singular values of W: rank {r} keeps the first {r}"),
+        "approx_parameters.png": parameter_bars(rec.parameters),
     }
 
 

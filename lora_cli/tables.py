@@ -1,11 +1,15 @@
-"""Rich tables for stage reports. Builders return renderables; only the CLI prints."""
+"""Rich tables for stage records (stages/results.py). Builders return renderables; only the CLI prints."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from lora_cli.stages.results import ApproxRecord, MergeRecord, Parameters, StageRecord
 
 
 def fmt_loss(loss: float) -> str:
@@ -25,29 +29,29 @@ def loss_table(rows: list[dict[str, Any]], unit: str = "Epoch", title: str | Non
     return table
 
 
-def parameter_table(params: dict[str, Any], d_in: int, d_out: int) -> Table:
+def parameter_table(params: Parameters, d_in: int, d_out: int) -> Table:
     """Full d_in·d_out against LoRA r·(d_in + d_out)."""
-    r = params["rank"]
+    r = params.rank
     table = Table(title="Parameters", title_justify="left")
     table.add_column("Update")
     table.add_column("Trainable parameters", justify="right")
-    table.add_row(f"Full ({d_out} x {d_in})", f"{params['full']:,}")
-    table.add_row(f"LoRA rank {r} ({r} x ({d_in} + {d_out}))", f"{params['lora']:,}")
-    table.add_row("Reduction", f"{100 * params['reduction']:.2f}%")
-    table.add_row("Compression", f"{params['compression']:.2f}x")
+    table.add_row(f"Full ({d_out} x {d_in})", f"{params.full:,}")
+    table.add_row(f"LoRA rank {r} ({r} x ({d_in} + {d_out}))", f"{params.lora:,}")
+    table.add_row("Reduction", f"{100 * params.reduction:.2f}%")
+    table.add_row("Compression", f"{params.compression:.2f}x")
     return table
 
 
-def merge_table(report: dict[str, Any]) -> Table:
+def merge_table(report: MergeRecord) -> Table:
     table = Table(title="Merge check on the shifted data", title_justify="left")
     table.add_column("Quantity")
     table.add_column("Value", justify="right")
-    table.add_row("MSE of the base alone", fmt_loss(report["baseline_loss"]))
-    table.add_row("MSE of base + adapter", fmt_loss(report["adapter_loss"]))
-    table.add_row("MSE of the merged weight", fmt_loss(report["final_loss"]))
-    table.add_row("max |merged(x) - adapter(x)|", f"{report['max_abs_diff']:.3e}")
-    table.add_row("ΔW mean", f"{report['delta_mean']:.6f}")
-    std = report["delta_std"]
+    table.add_row("MSE of the base alone", fmt_loss(report.baseline_loss))
+    table.add_row("MSE of base + adapter", fmt_loss(report.adapter_loss))
+    table.add_row("MSE of the merged weight", fmt_loss(report.final_loss))
+    table.add_row("max |merged(x) - adapter(x)|", f"{report.max_abs_diff:.3e}")
+    table.add_row("ΔW mean", f"{report.delta_mean:.6f}")
+    std = report.delta_std
     table.add_row("ΔW std", "n/a (one element)" if std is None else f"{std:.6f}")
     return table
 
@@ -100,26 +104,26 @@ def config_table(rows: list[tuple[str, Any, str]]) -> Table:
     return table
 
 
-def optimum_table(report: dict[str, Any]) -> Table:
+def optimum_table(report: ApproxRecord) -> Table:
     """The final loss beside the best any rank-r product can reach."""
-    r = report["rank"]
+    r = report.rank
     table = Table(title=f"Optimum (Eckart–Young): Σ_{{i>{r}}} σᵢ²/(d·k)", title_justify="left")
     table.add_column("Quantity")
     table.add_column("Value", justify="right")
-    table.add_row(f"Final loss (after {report['iterations']} iterations)", f"{report['final_loss']:.7f}")
-    table.add_row(f"Optimal rank-{r} loss", f"{report['optimal_loss']:.7f}")
-    table.add_row("Gap", f"{report['gap']:.3e}")
-    rel = report["gap_relative"]
+    table.add_row(f"Final loss (after {report.iterations} iterations)", f"{report.final_loss:.7f}")
+    table.add_row(f"Optimal rank-{r} loss", f"{report.optimal_loss:.7f}")
+    table.add_row("Gap", f"{report.gap:.3e}")
+    rel = report.gap_relative
     table.add_row("Gap (relative)", "n/a (optimum is 0)" if rel is None else f"{100 * rel:.4f}%")
     return table
 
 
-def optimum_verdict(report: dict[str, Any]) -> str:
-    r, gap = report["rank"], report["gap"]
-    if abs(gap) <= 1e-6 + 1e-4 * report["optimal_loss"]:
+def optimum_verdict(report: ApproxRecord) -> str:
+    r, gap = report.rank, report.gap
+    if abs(gap) <= 1e-6 + 1e-4 * report.optimal_loss:
         return (
             f"The plateau is the optimum: no rank-{r} product A·B can get below "
-            f"{report['optimal_loss']:.6f}, and training reached it."
+            f"{report.optimal_loss:.6f}, and training reached it."
         )
     return (
         f"Training stopped {gap:.3g} above the rank-{r} optimum; "
@@ -148,3 +152,41 @@ def approx_config_table(d: int, k: int, r: int) -> Table:
     table.add_row("Output dimension (k)", str(k))
     table.add_row("LoRA rank (r)", str(r))
     return table
+
+
+def stage_tables(record: StageRecord, shape: tuple[int, int] = (0, 0)) -> list[RenderableType]:
+    """Everything a command prints for one completed stage; `shape` is (d_in, d_out) of the
+    layer, for the stages that train one."""
+    return _STAGE_TABLES.get(record.stage, _training_tables)(record, *shape)
+
+
+def _training_tables(record: StageRecord, d_in: int, d_out: int) -> list[RenderableType]:
+    what = "full-rank base" if record.stage == "pretrain" else f"rank-{record.rank} adapter (alpha {record.alpha:g})"
+    return [
+        f"[bold]{record.stage}[/]: {what}, full-data MSE  ({record.seconds:.2f} s, {record.engine} engine, {record.device})",
+        loss_table(record.history),
+        parameter_table(record.parameters, d_in, d_out),
+    ]
+
+
+def _merge_tables(record: MergeRecord, d_in: int, d_out: int) -> list[RenderableType]:
+    return [
+        f"[bold]merge[/] -> {record.run_dir}/merged.safetensors  ({record.seconds:.2f} s)",
+        merge_table(record),
+        matrix_table(record.delta_corner, "Δθ[:5, :5] = ΔWᵀ, blog layout (d_in x d_out)"),
+    ]
+
+
+def _approx_tables(record: ApproxRecord, d_in: int, d_out: int) -> list[RenderableType]:
+    return [
+        approx_config_table(d_in, d_out, record.rank),
+        parameter_table(record.parameters, d_in, d_out),
+        f"[bold]approx[/]: A·B vs W, MSE  ({record.seconds:.2f} s)",
+        loss_table(record.history, unit="Iteration"),
+        optimum_table(record),
+        optimum_verdict(record),
+        singular_values_table(record.singular_values, record.rank),
+    ]
+
+
+_STAGE_TABLES = {"merge": _merge_tables, "approx": _approx_tables}

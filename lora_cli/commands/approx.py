@@ -5,19 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from lora_cli.commands.options import (
-    ForceOpt,
-    JsonOpt,
     NewRunDirOpt,
-    PlotOpt,
     SeedOpt,
-    ThreadsOpt,
     collect_overrides,
     config_option,
     number_option,
     set_option,
+    shared,
     thread_count,
 )
-from lora_cli.commands.folders import create_run, resume_hint, write_plots
+from lora_cli.commands.folders import create_run, resume_hint, show_record, write_plots
 from lora_cli.commands.output import Output
 
 
@@ -30,20 +27,11 @@ IterationsOpt = number_option("--iterations", "Adam steps.")
 LrOpt = number_option("--lr", "Adam learning rate.", "NUMBER")
 
 
+@shared("threads", "force", "plot", "as_json")
 def approx(
-    config: ApproxConfigOpt = None,
-    rank: ApproxRankOpt = None,
-    d_in: DInOpt = None,
-    d_out: DOutOpt = None,
-    iterations: IterationsOpt = None,
-    lr: LrOpt = None,
-    seed: SeedOpt = None,
-    sets: ApproxSetOpt = None,
-    run_dir: NewRunDirOpt = None,
-    threads: ThreadsOpt = None,
-    force: ForceOpt = False,
-    plot: PlotOpt = False,
-    as_json: JsonOpt = False,
+    config: ApproxConfigOpt = None, rank: ApproxRankOpt = None, d_in: DInOpt = None, d_out: DOutOpt = None,
+    iterations: IterationsOpt = None, lr: LrOpt = None, seed: SeedOpt = None, sets: ApproxSetOpt = None,
+    run_dir: NewRunDirOpt = None, *, opts: Any,
 ) -> None:
     """Fit A·B (rank r) to a random d x k matrix W, as in the 8x8 blog demo, beside the SVD optimum.
 
@@ -61,29 +49,16 @@ def approx(
     from lora_cli.config.loading import ApproxConfig, load_config
 
     cfg = load_config(config, collect_overrides(sets, flags), schema=ApproxConfig)
-    request = thread_count(threads)
-    out = Output(as_json)
-    run = create_run(cfg, run_dir, force, out, ("approx",))
+    request = thread_count(opts.threads)
+    out = Output(opts.as_json)
+    run = create_run(cfg, run_dir, opts.force, out, ("approx",))
     from lora_cli.stages.approx import approx_stage
 
     with resume_hint(f"run it again with `lora approx -c {run.path / 'config.yaml'} --run-dir {run.path} --force`"):
         with out.progress("approx", cfg.iterations) as on_log:
-            report = approx_stage(run, cfg, on_log, request)
-    _show(out, report, cfg)
-    if plot:
-        report["figures"] = write_plots(run, out)
-    out.emit(report)
-
-
-def _show(out: Output, report: dict[str, Any], cfg) -> None:
-    from lora_cli import tables
-
-    out.show(
-        tables.approx_config_table(cfg.d_in, cfg.d_out, cfg.rank),
-        tables.parameter_table(report["parameters"], cfg.d_in, cfg.d_out),
-        f"[bold]approx[/]: A·B vs W, MSE  ({report['seconds']:.2f} s)",
-        tables.loss_table(report["history"], unit="Iteration"),
-        tables.optimum_table(report),
-        tables.optimum_verdict(report),
-        tables.singular_values_table(report["singular_values"], cfg.rank),
-    )
+            record = approx_stage(run, cfg, on_log, request)
+    show_record(out, record, (cfg.d_in, cfg.d_out))
+    result = record.to_json()
+    if opts.plot:
+        result["figures"] = write_plots(run, out)
+    out.emit(result)

@@ -73,3 +73,13 @@ def write_plots(run, out: Output, out_dir: Path | None = None) -> list[str]:
     paths = [str(p) for p in plot_run(run, out_dir)]
     out.show("Figures:", *(f"  {p}" for p in paths))
     return paths
+
+
+def show_record(out: Output, record: Any, shape: tuple[int, int] = (0, 0)) -> None:
+    """A completed stage's tables (see tables.stage_tables); one note for a stage kept by --resume."""
+    if record.kept:
+        out.note(f"{record.stage}: already complete, kept")
+        return
+    from lora_cli import tables
+
+    out.show(*tables.stage_tables(record, shape))

@@ -7,8 +7,13 @@ wherever it was typed. Plain on/off flags show no type in --help (metavar "").
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+import typing
+from collections.abc import Callable
 from enum import Enum
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -66,6 +71,42 @@ Device = Enum("Device", {name: name for name in DEVICES}, type=str)
 _ENGINE_HELP = "; ".join(f"{name}: {entry.help}" for name, entry in ENGINES.items())
 EngineOpt = Annotated[Engine, typer.Option("--engine", help=f"Training engine ({_ENGINE_HELP}).")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where training runs: auto (CUDA when present), cpu or cuda.")]
+
+
+# options several commands take, by parameter name: (annotation, default)
+SHARED: dict[str, tuple[Any, Any]] = {
+    "engine": (EngineOpt, Engine.fast),
+    "device": (DeviceOpt, Device.auto),
+    "threads": (ThreadsOpt, None),
+    "force": (ForceOpt, False),
+    "resume": (ResumeOpt, False),
+    "plot": (PlotOpt, False),
+    "as_json": (JsonOpt, False),
+}
+
+
+def shared(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the SHARED options `names` (listed in --help after its own, in this
+    order); it receives their values as one namespace in its keyword-only `opts` parameter.
+
+    Each option is declared once here instead of in every command's signature.
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(command, include_extras=True)
+        own = [p.replace(annotation=hints[p.name]) for p in inspect.signature(command).parameters.values() if p.name != "opts"]
+        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=SHARED[n][1], annotation=SHARED[n][0]) for n in names]
+
+        @functools.wraps(command)
+        def run(**values: Any) -> Any:
+            opts = SimpleNamespace(**{n: values.pop(n) for n in names})
+            return command(**values, opts=opts)
+
+        run.__signature__ = inspect.Signature([*own, *added])
+        run.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+        return run
+
+    return decorate
 
 
 def runs_root() -> Path:

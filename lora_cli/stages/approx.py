@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from lora_cli.config.schemas import ApproxConfig
 from lora_cli.core import floors
 from lora_cli.core.adapter import low_rank_size
 from lora_cli.recipes import approx
 from lora_cli.resources import check_memory
-from lora_cli.stages.common import check_divergence, finish_training, parameter_counts, use_threads
+from lora_cli.stages.common import check_divergence, finish, training_fields, use_threads
+from lora_cli.stages.results import ApproxRecord, Parameters
 from lora_cli.stages.recording import recording
 from lora_cli.stages.kinds import APPROX
 from lora_cli.store.run_folder import RunFolder
@@ -18,7 +18,7 @@ from lora_cli.store.run_folder import RunFolder
 
 def approx_stage(
     run: RunFolder, cfg: ApproxConfig, on_log: approx.LogCallback | None = None, threads: int | None = None
-) -> dict[str, Any]:
+) -> ApproxRecord:
     """Fit A·B to W and set the result beside the Eckart–Young optimum."""
     check_memory(cfg, "approx")
     n_threads = use_threads(cfg, "approx", threads)
@@ -30,15 +30,17 @@ def approx_stage(
         run.save_tensors(APPROX, {"target": problem.target, "A": result.a, "B": result.b})
         optimum = floors.eckart_young(problem.target, cfg.rank)
         gap = result.final_loss - optimum
-        extra = {
-            "final_loss": result.final_loss,  # after the last step; the history ends before it
-            "optimal_loss": optimum,
-            "gap": gap,
-            "gap_relative": gap / optimum if optimum > 0 else None,
-            "singular_values": floors.singular_values(problem.target).tolist(),
-            "rank": cfg.rank,
-            "iterations": cfg.iterations,
-            "threads": n_threads,
-            "parameters": parameter_counts(cfg.d_in, cfg.d_out, cfg.rank, low_rank_size(cfg.rank, cfg.d_in, cfg.d_out)),
-        }
-        return finish_training(run, "approx", result.history, start, extra, unit="iteration")
+        fields = training_fields(run, "approx", result.history, start, unit="iteration")
+        fields["final_loss"] = result.final_loss  # after the last step; the history ends before it
+        record = ApproxRecord(
+            **fields,
+            threads=n_threads,
+            optimal_loss=optimum,
+            gap=gap,
+            gap_relative=gap / optimum if optimum > 0 else None,
+            singular_values=floors.singular_values(problem.target).tolist(),
+            rank=cfg.rank,
+            iterations=cfg.iterations,
+            parameters=Parameters.count(cfg.d_in, cfg.d_out, cfg.rank, low_rank_size(cfg.rank, cfg.d_in, cfg.d_out)),
+        )
+        return finish(run, record)

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from lora_cli import threads
 from lora_cli.config.schemas import ApproxConfig, Config
 from lora_cli.errors import DivergenceError, RunError
 from lora_cli.resources import step_work
-from lora_cli.store.files import utc_now
+from lora_cli.stages.results import TrainingRecord
 from lora_cli.store.run_folder import RunFolder
 from lora_cli.train.loop import Divergence, History, TrainState
 
-
-def parameter_counts(d_in: int, d_out: int, rank: int, lora: int) -> dict[str, Any]:
-    """Full d_in·d_out against the rank-`rank` adapter's `lora` trainable numbers."""
-    full = d_in * d_out
-    return {"full": full, "lora": lora, "rank": rank, "reduction": 1 - lora / full, "compression": full / lora}
+R = TypeVar("R")
 
 
 def history_rows(stage: str, history: History, unit: str = "epoch") -> list[dict[str, Any]]:
@@ -35,27 +31,25 @@ def check_divergence(divergence: Divergence | None, stage_key: str) -> None:
         )
 
 
-def finish_training(
-    run: RunFolder, name: str, history: History, started: float, extra: dict, unit: str = "epoch"
-) -> dict[str, Any]:
-    """Record a completed training stage (metrics, then manifest, then drop its checkpoint)."""
-    rows = history_rows(name, history, unit)
-    run.add_metrics(rows)
-    record = complete_record(started, history.baseline, history.final, extra)
-    run.update_stage(name, **record)
-    run.remove_checkpoint(name)  # only now: the result and its record are durable
-    return {"stage": name, "run_dir": str(run.path), **record, "history": rows}
+def finish(run: RunFolder, record: R) -> R:
+    """Record a completed stage: its metrics lines, then its manifest entry, then drop its
+    checkpoint (only now, when the result and its record are durable)."""
+    if isinstance(record, TrainingRecord):
+        run.add_metrics(record.history)
+    run.update_stage(record.stage, **record.entry())
+    run.remove_checkpoint(record.stage)
+    return record
 
 
-def complete_record(started: float, baseline: float, final: float, extra: dict) -> dict[str, Any]:
-    """A completed stage's manifest entry: the losses every stage has, then its own fields."""
+def training_fields(run: RunFolder, stage: str, history: History, started: float, unit: str = "epoch") -> dict[str, Any]:
+    """The fields every training stage's record has, from its history."""
     return {
-        "status": "complete",
-        "finished": utc_now(),
+        "stage": stage,
+        "run_dir": str(run.path),
         "seconds": time.perf_counter() - started,
-        "baseline_loss": baseline,
-        "final_loss": final,
-        **extra,
+        "baseline_loss": history.baseline,
+        "final_loss": history.final,
+        "history": history_rows(stage, history, unit),
     }
 
 

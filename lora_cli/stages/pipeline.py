@@ -1,6 +1,6 @@
 """The pipeline's stages against a run folder: load what a stage needs, run its recipe,
-record everything. Each returns a JSON-ready report; the same numbers go to manifest.json
-(stages.<name>) and metrics.jsonl, so commands only print them.
+record everything. Each returns a typed record (stages/results.py) whose numbers are the
+ones in manifest.json (stages.<name>) and metrics.jsonl, so commands only print them.
 """
 
 from __future__ import annotations
@@ -16,17 +16,18 @@ from lora_cli.core.adapter import KEY_A, KEY_B
 from lora_cli.errors import ConfigError, RunError
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.resources import check_memory
+from lora_cli.stages import results
 from lora_cli.stages.common import (
     check_divergence,
     checkpointer,
-    complete_record,
-    finish_training,
-    parameter_counts,
+    finish,
     refuse_rerun,
     require_tensor,
     resume_state,
+    training_fields,
     use_threads,
 )
+from lora_cli.stages.results import FinetuneRecord, MergeRecord, Parameters, PretrainRecord, StageRecord
 from lora_cli.stages.recording import EpochTracker, recording
 from lora_cli.store import peft_format
 from lora_cli.stages.kinds import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BASE, MERGED, SHIFT, run_config, save_config
@@ -39,19 +40,19 @@ FINETUNE_KEYS = ("adapter.", "finetune.", "shift.")
 STAGES = ("pretrain", "finetune", "merge")
 
 
-def _parameters(cfg: Config) -> dict[str, Any]:
+def _parameters(cfg: Config) -> Parameters:
     spec, d = recipe.adapter_spec(cfg), cfg.data
-    return parameter_counts(d.d_in, d.d_out, spec.rank, spec.parameter_count(d.d_in, d.d_out))
+    return Parameters.count(d.d_in, d.d_out, spec.rank, spec.parameter_count(d.d_in, d.d_out))
 
 
-def _runtime_record(runtime: Runtime, n_threads: int, state) -> dict[str, Any]:
+def _runtime_fields(runtime: Runtime, n_threads: int, state) -> dict[str, Any]:
     resumed = state.epoch if state else None
     return {"engine": runtime.engine, "device": runtime.device, "threads": n_threads, "resumed_from_epoch": resumed}
 
 
 def pretrain_stage(
     run: RunFolder, cfg: Config, runtime: Runtime, on_epoch: EpochCallback | None = None, resume: bool = False
-) -> dict[str, Any]:
+) -> PretrainRecord:
     """Pretrain the full-rank base into `run`; with `resume`, continue from its checkpoint."""
     n_threads = use_threads(cfg, "pretrain", runtime.threads)
     check_memory(cfg, "pretrain")
@@ -62,8 +63,9 @@ def pretrain_stage(
         result = recipe.pretrain(cfg, runtime, tracker, state, checkpointer(run, "pretrain"))
         check_divergence(result.divergence, "pretrain.lr")
         run.save_tensors(BASE, {"weight": result.weight})
-        extra = {**_runtime_record(runtime, n_threads, state), "parameters": _parameters(cfg)}
-        return finish_training(run, "pretrain", result.history, start, extra)
+        fields = training_fields(run, "pretrain", result.history, start)
+        record = PretrainRecord(**fields, **_runtime_fields(runtime, n_threads, state), parameters=_parameters(cfg))
+        return finish(run, record)
 
 
 def finetune_config(run: RunFolder, overrides: Overrides) -> Config:
@@ -84,7 +86,7 @@ def finetune_stage(
     on_epoch: EpochCallback | None = None,
     force: bool = False,
     resume: bool = False,
-) -> dict[str, Any]:
+) -> FinetuneRecord:
     """Train the adapter on the run's frozen base; `cfg` comes from `finetune_config`."""
     run.require_complete("pretrain", f"run `lora pretrain --run-dir {run.path}` first")
     if not resume:
@@ -104,20 +106,21 @@ def finetune_stage(
         run.save_tensors(ADAPTER_WEIGHTS, result.adapter)
         run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(spec))
         run.save_tensors(SHIFT, {"true_delta": result.true_delta})
-        extra = {
-            "rank": spec.rank,
-            "alpha": spec.alpha,
-            "scaling": spec.scaling,
-            "init": spec.init,
-            "seed": recipe.adapter_seed(cfg),
-            **_runtime_record(runtime, n_threads, state),
-            "base_sha256": base_sha,
-            "parameters": _parameters(cfg),
-        }
-        return finish_training(run, "finetune", result.history, start, extra)
+        record = FinetuneRecord(
+            **training_fields(run, "finetune", result.history, start),
+            **_runtime_fields(runtime, n_threads, state),
+            parameters=_parameters(cfg),
+            rank=spec.rank,
+            alpha=spec.alpha,
+            scaling=spec.scaling,
+            init=spec.init,
+            seed=recipe.adapter_seed(cfg),
+            base_sha256=base_sha,
+        )
+        return finish(run, record)
 
 
-def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None) -> dict[str, Any]:
+def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None) -> MergeRecord:
     """Merge the adapter into the base, save merged.safetensors and report the checks."""
     cfg = run_config(run)
     trained = run.require_complete("finetune", f"run `lora finetune --run-dir {run.path}` first")
@@ -135,17 +138,21 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None)
         start = time.perf_counter()
         result = recipe.merge(cfg, base, adapter)
         run.save_tensors(MERGED, {"weight": result.merged})
-        record = complete_record(start, result.base_loss, result.merged_loss, {
-            "adapter_loss": result.adapter_loss,
-            "max_abs_diff": result.max_abs_diff,
-            "delta_mean": result.delta.mean().item(),
+        record = MergeRecord(
+            stage="merge",
+            run_dir=str(run.path),
+            seconds=time.perf_counter() - start,
+            baseline_loss=result.base_loss,
+            final_loss=result.merged_loss,
+            threads=n_threads,
+            adapter_loss=result.adapter_loss,
+            max_abs_diff=result.max_abs_diff,
+            delta_mean=result.delta.mean().item(),
             # the sample std of one number is undefined: null, not NaN (and no torch warning)
-            "delta_std": result.delta.std().item() if result.delta.numel() > 1 else None,
-            "delta_corner": result.delta.T[:5, :5].tolist(),  # blog layout Δθ (d_in, d_out), as the blog prints it
-            "threads": n_threads,
-        })
-        run.update_stage("merge", **record)
-        return {"stage": "merge", "run_dir": str(run.path), **record}
+            delta_std=result.delta.std().item() if result.delta.numel() > 1 else None,
+            delta_corner=result.delta.T[:5, :5].tolist(),  # blog layout Δθ (d_in, d_out), as the blog prints it
+        )
+        return finish(run, record)
 
 
 def load_base(run: RunFolder, cfg: Config):
@@ -178,17 +185,17 @@ def run_all(
     runtime: Runtime,
     resume: bool,
     progress: Callable[[str, int], AbstractContextManager[EpochCallback]],
-    on_report: Callable[[dict[str, Any]], None],
-) -> dict[str, dict[str, Any]]:
+    on_report: Callable[[StageRecord], None],
+) -> dict[str, StageRecord]:
     """pretrain, finetune and merge in turn (`lora run`); with `resume`, complete stages are kept.
 
     `progress(stage, epochs)` gives each training stage its epoch callback; `on_report` sees
-    each stage's report as it completes (a kept one has "kept": true).
+    each stage's record as it completes (a kept one has `kept` set).
     """
     reports = {}
     for stage in STAGES:
         if resume and run.stage(stage).get("status") == "complete":
-            report = {"stage": stage, "run_dir": str(run.path), **run.stage(stage), "kept": True}
+            report = results.load(run, stage, kept=True)
         elif stage == "merge":
             report = merge_stage(run, threads=runtime.threads)
         else:

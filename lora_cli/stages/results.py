@@ -1,0 +1,119 @@
+"""Typed stage results, and the one place they become JSON: the manifest entry
+(stages.<name>), the metrics lines and `--json` all come from `entry` and `to_json` here;
+tables and figures read the same objects (`load` rebuilds one from a run folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from lora_cli.store.files import utc_now
+
+# in --json and the object, not in the manifest entry: where it is, what it is, its metrics lines
+_NOT_IN_ENTRY = ("stage", "run_dir", "kept", "history")
+
+
+@dataclass(kw_only=True)
+class Parameters:
+    """Full d_in·d_out against a rank-`rank` adapter's `lora` trainable numbers."""
+
+    full: int
+    lora: int
+    rank: int
+    reduction: float
+    compression: float
+
+    @classmethod
+    def count(cls, d_in: int, d_out: int, rank: int, lora: int) -> Parameters:
+        full = d_in * d_out
+        return cls(full=full, lora=lora, rank=rank, reduction=1 - lora / full, compression=full / lora)
+
+
+@dataclass(kw_only=True)
+class StageRecord:
+    """What every completed stage records."""
+
+    stage: str
+    run_dir: str
+    seconds: float
+    baseline_loss: float  # before the stage (the base alone, for merge)
+    final_loss: float
+    threads: int | None = None
+    status: str = "complete"
+    finished: str = field(default_factory=utc_now)
+    kept: bool = False  # complete before this command (lora run --resume), not run again
+
+    def entry(self) -> dict[str, Any]:
+        """The manifest's stages.<name>."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_IN_ENTRY}
+
+    def to_json(self) -> dict[str, Any]:
+        """`--json`: the entry with where it is, and the logged points of a training stage."""
+        data = dataclasses.asdict(self)
+        if not self.kept:
+            data.pop("kept")
+        return data
+
+
+@dataclass(kw_only=True)
+class TrainingRecord(StageRecord):
+    parameters: Parameters
+    history: list[dict[str, Any]] = field(default_factory=list)  # the stage's metrics.jsonl lines
+
+
+@dataclass(kw_only=True)
+class PretrainRecord(TrainingRecord):
+    engine: str
+    device: str
+    resumed_from_epoch: int | None = None
+
+
+@dataclass(kw_only=True)
+class FinetuneRecord(PretrainRecord):
+    rank: int
+    alpha: float
+    scaling: float
+    init: str
+    seed: int  # of the adapter init and the batches
+    base_sha256: str  # the base it was trained on; merge refuses any other
+
+
+@dataclass(kw_only=True)
+class MergeRecord(StageRecord):
+    adapter_loss: float
+    max_abs_diff: float  # max |merged(x) − adapter(x)| over the shifted data
+    delta_mean: float
+    delta_std: float | None  # None for a 1 x 1 ΔW: the sample std of one number is undefined
+    delta_corner: list[list[float]]  # Δθ[:5, :5], the blog's layout (d_in, d_out)
+
+
+@dataclass(kw_only=True)
+class ApproxRecord(TrainingRecord):
+    optimal_loss: float  # Eckart–Young: the best any rank-r product can do
+    gap: float
+    gap_relative: float | None
+    singular_values: list[float]
+    rank: int
+    iterations: int
+
+
+RECORDS: dict[str, type[StageRecord]] = {
+    "pretrain": PretrainRecord,
+    "finetune": FinetuneRecord,
+    "merge": MergeRecord,
+    "approx": ApproxRecord,
+}
+
+
+def load(run: Any, stage: str, kept: bool = False) -> StageRecord:
+    """A completed stage's record, rebuilt from the run folder's manifest and metrics."""
+    cls = RECORDS[stage]
+    names = {f.name for f in dataclasses.fields(cls)}
+    entry = {k: v for k, v in run.stage(stage).items() if k in names}
+    if "parameters" in entry:
+        entry["parameters"] = Parameters(**entry["parameters"])
+    if "history" in names:
+        entry["history"] = [row for row in run.metrics() if row.get("stage") == stage]
+    return cls(stage=stage, run_dir=str(run.path), kept=kept, **entry)

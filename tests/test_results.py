@@ -1,0 +1,36 @@
+"""Typed stage records: what a stage returns is what its run folder holds, field for field,
+and the manifest entry, metrics lines and --json come from the one record."""
+
+import dataclasses
+import json
+
+import pytest
+
+from lora_cli.stages import results
+from lora_cli.stages.kinds import create_run
+from lora_cli.stages.pipeline import finetune_stage, merge_stage, pretrain_stage
+from lora_cli.store.files import dumps
+from lora_cli.train.engines import Runtime
+from tests.conftest import tiny_config
+
+
+def test_each_stage_record_is_rebuilt_exactly_from_its_run_folder(tmp_path):
+    cfg = tiny_config(**{"pretrain.epochs": 4, "finetune.epochs": 4, "pretrain.log_every": 2, "finetune.log_every": 2})
+    run = create_run(cfg, tmp_path / "r", tmp_path)
+    made = [pretrain_stage(run, cfg, Runtime()), finetune_stage(run, cfg, Runtime()), merge_stage(run)]
+    for record in made:
+        back = results.load(run, record.stage)
+        assert type(back) is type(record) and back == record, record.stage
+        # the manifest holds the entry (plus when it started); --json adds where and the history
+        stored = run.stage(record.stage)
+        assert {k: stored[k] for k in record.entry()} == json.loads(dumps(record.entry()))
+        assert set(stored) - set(record.entry()) == {"started"}
+        extra = set(record.to_json()) - set(record.entry())
+        assert extra == ({"stage", "run_dir", "history"} if "history" in record.to_json() else {"stage", "run_dir"})
+    pretrain, finetune, merge = made
+    assert [r["loss"] for r in run.metrics() if r["stage"] == "pretrain"] == [p["loss"] for p in pretrain.history]
+    assert finetune.base_sha256 == run.manifest()["files"]["base.safetensors"]["sha256"]
+    assert merge.baseline_loss == pytest.approx(finetune.baseline_loss, rel=1e-6)  # the base alone on the shifted data, both ways
+    kept = results.load(run, "merge", kept=True)
+    assert kept.to_json()["kept"] is True and "kept" not in merge.to_json()
+    assert dataclasses.replace(kept, kept=False) == merge
