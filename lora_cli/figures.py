@@ -135,16 +135,15 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
     figures = {"pipeline_loss.png": loss_curves({s: _curve(rows, s, "epoch") for s in done}, "epoch")}
     if "finetune" in done:
         from lora_cli.core.adapter import delta_weight
-        from lora_cli.stages.pipeline import load_adapter, load_base
-        from lora_cli.recipes.pipeline import adapter_spec
+        from lora_cli.stages.pipeline import load_adapter, load_base, stored_spec
 
         cfg = run_config(run)
         load_base(run, cfg)  # checks the base is intact before plotting its update
-        spec = adapter_spec(cfg)
+        spec = stored_spec(cfg)
         delta = delta_weight(spec, load_adapter(run, cfg))
         true_shift = run.load_tensors(SHIFT, "finetune")["true_delta"]  # (d_out, d_in), stored by finetune
         sigma = torch.linalg.svdvals(delta.double())[:20].clamp_min(1e-12).tolist()
-        r = spec.rank
+        r = cfg.adapter.rank
         panels = {"learned ΔW = (alpha/r)·B·A": delta, "error ΔW − (θ2 − θ)ᵀ": delta - true_shift}
         figures["delta_heatmap.png"] = heatmaps(panels, f"Learned update vs the true shift (rank {r})", shared_scale=False)
         figures["delta_singular_values.png"] = singular_value_bars(

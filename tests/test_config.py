@@ -63,7 +63,7 @@ def test_overrides_apply_last_and_parse_values():
         ("finetune.epochs", 2.5, "finetune.epochs = 2.5 is not allowed: must be a whole number ≥ 1"),
         ("data.n", True, "data.n = True is not allowed: must be a whole number ≥ 1"),
         ("data.d_in", "big", "data.d_in = 'big' is not allowed: must be a whole number ≥ 1"),
-        ("adapter.init", "zeros", "adapter.init = 'zeros' is not allowed: must be one of gaussian, kaiming"),
+        ("adapter.init", "zeros", "adapter.init = 'zeros' is not allowed: must be one of normal, kaiming, gaussian, orthogonal, pissa, olora"),
         ("finetune.rnak", 2, "unknown key finetune.rnak; did you mean adapter.rank?"),
         ("data", 5, "data must be a mapping of keys, found 5"),
     ],
@@ -182,3 +182,19 @@ def test_the_json_schema_agrees_with_the_loader(tmp_path):
         assert list(validator.iter_errors(bad)), bad
         with pytest.raises(ConfigError):
             load_config(overrides=[("--set", f"{s}.{k}", v) for s, d in bad.items() for k, v in d.items()])
+
+
+def test_the_old_gaussian_init_name_reads_as_the_blog_s_normal(tmp_path):
+    """Before the adapter: section, finetune.init 'gaussian' meant N(0, 1); PEFT's 'gaussian'
+    (std 1/r) now has that name, so an old folder must not change meaning."""
+    old = tmp_path / "old.yaml"
+    old.write_text("finetune:\n  init: gaussian\n")
+    assert load_config(old).adapter.init == "normal"
+    assert load_config(SMOKE, [("--set", "finetune.init", "gaussian")]).adapter.init == "normal"
+    assert load_config(SMOKE, [("--set", "adapter.init", "gaussian")]).adapter.init == "gaussian"
+
+
+def test_the_orthogonal_init_needs_an_even_rank():
+    with pytest.raises(ConfigError, match="adapter.rank = 3 is not allowed: the orthogonal init needs an even rank"):
+        load_config(SMOKE, [("--set", "adapter.init", "orthogonal"), ("--rank", "adapter.rank", 3)])
+    assert load_config(SMOKE, [("--set", "adapter.init", "orthogonal"), ("--rank", "adapter.rank", 4)]).adapter.rank == 4

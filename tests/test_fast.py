@@ -45,13 +45,20 @@ def test_pretrain_fast_matches_reference():
     assert_close(fast.weight, ref.weight, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("rank", [1, 4])
-def test_finetune_fast_matches_reference(rank):
-    cfg = tiny_config(**{"adapter.rank": rank, "finetune.epochs": 10, "finetune.log_every": 2})
+@pytest.mark.parametrize(
+    "rank, init, scaling",
+    [(1, "normal", "standard"), (4, "normal", "standard"), (2, "kaiming", "rslora"), (2, "gaussian", "standard"),
+     (4, "orthogonal", "rslora"), (2, "pissa", "standard"), (3, "olora", "rslora")],
+)
+def test_finetune_fast_matches_reference(rank, init, scaling):
+    """Every init and scaling rule: the hand-gradient engine follows autograd's trajectory."""
+    sets = {"adapter.rank": rank, "adapter.init": init, "adapter.scaling": scaling, "finetune.epochs": 10, "finetune.log_every": 2}
+    cfg = tiny_config(**sets)
     base = pipeline.pretrain(cfg, runtime=Runtime("reference")).weight
     ref = pipeline.finetune(cfg, base, runtime=Runtime("reference"))
     fast = pipeline.finetune(cfg, base, runtime=Runtime("fast"))
-    assert_close(_losses(fast.history), _losses(ref.history), rtol=1e-5, atol=0)
+    # 1e-5 relative; a loss that has fallen 1000x below its start keeps float32 rounding of the start's size
+    assert_close(_losses(fast.history), _losses(ref.history), rtol=1e-5, atol=1e-7 * ref.history.baseline)
     s = pipeline.adapter_spec(cfg).scaling
     assert_close(s * fast.lora_B @ fast.lora_A, s * ref.lora_B @ ref.lora_A, rtol=0, atol=1e-5)
 

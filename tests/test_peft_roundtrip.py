@@ -1,6 +1,8 @@
 """Our adapter folder loads in Hugging Face PEFT and computes what our merged weight computes.
 Skipped where peft is not installed (it is not a dependency); runs wherever it is."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -23,11 +25,28 @@ class Holder(nn.Module):
         return self.linear(x)
 
 
-@pytest.mark.parametrize("rank, alpha", [(1, 1.0), (3, 6.0)])
-def test_peft_loads_the_adapter_and_matches_the_merged_weight(tmp_path, rank, alpha):
+@pytest.mark.parametrize(
+    "rank, alpha, flags",
+    [
+        (1, 1.0, []),
+        (3, 6.0, ["--init", "kaiming"]),
+        (2, 2.0, ["--init", "gaussian", "--rslora"]),
+        (2, 1.0, ["--init", "orthogonal"]),
+        (2, 4.0, ["--init", "pissa"]),
+        (2, 4.0, ["--init", "pissa", "--rslora"]),
+        (3, 1.0, ["--init", "olora"]),
+    ],
+)
+def test_peft_loads_the_adapter_and_matches_the_merged_weight(tmp_path, rank, alpha, flags):
+    """Every init and scaling rule: PEFT's forward on the original base equals our merged
+    weight (PiSSA and OLoRA through their rank-2r export), and the merged loss is the loss
+    training reached on the frozen (residual) base."""
     run_dir = tmp_path / "run"
-    args = ["run", str(SMOKE), "--epochs", "4", "--rank", str(rank), "--alpha", str(alpha), "--run-dir", str(run_dir)]
-    assert CliRunner().invoke(app, args).exit_code == 0
+    args = ["run", str(SMOKE), "--epochs", "4", "--rank", str(rank), "--alpha", str(alpha), "--run-dir", str(run_dir), *flags]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    assert stages["merge"]["final_loss"] == pytest.approx(stages["finetune"]["final_loss"], rel=1e-4)
     base = load_file(run_dir / "base.safetensors")["weight"]
     merged = load_file(run_dir / "merged.safetensors")["weight"]
     model = peft.PeftModel.from_pretrained(Holder(base), str(run_dir / "adapter"))

@@ -13,7 +13,7 @@ def stages():
     cfg = tiny_config()
     pre = pipeline.pretrain(cfg)
     fin = pipeline.finetune(cfg, pre.weight)
-    return cfg, pre, fin, pipeline.merge(cfg, pre.weight, fin.adapter)
+    return cfg, pre, fin, pipeline.merge(cfg, pre.weight, pipeline.adapter_spec(cfg), fin.adapter)
 
 
 def test_pretrain_recovers_theta(stages):

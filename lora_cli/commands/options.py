@@ -21,6 +21,7 @@ import typer
 
 from lora_cli.config.overrides import Override, parse_scalar, parse_set_option
 from lora_cli.errors import ConfigError
+from lora_cli.core.inits import INITS
 from lora_cli.train.engines import DEVICES, ENGINES
 
 
@@ -62,12 +63,15 @@ ForceOpt = flag_option("--force", "Run again over a stage that is complete or in
 ResumeOpt = flag_option("--resume", "Continue an interrupted stage from its last checkpoint, in --run-dir or the newest run.")
 PlotOpt = flag_option("--plot", "Also write PNG figures into the run folder (see lora plot).")
 RankOpt = number_option("--rank", "LoRA rank r (adapter.rank).")
-AlphaOpt = number_option("--alpha", "LoRA alpha; scaling = alpha / rank (adapter.alpha).", "NUMBER")
+AlphaOpt = number_option("--alpha", "LoRA alpha (adapter.alpha): scaling = alpha / rank, or alpha / √rank with --rslora.", "NUMBER")
 SeedOpt = number_option("--seed", "Seed for every random draw (seed).")
 ThreadsOpt = number_option("--threads", "CPU threads (default: 1 for small steps, else every core; or $LORA_THREADS).")
 # choices come from the registries, so --help lists them and a bad value exits 2 before any work
 Engine = Enum("Engine", {name: name for name in ENGINES}, type=str)
 Device = Enum("Device", {name: name for name in DEVICES}, type=str)
+Init = Enum("Init", {name: name for name in INITS}, type=str)
+InitOpt = Annotated[Optional[Init], typer.Option("--init", help="How lora_A and lora_B start (adapter.init; see lora schema).")]
+RsloraOpt = flag_option("--rslora", "Scale by alpha / √rank, as rsLoRA (adapter.scaling=rslora).")
 _ENGINE_HELP = "; ".join(f"{name}: {entry.help}" for name, entry in ENGINES.items())
 EngineOpt = Annotated[Engine, typer.Option("--engine", help=f"Training engine ({_ENGINE_HELP}).")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where training runs: auto (CUDA when present), cpu or cuda.")]
@@ -75,6 +79,10 @@ DeviceOpt = Annotated[Device, typer.Option("--device", help="Where training runs
 
 # options several commands take, by parameter name: (annotation, default)
 SHARED: dict[str, tuple[Any, Any]] = {
+    "rank": (RankOpt, None),
+    "alpha": (AlphaOpt, None),
+    "init": (InitOpt, None),
+    "rslora": (RsloraOpt, False),
     "engine": (EngineOpt, Engine.fast),
     "device": (DeviceOpt, Device.auto),
     "threads": (ThreadsOpt, None),
@@ -125,6 +133,16 @@ def collect_overrides(sets: list[str] | None, flags: dict[str, tuple[tuple[str, 
             value = parse_scalar(text, flag)
             overrides.extend((flag, key, value) for key in keys)
     return overrides
+
+
+def adapter_flags(opts: Any) -> dict[str, tuple[tuple[str, ...], str | None]]:
+    """--rank, --alpha, --init and --rslora as the config keys they set (see collect_overrides)."""
+    return {
+        "--rank": (("adapter.rank",), opts.rank),
+        "--alpha": (("adapter.alpha",), opts.alpha),
+        "--init": (("adapter.init",), opts.init.value if opts.init else None),
+        "--rslora": (("adapter.scaling",), "rslora" if opts.rslora else None),
+    }
 
 
 def thread_count(text: str | None) -> int | None:

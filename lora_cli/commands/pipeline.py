@@ -9,13 +9,12 @@ import typer
 
 from lora_cli.commands.folders import create_run, engine_flag, open_run, resume_hint, runtime, show_record, write_plots
 from lora_cli.commands.options import (
-    AlphaOpt,
     ConfigOpt,
     NewRunDirOpt,
-    RankOpt,
     RunDirOpt,
     SeedOpt,
     SetOpt,
+    adapter_flags,
     collect_overrides,
     number_option,
     shared,
@@ -57,15 +56,13 @@ def pretrain(
     out.note(f"Next: lora finetune --rank {cfg.adapter.rank} --run-dir {run.path}")
 
 
-@shared("engine", "device", "threads", "force", "resume", "as_json")
-def finetune(
-    run_dir: RunDirOpt = None, rank: RankOpt = None, alpha: AlphaOpt = None, sets: SetOpt = None, epochs: EpochsOpt = None, *, opts: Any
-) -> None:
+@shared("rank", "alpha", "init", "rslora", "engine", "device", "threads", "force", "resume", "as_json")
+def finetune(run_dir: RunDirOpt = None, sets: SetOpt = None, epochs: EpochsOpt = None, *, opts: Any) -> None:
     """Stage 2: shift θ, draw new data and train a rank-r adapter on the frozen base.
 
-    Example: lora finetune --rank 4 --alpha 8 --set adapter.init=kaiming
+    Example: lora finetune --rank 4 --alpha 8 --init pissa --rslora
     """
-    flags = {"--rank": (("adapter.rank",), rank), "--alpha": (("adapter.alpha",), alpha), "--epochs": (("finetune.epochs",), epochs)}
+    flags = {**adapter_flags(opts), "--epochs": (("finetune.epochs",), epochs)}
     overrides = collect_overrides(sets, flags)
     from lora_cli.config.loading import check_values
 
@@ -99,13 +96,11 @@ def merge(run_dir: RunDirOpt = None, *, opts: Any) -> None:
     out.emit(record.to_json())
 
 
-@shared("engine", "device", "threads", "force", "resume", "plot", "as_json")
+@shared("rank", "alpha", "init", "rslora", "engine", "device", "threads", "force", "resume", "plot", "as_json")
 def run(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config, e.g. configs/posit.yaml.")],
     run_dir: NewRunDirOpt = None,
     sets: SetOpt = None,
-    rank: RankOpt = None,
-    alpha: AlphaOpt = None,
     epochs: BothEpochsOpt = None,
     seed: SeedOpt = None,
     *,
@@ -119,8 +114,7 @@ def run(
     Example: lora run configs/smoke.yaml --rank 2 --set shift.value=0.5 --plot
     """
     flags = {
-        "--rank": (("adapter.rank",), rank),
-        "--alpha": (("adapter.alpha",), alpha),
+        **adapter_flags(opts),
         "--epochs": (("pretrain.epochs", "finetune.epochs"), epochs),
         "--seed": (("seed",), seed),
     }

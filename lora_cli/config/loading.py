@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from lora_cli.config.overrides import Override
 from lora_cli.config.problems import worded
-from lora_cli.config.schemas import RENAMED, SCHEMAS, ApproxConfig, Config, Section
+from lora_cli.config.schemas import RENAMED, RENAMED_VALUES, SCHEMAS, ApproxConfig, Config, Section
 from lora_cli.config.yamlio import YamlError, dump_yaml, read_yaml_file
 from lora_cli.errors import ConfigError
 
@@ -141,7 +141,8 @@ def _upgrade(doc: dict[str, Any], where: str) -> dict[str, Any]:
                 continue  # the schema says what is wrong with it
             if leaf in target:
                 raise ConfigError(f"{where}: {old} and {new} are both set; keep {new} ({old} is its old name)")
-            target[leaf] = section.pop(leaf)
+            value = section.pop(leaf)
+            target[leaf] = RENAMED_VALUES.get((old, value), value) if isinstance(value, str) else value
     return doc
 
 
@@ -172,7 +173,9 @@ def _note_source(sources: dict[str, str], dotted: str, source: str) -> None:
 
 
 def _apply_override(raw: dict, sources: dict, source: str, key: str, value: Any) -> None:
-    key = RENAMED.get(key, key)
+    if key in RENAMED:
+        value = RENAMED_VALUES.get((key, value), value) if isinstance(value, str) else value
+        key = RENAMED[key]
     parts = key.split(".")
     node = raw
     for part in parts[:-1]:

@@ -35,8 +35,10 @@ def choice(registry: dict[str, tuple[Any, str]]) -> Any:
     return Literal[tuple(registry)]
 
 
-def choices_help(lead: str, registry: dict[str, tuple[Any, str]]) -> str:
-    return f"{lead}: " + "; ".join(f"{name} = {entry[1]}" for name, entry in registry.items())
+def choices_help(lead: str, registry: dict[str, Any]) -> str:
+    """`lead: name = help; …` from a registry whose entries are (fn, help) pairs or have .help."""
+    helps = {name: getattr(entry, "help", None) or entry[1] for name, entry in registry.items()}
+    return f"{lead}: " + "; ".join(f"{name} = {text}" for name, text in helps.items())
 
 
 class Section(BaseModel):
@@ -63,7 +65,7 @@ class AdapterConfig(Section):
 
     rank: int = whole(1, "LoRA rank r: lora_A is r x d_in, lora_B is d_out x r; r ≤ min(d_in, d_out)")
     alpha: float = positive(1.0, "LoRA alpha; scaling = alpha / rank under the standard rule")
-    init: choice(INITS) = Field("gaussian", description=choices_help("how lora_A and lora_B start", INITS))
+    init: choice(INITS) = Field("normal", description=choices_help("how lora_A and lora_B start", INITS))
     scaling: choice(SCALING_RULES) = Field("standard", description=choices_help("the scaling rule", SCALING_RULES))
 
 
@@ -96,6 +98,8 @@ class Config(Section):
     def _relations(self, info: ValidationInfo) -> Config:
         d = self.data
         problems = [("adapter.rank", rank_problem(self.adapter.rank, d.d_in, d.d_out), ("data.d_in", "data.d_out"))]
+        if self.adapter.init == "orthogonal" and self.adapter.rank % 2:
+            problems.append(("adapter.rank", "is not allowed: the orthogonal init needs an even rank", ("adapter.init",)))
         for stage in ("pretrain", "finetune"):
             if getattr(self, stage).batch_size > d.n:
                 problem = f"is out of range: must be ≤ data.n = {d.n} (each step draws distinct rows)"
@@ -123,6 +127,8 @@ class ApproxConfig(Section):
 SCHEMAS: dict[str, type[Section]] = {"pipeline": Config, "approx": ApproxConfig}
 # keys renamed since run folders were first written: old name -> new name (read, never written)
 RENAMED = {"finetune.rank": "adapter.rank", "finetune.alpha": "adapter.alpha", "finetune.init": "adapter.init"}
+# values whose meaning moved with a rename: under finetune.init, "gaussian" was the blog's N(0, 1)
+RENAMED_VALUES = {("finetune.init", "gaussian"): "normal"}
 
 
 def rank_problem(rank: int, d_in: int, d_out: int) -> str:

@@ -12,6 +12,7 @@ applies an adapter is `LoRALinear` in core/modules.py.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ KEY_B = f"base_model.model.{MODULE}.lora_B.weight"
 # scaling rule -> ((alpha, rank) -> scaling, help); a new rule (rsLoRA's alpha / sqrt(r)) is one entry
 SCALING_RULES: dict[str, tuple[Callable[[float, int], float], str]] = {
     "standard": (lambda alpha, rank: alpha / rank, "alpha / rank, as in the LoRA paper and PEFT"),
+    "rslora": (lambda alpha, rank: alpha / math.sqrt(rank), "alpha / √rank (rsLoRA; PEFT's use_rslora)"),
 }
 
 
@@ -35,7 +37,7 @@ class AdapterSpec:
 
     rank: int
     alpha: float
-    init: str = "gaussian"  # an entry of core/inits.INITS
+    init: str = "normal"  # an entry of core/inits.INITS
     scaling_rule: str = "standard"  # an entry of SCALING_RULES
 
     @property

@@ -32,6 +32,7 @@ class PretrainResult:
 @dataclass
 class FinetuneResult:
     adapter: dict[str, torch.Tensor]  # PEFT keys: lora_A (r, d_in), lora_B (d_out, r)
+    initial: dict[str, torch.Tensor]  # the same keys at step 0 (PiSSA's export needs them)
     true_delta: torch.Tensor  # ΔW* = (θ2 − θ)ᵀ (d_out, d_in), what the adapter should learn
     history: History
     divergence: Divergence | None = None
@@ -121,14 +122,15 @@ def finetune(
     engine = entry.finetune(frozen.to(dev), spec, lora_a.to(dev), lora_b.to(dev), x, y, cfg.finetune.lr, cfg.finetune.batch_size)
     fit = train(engine, schedule(cfg.finetune), generator(seed, "batches_finetune"), on_epoch, resume, on_checkpoint)
     a, b = engine.factors()
-    return FinetuneResult(lora.state_dict(a.cpu(), b.cpu()), true_delta(theta, theta2), fit.history, fit.divergence)
+    initial = lora.state_dict(lora_a, lora_b)
+    return FinetuneResult(lora.state_dict(a.cpu(), b.cpu()), initial, true_delta(theta, theta2), fit.history, fit.divergence)
 
 
 @torch.inference_mode()
-def merge(cfg: Config, base_weight: torch.Tensor, adapter: dict[str, torch.Tensor]) -> MergeResult:
-    """W' = W + ΔW, checked against the unmerged adapter on the shifted data."""
+def merge(cfg: Config, base_weight: torch.Tensor, spec: lora.AdapterSpec, adapter: dict[str, torch.Tensor]) -> MergeResult:
+    """W' = W + ΔW for an adapter of `spec` on the original base W (as stored: PiSSA's and
+    OLoRA's exported onto W), checked against the unmerged adapter on the shifted data."""
     x, y = regression(cfg, thetas(cfg)[1], "finetune")
-    spec = adapter_spec(cfg)
     merged = lora.merge({"weight": base_weight}, spec, adapter)["weight"]
     module = LoRALinear(linear_from_weight(base_weight), spec, adapter[lora.KEY_A], adapter[lora.KEY_B])
     adapter_out = module(x)

@@ -103,8 +103,8 @@ def finetune_stage(
         result = recipe.finetune(cfg, base, runtime, tracker, state, checkpointer(run, "finetune"))
         check_divergence(result.divergence, "finetune.lr")
         spec = recipe.adapter_spec(cfg)
-        run.save_tensors(ADAPTER_WEIGHTS, result.adapter)
-        run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(spec))
+        run.save_tensors(ADAPTER_WEIGHTS, peft_format.export(spec, result.adapter, result.initial))
+        run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(peft_format.export_spec(spec)))
         run.save_tensors(SHIFT, {"true_delta": result.true_delta})
         record = FinetuneRecord(
             **training_fields(run, "finetune", result.history, start),
@@ -136,7 +136,7 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None)
     n_threads = use_threads(cfg, "merge", threads)
     with recording(run, "merge"):
         start = time.perf_counter()
-        result = recipe.merge(cfg, base, adapter)
+        result = recipe.merge(cfg, base, stored_spec(cfg), adapter)
         run.save_tensors(MERGED, {"weight": result.merged})
         record = MergeRecord(
             stage="merge",
@@ -162,10 +162,16 @@ def load_base(run: RunFolder, cfg: Config):
     return require_tensor(tensors, "weight", (cfg.data.d_out, cfg.data.d_in), run.path / BASE, fix)
 
 
+def stored_spec(cfg: Config):
+    """The spec of the adapter as its run folder holds it (PEFT-loadable onto base.safetensors)."""
+    return peft_format.export_spec(recipe.adapter_spec(cfg))
+
+
 def load_adapter(run: RunFolder, cfg: Config) -> dict[str, Any]:
-    """The adapter state dict, checked against its hash, the config's shapes and adapter_config.json."""
+    """The stored adapter state dict (of `stored_spec`), checked against its hash, the config's
+    shapes and adapter_config.json."""
     tensors = run.load_tensors(ADAPTER_WEIGHTS, "finetune")
-    spec, d = recipe.adapter_spec(cfg), cfg.data
+    spec, d = stored_spec(cfg), cfg.data
     fix = f"rerun `lora finetune --run-dir {run.path} --force`"
     path = run.path / ADAPTER_WEIGHTS
     adapter = {

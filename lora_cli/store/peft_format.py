@@ -1,15 +1,24 @@
-"""The adapter on disk in Hugging Face PEFT's layout: adapter_config.json from the AdapterSpec.
+"""The adapter on disk in Hugging Face PEFT's layout: adapter_config.json from the AdapterSpec,
+and the export that lets PEFT load every init onto the original base weight.
 
 The tensors are already PEFT-keyed (core/adapter.state_dict). The blog writes the same
 update as x·A·B with A (d_in, r) and B (r, d_out): blog A = lora_Aᵀ, blog B = lora_Bᵀ,
 and blog Δθ = A·B = (lora_B·lora_A)ᵀ.
+
+PEFT re-runs an adapter's recorded init when it loads one, and PiSSA's or OLoRA's init
+changes the base weight. So, as PEFT's own conversion does, such an adapter is exported as
+a plain LoRA of rank 2r onto the original W: A' = [A; A₀], B' = [B, −B₀], scaled like the
+original (alpha' = 2·alpha under the standard rule, √2·alpha under rsLoRA), so that
+W + s·B'·A' = (W − s·B₀·A₀) + s·B·A.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from lora_cli.core.adapter import MODULE, AdapterSpec
+from lora_cli.core.adapter import KEY_A, KEY_B, MODULE, SCALING_RULES, AdapterSpec
+from lora_cli.core.inits import INITS
 
 
 def adapter_config(spec: AdapterSpec) -> dict[str, Any]:
@@ -19,7 +28,7 @@ def adapter_config(spec: AdapterSpec) -> dict[str, Any]:
         "r": spec.rank,
         "lora_alpha": spec.alpha,
         "target_modules": [MODULE],
-        "init_lora_weights": True,
+        "init_lora_weights": INITS[spec.init].peft,
         "use_rslora": spec.scaling_rule == "rslora",
         "use_dora": False,
         "fan_in_fan_out": False,
@@ -29,9 +38,31 @@ def adapter_config(spec: AdapterSpec) -> dict[str, Any]:
     }
 
 
+def export_spec(spec: AdapterSpec) -> AdapterSpec:
+    """The spec of the adapter as stored: itself, or for an init that changes the base, the
+    rank-2r plain LoRA onto the original W (same scaling)."""
+    if not INITS[spec.init].changes_base:
+        return spec
+    unit = SCALING_RULES[spec.scaling_rule][0](1.0, 2 * spec.rank)  # scaling per unit of alpha at rank 2r
+    return dataclasses.replace(spec, rank=2 * spec.rank, alpha=spec.scaling / unit, init="kaiming")
+
+
+def export(spec: AdapterSpec, adapter: dict[str, Any], initial: dict[str, Any]) -> dict[str, Any]:
+    """The adapter as stored for `export_spec(spec)`; `initial` holds lora_A₀, lora_B₀."""
+    if not INITS[spec.init].changes_base:
+        return adapter
+    import torch
+
+    return {
+        KEY_A: torch.cat([adapter[KEY_A], initial[KEY_A]], dim=0).contiguous(),
+        KEY_B: torch.cat([adapter[KEY_B], -initial[KEY_B]], dim=1).contiguous(),
+    }
+
+
 def mismatch(saved: dict[str, Any], spec: AdapterSpec) -> str | None:
-    """Which fields of a saved adapter_config.json disagree with `spec`, worded; None when none do."""
-    expected = adapter_config(spec)
+    """Which fields of a saved adapter_config.json disagree with `spec` (as exported), worded;
+    None when none do."""
+    expected = adapter_config(export_spec(spec))
     keys = [k for k in ("r", "lora_alpha", "use_rslora", "use_dora") if saved.get(k) != expected[k]]
     if not keys:
         return None

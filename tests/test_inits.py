@@ -1,0 +1,98 @@
+"""Each adapter init against an independent computation: PEFT's own init code (same random
+stream, or the same deterministic factorisation) and the blog's torch.randn."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lora_cli.core.adapter import KEY_A, KEY_B, AdapterSpec, delta_weight, state_dict
+from lora_cli.core.inits import INITS, init_adapter
+from lora_cli.store.peft_format import export, export_spec
+
+peft = pytest.importorskip("peft")
+D_IN, D_OUT = 40, 24
+
+
+class Holder(nn.Module):
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        self.linear.weight.data.copy_(weight)
+
+
+def _peft_layer(w: torch.Tensor, spec: AdapterSpec):
+    """PEFT's LoRA layer on a copy of `w`, its adapter not initialised yet."""
+    config = peft.LoraConfig(
+        r=spec.rank, lora_alpha=spec.alpha, target_modules=["linear"], init_lora_weights=False, use_rslora=spec.scaling_rule == "rslora"
+    )
+    return peft.get_peft_model(Holder(w), config).base_model.model.linear
+
+
+def _base(seed: int = 5) -> torch.Tensor:
+    return torch.randn(D_OUT, D_IN, generator=torch.Generator().manual_seed(seed))
+
+
+# our name -> how PEFT initialises it (run right after torch.manual_seed)
+PEFT_INIT = {
+    "kaiming": lambda layer: layer.reset_lora_parameters("default", True),
+    "gaussian": lambda layer: layer.reset_lora_parameters("default", "gaussian"),
+    "orthogonal": lambda layer: layer.orthogonal_init("default"),
+    "pissa": lambda layer: layer.pissa_init("default", "pissa"),
+    "olora": lambda layer: layer.olora_init("default"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PEFT_INIT))
+@pytest.mark.parametrize("scaling_rule", ["standard", "rslora"])
+def test_each_peft_named_init_is_exactly_peft_s(name, scaling_rule):
+    w, spec = _base(), AdapterSpec(4, 3.0, name, scaling_rule)
+    ours = init_adapter(w, spec, torch.Generator().manual_seed(11))
+    layer = _peft_layer(w, spec)
+    torch.manual_seed(11)
+    PEFT_INIT[name](layer)
+    torch.testing.assert_close(ours[0], layer.lora_A["default"].weight.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(ours[1], layer.lora_B["default"].weight.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(ours[2], layer.base_layer.weight.detach(), rtol=1e-6, atol=1e-6)  # the frozen base
+
+
+def test_normal_is_the_blog_s_randn_and_b_starts_at_zero():
+    a, b, frozen = init_adapter(_base(), AdapterSpec(3, 1.0, "normal"), torch.Generator().manual_seed(2))
+    assert torch.equal(a, torch.randn(3, D_IN, generator=torch.Generator().manual_seed(2)))
+    assert torch.equal(b, torch.zeros(D_OUT, 3)) and torch.equal(frozen, _base())
+
+
+@pytest.mark.parametrize("name", sorted(INITS))
+def test_every_init_starts_at_the_base_s_function(name):
+    """W_frozen + s·B₀·A₀ = W, and for orthogonal B₀·A₀ = 0 with both factors non-zero."""
+    w, spec = _base(), AdapterSpec(4, 2.0, name)
+    a, b, frozen = init_adapter(w, spec, torch.Generator().manual_seed(0))
+    assert a.shape == (4, D_IN) and b.shape == (D_OUT, 4)
+    torch.testing.assert_close(frozen + spec.scaling * (b @ a), w, rtol=1e-5, atol=1e-5)
+    if name == "orthogonal":
+        assert a.abs().max() > 0 and b.abs().max() > 0 and (b @ a).abs().max() < 1e-6
+    if name == "pissa":  # the top-r part moved into the adapter: s·B₀·A₀ is W's best rank-r part (SVD)
+        u, sigma, vh = torch.linalg.svd(w.double())
+        best = (u[:, :4] * sigma[:4]) @ vh[:4]
+        torch.testing.assert_close((spec.scaling * (b @ a)).double(), best, rtol=1e-4, atol=1e-4)
+
+
+def test_orthogonal_needs_an_even_rank():
+    with pytest.raises(ValueError, match="even rank"):
+        init_adapter(_base(), AdapterSpec(3, 1.0, "orthogonal"), torch.Generator())
+
+
+@pytest.mark.parametrize("rule, factor", [("standard", 2.0), ("rslora", math.sqrt(2.0))])
+def test_an_init_that_changes_the_base_exports_as_a_rank_2r_lora_onto_w(rule, factor):
+    """PEFT's conversion: A' = [A; A₀], B' = [B, −B₀], alpha' = 2·alpha (√2·alpha for rsLoRA),
+    so that W + s'·B'·A' = (W − s·B₀·A₀) + s·B·A for any trained A, B."""
+    w, spec = _base(), AdapterSpec(3, 1.5, "pissa", rule)
+    a0, b0, frozen = init_adapter(w, spec, torch.Generator())
+    trained = state_dict(a0 + 0.1 * torch.randn(a0.shape), b0 - 0.2 * torch.randn(b0.shape))
+    stored = export_spec(spec)
+    assert (stored.rank, stored.alpha, stored.scaling_rule) == (6, pytest.approx(factor * 1.5), rule)
+    assert stored.scaling == pytest.approx(spec.scaling)
+    out = export(spec, trained, state_dict(a0, b0))
+    assert out[KEY_A].shape == (6, D_IN) and out[KEY_B].shape == (D_OUT, 6)
+    torch.testing.assert_close(w + delta_weight(stored, out), frozen + delta_weight(spec, trained), rtol=1e-5, atol=1e-5)
