@@ -198,3 +198,9 @@ def test_the_orthogonal_init_needs_an_even_rank():
     with pytest.raises(ConfigError, match="adapter.rank = 3 is not allowed: the orthogonal init needs an even rank"):
         load_config(SMOKE, [("--set", "adapter.init", "orthogonal"), ("--rank", "adapter.rank", 3)])
     assert load_config(SMOKE, [("--set", "adapter.init", "orthogonal"), ("--rank", "adapter.rank", 4)]).adapter.rank == 4
+
+
+def test_a_lowrank_shift_cannot_have_more_terms_than_the_layer_allows():
+    with pytest.raises(ConfigError, match=r"shift.rank = 40 is out of range: must be ≤ min\(d_in, d_out\) = 32"):
+        load_config(SMOKE, [("--set", "shift.kind", "lowrank"), ("--set", "shift.rank", 40)])
+    assert load_config(SMOKE, [("--set", "shift.rank", 40)]).shift.rank == 40  # unused by add: no rule

@@ -45,7 +45,32 @@ def test_the_true_delta_of_an_add_shift_is_value_times_ones_in_weight_layout():
 
 
 def test_unknown_kinds_and_purposes_are_refused():
-    with pytest.raises(ValueError, match="unknown shift kind 'scale'"):
-        shifts.shift_theta(torch.zeros(2, 2), shifts.ShiftSpec("scale", 1.0))
+    with pytest.raises(ValueError, match="unknown shift kind 'twist'"):
+        shifts.shift_theta(torch.zeros(2, 2), shifts.ShiftSpec("twist", 1.0))
     with pytest.raises(ValueError):
         generator(0, "typo")
+
+
+def test_a_scale_shift_moves_w_by_value_minus_one_times_theta():
+    theta = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    delta = shifts.true_delta(theta, shifts.shift_theta(theta, shifts.ShiftSpec("scale", 1.5)))
+    assert_close(delta, 0.5 * theta.T)
+
+
+def test_a_lowrank_shift_has_exactly_the_singular_values_asked_for():
+    theta = torch.randn(30, 20, generator=torch.Generator().manual_seed(0))
+    spec = shifts.ShiftSpec("lowrank", value=0.2, rank=3, decay=0.5)
+    theta2 = shifts.shift_theta(theta, spec, torch.Generator().manual_seed(4))
+    sigma = torch.linalg.svdvals(shifts.true_delta(theta, theta2).double())
+    top = 0.2 * (30 * 20) ** 0.5
+    assert_close(sigma[:3], torch.tensor([top, top / 2, top / 4], dtype=torch.float64), rtol=1e-5, atol=0)
+    assert sigma[3:].max() < 1e-5 * top, "rank 3, nothing more"
+    again = shifts.shift_theta(theta, spec, torch.Generator().manual_seed(4))
+    assert torch.equal(theta2, again), "the same generator, the same shift"
+
+
+def test_a_random_shift_is_full_rank_noise_of_the_given_size():
+    theta = torch.zeros(200, 100)
+    delta = shifts.true_delta(theta, shifts.shift_theta(theta, shifts.ShiftSpec("random", 0.3), torch.Generator().manual_seed(1)))
+    assert abs(delta.std().item() - 0.3) < 0.01
+    assert torch.linalg.matrix_rank(delta.double()).item() == 100

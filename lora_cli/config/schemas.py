@@ -57,7 +57,9 @@ class DataConfig(Section):
 
 class ShiftConfig(Section):
     kind: choice(SHIFTS) = Field("add", description=choices_help("how θ changes between pretraining and finetuning", SHIFTS))
-    value: float = Field(1.0, ge=-LIMIT, le=LIMIT, description="add: θ2 = θ + value (a rank-1 change)")
+    value: float = Field(1.0, ge=-LIMIT, le=LIMIT, description="the size of the change, as each kind says")
+    rank: int = whole(1, "lowrank: how many rank-1 terms (≤ min(d_in, d_out))")
+    decay: float = Field(0.5, gt=0.0, le=1.0, description="lowrank: each term's singular value is decay times the one before")
 
 
 class AdapterConfig(Section):
@@ -100,6 +102,9 @@ class Config(Section):
         problems = [("adapter.rank", rank_problem(self.adapter.rank, d.d_in, d.d_out), ("data.d_in", "data.d_out"))]
         if self.adapter.init == "orthogonal" and self.adapter.rank % 2:
             problems.append(("adapter.rank", "is not allowed: the orthogonal init needs an even rank", ("adapter.init",)))
+        if self.shift.kind == "lowrank" and self.shift.rank > min(d.d_in, d.d_out):
+            problem = f"is out of range: must be ≤ min(d_in, d_out) = {min(d.d_in, d.d_out)}"
+            problems.append(("shift.rank", problem, ("data.d_in", "data.d_out", "shift.kind")))
         for stage in ("pretrain", "finetune"):
             if getattr(self, stage).batch_size > d.n:
                 problem = f"is out of range: must be ≤ data.n = {d.n} (each step draws distinct rows)"

@@ -13,6 +13,7 @@ import torch
 
 PURPOSES = (
     "theta",
+    "shift",
     "x_pretrain",
     "noise_pretrain",
     "x_finetune",

@@ -18,7 +18,9 @@ if TYPE_CHECKING:  # not imported: config validation reads SHIFTS' names without
 @dataclass(frozen=True)
 class ShiftSpec:
     kind: str = "add"
-    value: float = 1.0
+    value: float = 1.0  # the size of the change (each kind's entry says how)
+    rank: int = 1  # lowrank: how many rank-1 terms
+    decay: float = 0.5  # lowrank: each term's singular value is `decay` times the one before
 
 
 Shift = Callable[["torch.Tensor", ShiftSpec, "torch.Generator | None"], "torch.Tensor"]
@@ -28,8 +30,34 @@ def _add(theta: torch.Tensor, spec: ShiftSpec, g: torch.Generator | None) -> tor
     return theta + spec.value  # every entry moves by value: ΔW* = value·1·1ᵀ, rank 1
 
 
+def _scale(theta: torch.Tensor, spec: ShiftSpec, g: torch.Generator | None) -> torch.Tensor:
+    return theta * spec.value  # ΔW* = (value − 1)·θᵀ: full rank, θ's own spectrum
+
+
+def _lowrank(theta: torch.Tensor, spec: ShiftSpec, g: torch.Generator | None) -> torch.Tensor:
+    import torch
+
+    d_in, d_out = theta.shape
+    u, _ = torch.linalg.qr(torch.randn(d_in, spec.rank, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(d_out, spec.rank, generator=g, dtype=torch.float64))
+    sigma = spec.value * (d_in * d_out) ** 0.5 * spec.decay ** torch.arange(spec.rank, dtype=torch.float64)
+    return theta + ((u * sigma) @ v.T).to(theta.dtype)  # ΔW*'s singular values are exactly `sigma`
+
+
+def _random(theta: torch.Tensor, spec: ShiftSpec, g: torch.Generator | None) -> torch.Tensor:
+    import torch
+
+    return theta + spec.value * torch.randn(theta.shape, generator=g, dtype=theta.dtype)  # full rank, flat spectrum
+
+
 SHIFTS: dict[str, tuple[Shift, str]] = {
-    "add": (_add, "θ2 = θ + value (a rank-1 change)"),
+    "add": (_add, "θ2 = θ + value (a rank-1 change, the blog's)"),
+    "scale": (_scale, "θ2 = value·θ (full rank: θ's own spectrum)"),
+    "lowrank": (
+        _lowrank,
+        "θ2 = θ + rank random orthogonal rank-1 terms with singular values value·√(d_in·d_out)·decayⁱ",
+    ),
+    "random": (_random, "θ2 = θ + value·N(0, 1) (full rank, a flat spectrum)"),
 }
 
 

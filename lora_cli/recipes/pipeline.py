@@ -69,7 +69,9 @@ def adapter_seed(cfg: Config) -> int:
 def thetas(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """(θ, θ2), each (d_in, d_out)."""
     theta = make_theta(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "theta"))
-    return theta, shift_theta(theta, ShiftSpec(cfg.shift.kind, cfg.shift.value))
+    sh = cfg.shift
+    spec = ShiftSpec(sh.kind, sh.value, sh.rank, sh.decay)
+    return theta, shift_theta(theta, spec, generator(cfg.seed, "shift"))
 
 
 def regression(cfg: Config, theta: torch.Tensor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
