@@ -165,8 +165,21 @@ def _training_tables(record: StageRecord, d_in: int, d_out: int) -> list[Rendera
     return [
         f"[bold]{record.stage}[/]: {what}, full-data MSE  ({record.seconds:.2f} s, {record.engine} engine, {record.device})",
         loss_table(record.history),
+        *optimum_lines(record),
         parameter_table(record.parameters, d_in, d_out),
     ]
+
+
+def optimum_lines(record: Any) -> list[str]:
+    """The final loss beside the best any allowed update reaches on the same data (float64)."""
+    if record.optimal_loss is None:
+        return []
+    allowed = "any W" if record.stage == "pretrain" else f"rank-{record.rank} update of the frozen base"
+    lines = [f"Optimum {fmt_loss(record.optimal_loss)} (best {allowed}, this data); gap {record.gap:.3e}"]
+    population = getattr(record, "population_optimal_loss", None)
+    if population is not None:
+        lines.append(f"On fresh data the best rank-{record.rank} update's expected MSE is {fmt_loss(population)}")
+    return lines
 
 
 def _merge_tables(record: MergeRecord, d_in: int, d_out: int) -> list[RenderableType]:

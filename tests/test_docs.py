@@ -22,4 +22,11 @@ def test_readme_config_table_matches_the_schema(heading, schema):
     schema_rows = describe_schema(schema)
     assert set(rows) == {key for key, *_ in schema_rows}
     for key, _type, default, _help in schema_rows:
-        assert rows[key] == ("null" if default is None else str(default)), key  # as YAML writes it
+        assert rows[key] == _as_yaml(default), key
+
+
+def _as_yaml(value) -> str:
+    """A default as a YAML file writes it: null, true, 0.001."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)

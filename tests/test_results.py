@@ -34,3 +34,13 @@ def test_each_stage_record_is_rebuilt_exactly_from_its_run_folder(tmp_path):
     kept = results.load(run, "merge", kept=True)
     assert kept.to_json()["kept"] is True and "kept" not in merge.to_json()
     assert dataclasses.replace(kept, kept=False) == merge
+
+
+def test_the_optimum_sits_beside_each_training_result_unless_turned_off(tmp_path):
+    cfg = tiny_config(**{"pretrain.epochs": 3, "finetune.epochs": 3, "finetune.optimum": False})
+    run = create_run(cfg, tmp_path / "r", tmp_path)
+    pretrain, finetune = pretrain_stage(run, cfg, Runtime()), finetune_stage(run, cfg, Runtime())
+    assert pretrain.optimal_loss is not None and pretrain.gap == pretrain.final_loss - pretrain.optimal_loss
+    assert run.stage("pretrain")["optimal_loss"] == pretrain.optimal_loss
+    assert finetune.optimal_loss is None and finetune.population_optimal_loss is None
+    assert run.stage("finetune")["optimal_loss"] is None

@@ -23,6 +23,11 @@ class Output:
         """A line for the person (which folder, what next); never part of the JSON."""
         self.err.print(escape(message), soft_wrap=True, style="cyan")
 
+    def status(self, message: str) -> None:
+        """What slow work is under way, on a terminal only (logs get the result, not the waiting)."""
+        if self.err.is_terminal:
+            self.note(message)
+
     def show(self, *items: RenderableType) -> None:
         if not self.as_json:
             for item in items:

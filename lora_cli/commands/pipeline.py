@@ -50,7 +50,7 @@ def pretrain(
         run = create_run(cfg, run_dir, opts.force, out, PIPELINE)
     with resume_hint(f"lora pretrain --resume --run-dir {run.path}{engine_flag(rt)}"):
         with out.progress("pretrain", cfg.pretrain.epochs) as on_epoch:
-            record = stages.pretrain_stage(run, cfg, rt, on_epoch, opts.resume)
+            record = stages.pretrain_stage(run, cfg, rt, on_epoch, opts.resume, out.status)
     show_record(out, record, (cfg.data.d_in, cfg.data.d_out))
     out.emit(record.to_json())
     out.note(f"Next: lora finetune --rank {cfg.adapter.rank} --run-dir {run.path}")
@@ -76,7 +76,7 @@ def finetune(run_dir: RunDirOpt = None, sets: SetOpt = None, epochs: EpochsOpt =
 
         cfg = stages.finetune_config(run, overrides)
         with out.progress("finetune", cfg.finetune.epochs) as on_epoch:
-            record = stages.finetune_stage(run, cfg, rt, on_epoch, opts.force, opts.resume)
+            record = stages.finetune_stage(run, cfg, rt, on_epoch, opts.force, opts.resume, out.status)
     show_record(out, record, (cfg.data.d_in, cfg.data.d_out))
     out.emit(record.to_json())
     out.note(f"Next: lora merge --run-dir {run.path}")
@@ -131,7 +131,7 @@ def run(
         folder = create_run(cfg, run_dir, opts.force, out, PIPELINE)
     with resume_hint(f"lora run {config} --resume --run-dir {folder.path}{engine_flag(rt)}"):
         show = lambda record: show_record(out, record, (cfg.data.d_in, cfg.data.d_out))  # noqa: E731
-        records = stages.run_all(folder, cfg, rt, opts.resume, out.progress, show)
+        records = stages.run_all(folder, cfg, rt, opts.resume, out.progress, show, out.status)
     result: dict[str, Any] = {"run_dir": str(folder.path), "stages": {name: r.to_json() for name, r in records.items()}}
     if opts.plot:
         result["figures"] = write_plots(folder, out)

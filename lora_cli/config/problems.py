@@ -66,7 +66,7 @@ def allowed(field: FieldInfo) -> str:
     if typing.get_origin(annotation) is typing.Literal:
         return "one of " + ", ".join(map(str, args))
     base = args[0] if args else annotation
-    words = {int: "a whole number", float: "a finite number", str: "text"}.get(base, str(base))
+    words = {int: "a whole number", float: "a finite number", str: "text", bool: "true or false"}.get(base, str(base))
     lower = next((m for m in field.metadata if hasattr(m, "ge") or hasattr(m, "gt")), None)
     if lower is not None and getattr(lower, "ge", None) is not None and lower.ge > -1e15:
         words += f" ≥ {_number(lower.ge)}"

@@ -77,6 +77,7 @@ class TrainConfig(Section):
     lr: float = positive(1e-3, "Adam learning rate")
     log_every: int = whole(10, "full-data MSE every this many epochs (and at the end)")
     checkpoint_every: int = whole(10, "save a resumable checkpoint every this many epochs (0 = never)", minimum=0)
+    optimum: bool = Field(True, description="also compute, in float64, the best loss any allowed update reaches on this data")
 
 
 class FinetuneConfig(TrainConfig):

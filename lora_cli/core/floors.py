@@ -18,3 +18,39 @@ def eckart_young(target: torch.Tensor, rank: int) -> float:
     """min over rank-r M of MSE(M, target) = Σ_{i>r} σᵢ² / numel."""
     sigma = singular_values(target)
     return (sigma[rank:] ** 2).sum().item() / target.numel()
+
+
+def regression_floor(x: torch.Tensor, residual: torch.Tensor, rank: int | None = None) -> float:
+    """min over M of rank ≤ `rank` (None: any) of MSE(x·Mᵀ, residual): reduced-rank regression.
+
+    With x = Q·T (Q orthonormal columns), ‖R − x·Mᵀ‖² = ‖R‖² − ‖QᵀR‖² + ‖QᵀR − T·Mᵀ‖², and
+    T·Mᵀ ranges over all matrices of rank ≤ r, so the floor is (‖R‖² − Σ_{i≤r} σᵢ(QᵀR)²)/numel.
+    QᵀR = L⁻¹·xᵀR with L = chol(xᵀx); when xᵀx is singular (n < d_in, or dependent columns)
+    an orthonormal basis of x's columns from its SVD stands in.
+
+    Args:
+        x: (n, d_in) inputs. residual: (n, d_out) what the update must explain (for a
+        finetune, y2 − x2·Wᵀ; for a pretrain, y itself).
+    """
+    x64, r64 = x.double(), residual.double()
+    gram = x64.T @ x64
+    chol, info = torch.linalg.cholesky_ex(gram)
+    if info.item() == 0:
+        projected = torch.linalg.solve_triangular(chol, x64.T @ r64, upper=False)
+    else:
+        u, sigma, _ = torch.linalg.svd(x64, full_matrices=False)
+        basis = u[:, sigma > sigma.max() * max(x64.shape) * torch.finfo(torch.float64).eps]
+        projected = basis.T @ r64
+    if rank is None or rank >= min(projected.shape):
+        explained = (projected**2).sum()
+    else:
+        explained = (torch.linalg.svdvals(projected)[:rank] ** 2).sum()
+    return max(((r64**2).sum() - explained).item(), 0.0) / residual.numel()
+
+
+def population_floor(shift_target: torch.Tensor, rank: int, noise_std: float) -> float:
+    """min over rank-r ΔW of the expected MSE on fresh x ~ N(0, I):
+    σ² + Σ_{i>r} σᵢ(D)²/d_out, with D = θ2ᵀ − W (d_out, d_in) what the adapter must learn."""
+    d_out = shift_target.shape[0]
+    sigma = singular_values(shift_target)
+    return noise_std**2 + (sigma[rank:] ** 2).sum().item() / d_out

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from lora_cli.config.schemas import Config, TrainConfig
 from lora_cli.core import adapter as lora
+from lora_cli.core import floors
 from lora_cli.core.data import make_regression, make_theta
 from lora_cli.core.modules import LoRALinear, linear_from_weight
 from lora_cli.core.inits import init_adapter, init_linear_weight
@@ -78,6 +79,32 @@ def regression(cfg: Config, theta: torch.Tensor, split: str) -> tuple[torch.Tens
     """(X, y) of the "pretrain" or "finetune" split, each with its own streams."""
     g_x, g_noise = generator(cfg.seed, f"x_{split}"), generator(cfg.seed, f"noise_{split}")
     return make_regression(cfg.data.n, theta, g_x, g_noise, cfg.data.noise_std)
+
+
+@dataclass
+class Optimum:
+    """The best loss any allowed update could reach, computed in float64 apart from training."""
+
+    loss: float  # on the training data: what the stage's final loss is measured against
+    population: float | None = None  # expected on fresh data (finetune: σ² + Σ_{i>r} σᵢ(θ2ᵀ − W)²/d_out)
+
+
+def pretrain_optimum(cfg: Config) -> Optimum:
+    """Least squares: the lowest full-data MSE any W reaches on the pretraining data."""
+    x, y = regression(cfg, thetas(cfg)[0], "pretrain")
+    return Optimum(floors.regression_floor(x, y))
+
+
+def finetune_optimum(cfg: Config, base_weight: torch.Tensor) -> Optimum:
+    """Reduced-rank regression: the lowest full-data MSE of any rank-r update of the frozen
+    base (PiSSA's and OLoRA's residual) on the finetune data, and its population value."""
+    theta, theta2 = thetas(cfg)
+    x, y = regression(cfg, theta2, "finetune")
+    spec = adapter_spec(cfg)
+    frozen = init_adapter(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"))[2]
+    residual = torch.addmm(y, x, frozen.T, alpha=-1)
+    population = floors.population_floor(theta2.T - frozen, spec.rank, cfg.data.noise_std)
+    return Optimum(floors.regression_floor(x, residual, spec.rank), population)
 
 
 def schedule(tc: TrainConfig) -> Schedule:

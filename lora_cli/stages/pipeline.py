@@ -36,6 +36,7 @@ from lora_cli.train.engines import Runtime
 from lora_cli.train.loop import EpochCallback
 
 Overrides = list[tuple[str, str, Any]]
+Note = Callable[[str], None]
 FINETUNE_KEYS = ("adapter.", "finetune.", "shift.")
 STAGES = ("pretrain", "finetune", "merge")
 
@@ -50,10 +51,28 @@ def _runtime_fields(runtime: Runtime, n_threads: int, state) -> dict[str, Any]:
     return {"engine": runtime.engine, "device": runtime.device, "threads": n_threads, "resumed_from_epoch": resumed}
 
 
+def _optimum(enabled: bool, final_loss: float, compute: Callable[[], recipe.Optimum], note: Note | None) -> dict[str, Any]:
+    """The record's optimum fields: the float64 floor beside the final loss (empty when off)."""
+    if not enabled:
+        return {}
+    if note:
+        note("Computing the optimum in float64 (seconds at the blog's size; set optimum: false to skip)")
+    start = time.perf_counter()
+    optimum = compute()
+    fields = {"optimal_loss": optimum.loss, "gap": final_loss - optimum.loss, "optimum_seconds": time.perf_counter() - start}
+    return fields if optimum.population is None else {**fields, "population_optimal_loss": optimum.population}
+
+
 def pretrain_stage(
-    run: RunFolder, cfg: Config, runtime: Runtime, on_epoch: EpochCallback | None = None, resume: bool = False
+    run: RunFolder,
+    cfg: Config,
+    runtime: Runtime,
+    on_epoch: EpochCallback | None = None,
+    resume: bool = False,
+    note: Note | None = None,
 ) -> PretrainRecord:
-    """Pretrain the full-rank base into `run`; with `resume`, continue from its checkpoint."""
+    """Pretrain the full-rank base into `run`; with `resume`, continue from its checkpoint.
+    `note` hears of slow steps after training (the optimum)."""
     n_threads = use_threads(cfg, "pretrain", runtime.threads)
     check_memory(cfg, "pretrain")
     state = resume_state(run, "pretrain", runtime.engine) if resume else None
@@ -64,6 +83,7 @@ def pretrain_stage(
         check_divergence(result.divergence, "pretrain.lr")
         run.save_tensors(BASE, {"weight": result.weight})
         fields = training_fields(run, "pretrain", result.history, start)
+        fields |= _optimum(cfg.pretrain.optimum, fields["final_loss"], lambda: recipe.pretrain_optimum(cfg), note)
         record = PretrainRecord(**fields, **_runtime_fields(runtime, n_threads, state), parameters=_parameters(cfg))
         return finish(run, record)
 
@@ -86,6 +106,7 @@ def finetune_stage(
     on_epoch: EpochCallback | None = None,
     force: bool = False,
     resume: bool = False,
+    note: Note | None = None,
 ) -> FinetuneRecord:
     """Train the adapter on the run's frozen base; `cfg` comes from `finetune_config`."""
     run.require_complete("pretrain", f"run `lora pretrain --run-dir {run.path}` first")
@@ -106,8 +127,10 @@ def finetune_stage(
         run.save_tensors(ADAPTER_WEIGHTS, peft_format.export(spec, result.adapter, result.initial))
         run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(peft_format.export_spec(spec)))
         run.save_tensors(SHIFT, {"true_delta": result.true_delta})
+        fields = training_fields(run, "finetune", result.history, start)
+        fields |= _optimum(cfg.finetune.optimum, fields["final_loss"], lambda: recipe.finetune_optimum(cfg, base), note)
         record = FinetuneRecord(
-            **training_fields(run, "finetune", result.history, start),
+            **fields,
             **_runtime_fields(runtime, n_threads, state),
             parameters=_parameters(cfg),
             rank=spec.rank,
@@ -192,6 +215,7 @@ def run_all(
     resume: bool,
     progress: Callable[[str, int], AbstractContextManager[EpochCallback]],
     on_report: Callable[[StageRecord], None],
+    note: Note | None = None,
 ) -> dict[str, StageRecord]:
     """pretrain, finetune and merge in turn (`lora run`); with `resume`, complete stages are kept.
 
@@ -207,7 +231,7 @@ def run_all(
         else:
             train = pretrain_stage if stage == "pretrain" else finetune_stage
             with progress(stage, getattr(cfg, stage).epochs) as on_epoch:
-                report = train(run, cfg, runtime, on_epoch, resume=resume)
+                report = train(run, cfg, runtime, on_epoch, resume=resume, note=note)
         on_report(report)
         reports[stage] = report
     return reports

@@ -68,6 +68,9 @@ class PretrainRecord(TrainingRecord):
     engine: str
     device: str
     resumed_from_epoch: int | None = None
+    optimal_loss: float | None = None  # the best any allowed update reaches on this data (None: not computed)
+    gap: float | None = None  # final_loss − optimal_loss
+    optimum_seconds: float | None = None  # computing the optimum, apart from `seconds` of training
 
 
 @dataclass(kw_only=True)
@@ -78,6 +81,7 @@ class FinetuneRecord(PretrainRecord):
     init: str
     seed: int  # of the adapter init and the batches
     base_sha256: str  # the base it was trained on; merge refuses any other
+    population_optimal_loss: float | None = None  # the best rank-r update's expected loss on fresh data
 
 
 @dataclass(kw_only=True)
