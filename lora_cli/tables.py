@@ -161,13 +161,22 @@ def stage_tables(record: StageRecord, shape: tuple[int, int] = (0, 0)) -> list[R
 
 
 def _training_tables(record: StageRecord, d_in: int, d_out: int) -> list[RenderableType]:
-    what = "full-rank base" if record.stage == "pretrain" else f"rank-{record.rank} adapter (alpha {record.alpha:g})"
+    what = "full-rank base" if record.stage == "pretrain" else adapter_words(record)
     return [
         f"[bold]{record.stage}[/]: {what}, full-data MSE  ({record.seconds:.2f} s, {record.engine} engine, {record.device})",
         loss_table(record.history),
         *optimum_lines(record),
         parameter_table(record.parameters, d_in, d_out),
     ]
+
+
+def adapter_words(record: Any) -> str:
+    """"rank-2 adapter (alpha 4, pissa init, rsLoRA, LoRA+ x16)": what differs from plain LoRA."""
+    parts = [f"alpha {record.alpha:g}"]
+    parts += [f"{record.init} init"] if record.init != "normal" else []
+    parts += ["rsLoRA"] if record.scaling_rule == "rslora" else []
+    parts += [f"LoRA+ x{record.lr_ratio:g}"] if record.lr_ratio != 1 else []
+    return f"rank-{record.rank} adapter ({', '.join(parts)})"
 
 
 def optimum_lines(record: Any) -> list[str]:

@@ -46,13 +46,14 @@ def test_pretrain_fast_matches_reference():
 
 
 @pytest.mark.parametrize(
-    "rank, init, scaling",
-    [(1, "normal", "standard"), (4, "normal", "standard"), (2, "kaiming", "rslora"), (2, "gaussian", "standard"),
-     (4, "orthogonal", "rslora"), (2, "pissa", "standard"), (3, "olora", "rslora")],
+    "rank, init, scaling, lr_ratio",
+    [(1, "normal", "standard", 1.0), (4, "normal", "standard", 1.0), (2, "kaiming", "rslora", 1.0), (2, "gaussian", "standard", 8.0),
+     (4, "orthogonal", "rslora", 1.0), (2, "pissa", "standard", 4.0), (3, "olora", "rslora", 1.0), (1, "normal", "standard", 16.0)],
 )
-def test_finetune_fast_matches_reference(rank, init, scaling):
-    """Every init and scaling rule: the hand-gradient engine follows autograd's trajectory."""
-    sets = {"adapter.rank": rank, "adapter.init": init, "adapter.scaling": scaling, "finetune.epochs": 10, "finetune.log_every": 2}
+def test_finetune_fast_matches_reference(rank, init, scaling, lr_ratio):
+    """Every init, scaling rule and LoRA+ ratio: the hand-gradient engine follows autograd's trajectory."""
+    sets = {"adapter.rank": rank, "adapter.init": init, "adapter.scaling": scaling, "adapter.lr_ratio": lr_ratio}
+    sets |= {"finetune.epochs": 10, "finetune.log_every": 2}
     cfg = tiny_config(**sets)
     base = pipeline.pretrain(cfg, runtime=Runtime("reference")).weight
     ref = pipeline.finetune(cfg, base, runtime=Runtime("reference"))
@@ -157,3 +158,41 @@ def test_gathering_many_steps_at_once_changes_no_bit(monkeypatch, stage):
     monkeypatch.setattr(fast, "GATHER_ELEMENTS", 1)  # one step a gather, as before StepRows
     for a, b in zip(many, trained()):
         assert torch.equal(a, b)
+
+
+def test_flat_adam_with_a_second_learning_rate_is_torch_adam_with_two_groups():
+    """LoRA+ in the fast engine: one flat buffer, lora_B's tail at lr·ratio, against torch.optim.Adam."""
+    g = torch.Generator().manual_seed(0)
+    flat, grad = torch.randn(10, generator=g), torch.empty(10)
+    a, b = flat[:6].clone().requires_grad_(), flat[6:].clone().requires_grad_()
+    ours = FlatAdam(flat, grad, 1e-2, lrs=[(6, 5e-2)])
+    torch_adam = torch.optim.Adam([{"params": [a]}, {"params": [b], "lr": 5e-2}], lr=1e-2)
+    for _ in range(5):
+        step_grad = torch.randn(10, generator=g)
+        grad.copy_(step_grad)
+        ours.step()
+        a.grad, b.grad = step_grad[:6].clone(), step_grad[6:].clone()
+        torch_adam.step()
+    assert_close(flat, torch.cat([a.detach(), b.detach()]), rtol=1e-6, atol=1e-7)
+
+
+def test_lora_plus_gives_lora_b_peft_s_learning_rate():
+    """Which parameters get lr·ratio is PEFT's rule (peft.optimizers.create_loraplus_optimizer)."""
+    peft = pytest.importorskip("peft")
+    from peft.optimizers import create_loraplus_optimizer
+
+    from lora_cli.core.adapter import AdapterSpec
+    from lora_cli.train.reference import ReferenceFinetune
+
+    w, x, y = torch.randn(5, 7), torch.randn(20, 7), torch.randn(20, 5)
+    spec = AdapterSpec(2, 1.0, lr_ratio=16.0)
+    ours = ReferenceFinetune(w, spec, torch.randn(2, 7), torch.zeros(5, 2), x, y, 1e-3, 4)
+    ours_lrs = {id(p): group["lr"] for group in ours.opt.param_groups for p in group["params"]}
+    holder = torch.nn.Module()
+    holder.linear = torch.nn.Linear(7, 5, bias=False)
+    model = peft.get_peft_model(holder, peft.LoraConfig(r=2, target_modules=["linear"]))
+    theirs = create_loraplus_optimizer(model, torch.optim.Adam, lr=1e-3, loraplus_lr_ratio=16.0)
+    theirs_lrs = {name.split(".")[-3]: group["lr"] for group in theirs.param_groups for p in group["params"]
+                  for name, q in model.named_parameters() if q is p}
+    assert theirs_lrs == {"lora_A": 1e-3, "lora_B": 16e-3}
+    assert ours_lrs == {id(ours.model.lora_A): theirs_lrs["lora_A"], id(ours.model.lora_B): theirs_lrs["lora_B"]}

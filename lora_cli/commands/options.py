@@ -71,6 +71,7 @@ Engine = Enum("Engine", {name: name for name in ENGINES}, type=str)
 Device = Enum("Device", {name: name for name in DEVICES}, type=str)
 Init = Enum("Init", {name: name for name in INITS}, type=str)
 InitOpt = Annotated[Optional[Init], typer.Option("--init", help="How lora_A and lora_B start (adapter.init; see lora schema).")]
+LrRatioOpt = number_option("--lr-ratio", "LoRA+: lora_B learns at finetune.lr times this (adapter.lr_ratio).", "NUMBER")
 RsloraOpt = flag_option("--rslora", "Scale by alpha / √rank, as rsLoRA (adapter.scaling=rslora).")
 _ENGINE_HELP = "; ".join(f"{name}: {entry.help}" for name, entry in ENGINES.items())
 EngineOpt = Annotated[Engine, typer.Option("--engine", help=f"Training engine ({_ENGINE_HELP}).")]
@@ -83,6 +84,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "alpha": (AlphaOpt, None),
     "init": (InitOpt, None),
     "rslora": (RsloraOpt, False),
+    "lr_ratio": (LrRatioOpt, None),
     "engine": (EngineOpt, Engine.fast),
     "device": (DeviceOpt, Device.auto),
     "threads": (ThreadsOpt, None),
@@ -142,6 +144,7 @@ def adapter_flags(opts: Any) -> dict[str, tuple[tuple[str, ...], str | None]]:
         "--alpha": (("adapter.alpha",), opts.alpha),
         "--init": (("adapter.init",), opts.init.value if opts.init else None),
         "--rslora": (("adapter.scaling",), "rslora" if opts.rslora else None),
+        "--lr-ratio": (("adapter.lr_ratio",), opts.lr_ratio),
     }
 
 

@@ -56,7 +56,7 @@ def pretrain(
     out.note(f"Next: lora finetune --rank {cfg.adapter.rank} --run-dir {run.path}")
 
 
-@shared("rank", "alpha", "init", "rslora", "engine", "device", "threads", "force", "resume", "as_json")
+@shared("rank", "alpha", "init", "rslora", "lr_ratio", "engine", "device", "threads", "force", "resume", "as_json")
 def finetune(run_dir: RunDirOpt = None, sets: SetOpt = None, epochs: EpochsOpt = None, *, opts: Any) -> None:
     """Stage 2: shift θ, draw new data and train a rank-r adapter on the frozen base.
 
@@ -96,7 +96,7 @@ def merge(run_dir: RunDirOpt = None, *, opts: Any) -> None:
     out.emit(record.to_json())
 
 
-@shared("rank", "alpha", "init", "rslora", "engine", "device", "threads", "force", "resume", "plot", "as_json")
+@shared("rank", "alpha", "init", "rslora", "lr_ratio", "engine", "device", "threads", "force", "resume", "plot", "as_json")
 def run(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config, e.g. configs/posit.yaml.")],
     run_dir: NewRunDirOpt = None,

@@ -39,6 +39,7 @@ class AdapterSpec:
     alpha: float
     init: str = "normal"  # an entry of core/inits.INITS
     scaling_rule: str = "standard"  # an entry of SCALING_RULES
+    lr_ratio: float = 1.0  # LoRA+: lora_B learns at lr·lr_ratio, lora_A at lr (1: plain LoRA)
 
     @property
     def scaling(self) -> float:

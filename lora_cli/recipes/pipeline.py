@@ -59,7 +59,7 @@ class MergeResult:
 
 def adapter_spec(cfg: Config) -> lora.AdapterSpec:
     a = cfg.adapter
-    return lora.AdapterSpec(rank=a.rank, alpha=a.alpha, init=a.init, scaling_rule=a.scaling)
+    return lora.AdapterSpec(rank=a.rank, alpha=a.alpha, init=a.init, scaling_rule=a.scaling, lr_ratio=a.lr_ratio)
 
 
 def adapter_seed(cfg: Config) -> int:

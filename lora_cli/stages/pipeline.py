@@ -137,6 +137,8 @@ def finetune_stage(
             alpha=spec.alpha,
             scaling=spec.scaling,
             init=spec.init,
+            scaling_rule=spec.scaling_rule,
+            lr_ratio=spec.lr_ratio,
             seed=recipe.adapter_seed(cfg),
             base_sha256=base_sha,
         )

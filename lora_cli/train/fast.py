@@ -61,14 +61,23 @@ class FlatAdam:
 
     It calls the fused kernel that `torch.optim.Adam(fused=True)` itself dispatches to, without
     the optimizer's per-step Python bookkeeping (140 µs a step, more than a whole adapter step).
-    tests/test_fast.py holds it to torch.optim.Adam.
+    `lrs` gives a tail of the buffer its own learning rate (LoRA+: lora_B's), one more kernel
+    call. tests/test_fast.py holds it to torch.optim.Adam.
     """
 
-    def __init__(self, param: torch.Tensor, grad: torch.Tensor, lr: float, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, param: torch.Tensor, grad: torch.Tensor, lr: float, betas=(0.9, 0.999), eps=1e-8, lrs=None):
         self.param, self.grad, self.lr, self.betas, self.eps = param, grad, lr, betas, eps
         self.exp_avg = torch.zeros_like(param)
         self.exp_avg_sq = torch.zeros_like(param)
         self.step_count = torch.zeros((), dtype=torch.float32, device=param.device)
+        # one kernel call per (start, lr) segment, its argument lists made once: views cost as much as small ops
+        starts = [(0, lr), *(lrs or [])]
+        ends = [start for start, _ in starts[1:]] + [param.numel()]
+        buffers = (param, grad, self.exp_avg, self.exp_avg_sq)
+        if len(starts) == 1:
+            self.calls = [(buffers, lr)]  # the whole tensor, whatever its shape
+        else:  # segments of a flat buffer
+            self.calls = [([t[start:end] for t in buffers], rate) for (start, rate), end in zip(starts, ends)]
 
     def state(self, name: str) -> dict[str, torch.Tensor]:
         """The parameter (as `name`) and the optimiser state, for a checkpoint."""
@@ -83,11 +92,12 @@ class FlatAdam:
 
     def step(self) -> None:
         self.step_count.add_(1)
-        torch._fused_adam_(
-            [self.param], [self.grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count],
-            lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
-            amsgrad=False, maximize=False,
-        )
+        for (p, g, m, v), lr in self.calls:
+            torch._fused_adam_(
+                [p], [g], [m], [v], [], [self.step_count],
+                lr=lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
+                amsgrad=False, maximize=False,
+            )
 
 
 def mse_of(error: torch.Tensor) -> float:
@@ -156,7 +166,8 @@ class FastFinetune:
         self.grad_a, self.grad_b = self.grad[: r * d_in].view(r, d_in), self.grad[r * d_in :].view(d_out, r)
         self.lora_a.copy_(a0)
         self.lora_b.copy_(b0)
-        self.opt = FlatAdam(self.flat, self.grad, lr)
+        lrs = [(r * d_in, lr * spec.lr_ratio)] if spec.lr_ratio != 1 else None  # LoRA+: lora_B's rate
+        self.opt = FlatAdam(self.flat, self.grad, lr, lrs=lrs)
         self.rows = StepRows([self.xr], b, n // b, columns=[[d_in, d_out]])
         self.u, self.grad_u = x.new_empty(b, r), x.new_empty(b, r)
         self.err = y.new_empty(b, d_out)  # s·scale·(s·u·Bᵀ − rb) = s·dL/dpred

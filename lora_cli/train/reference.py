@@ -19,10 +19,12 @@ class ReferenceEngine:
 
     name = "reference"
 
-    def __init__(self, model: nn.Module, params: list[nn.Parameter], x: torch.Tensor, y: torch.Tensor, lr: float):
-        self.model, self.params, self.x, self.y = model, params, x, y
+    def __init__(self, model: nn.Module, params: list, x: torch.Tensor, y: torch.Tensor, lr: float):
+        """`params`: parameters, or torch.optim parameter groups (each with its own lr)."""
+        self.model, self.x, self.y = model, x, y
         self.n = x.shape[0]
         self.opt = torch.optim.Adam(params, lr=lr)
+        self.params = [p for group in self.opt.param_groups for p in group["params"]]
 
     def run_steps(self, batches: torch.Tensor) -> float:
         for idx in batches.to(self.x.device):
@@ -72,7 +74,8 @@ class ReferenceFinetune(ReferenceEngine):
 
     def __init__(self, base_w, spec: AdapterSpec, lora_a, lora_b, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int):
         model = LoRALinear(linear_from_weight(base_w), spec, lora_a, lora_b)
-        super().__init__(model, model.adapter_parameters(), x, y, lr)
+        groups = [{"params": [model.lora_A]}, {"params": [model.lora_B], "lr": lr * spec.lr_ratio}]  # LoRA+
+        super().__init__(model, model.adapter_parameters() if spec.lr_ratio == 1 else groups, x, y, lr)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.lora_A.detach(), self.model.lora_B.detach()
