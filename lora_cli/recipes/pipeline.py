@@ -16,7 +16,7 @@ from lora_cli.core import adapter as lora
 from lora_cli.core import floors
 from lora_cli.core.data import make_regression, make_theta
 from lora_cli.core.modules import LoRALinear, linear_from_weight
-from lora_cli.core.inits import init_adapter, init_linear_weight
+from lora_cli.core.inits import INITS, init_adapter, init_linear_weight
 from lora_cli.core.rng import generator
 from lora_cli.core.shifts import ShiftSpec, shift_theta, true_delta
 from lora_cli.train.engines import Runtime, engine_entry
@@ -101,7 +101,9 @@ def finetune_optimum(cfg: Config, base_weight: torch.Tensor) -> Optimum:
     theta, theta2 = thetas(cfg)
     x, y = regression(cfg, theta2, "finetune")
     spec = adapter_spec(cfg)
-    frozen = init_adapter(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"))[2]
+    frozen = base_weight
+    if INITS[spec.init].changes_base:  # PiSSA, OLoRA: the residual (their inits draw nothing random)
+        frozen = init_adapter(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"))[2]
     residual = torch.addmm(y, x, frozen.T, alpha=-1)
     population = floors.population_floor(theta2.T - frozen, spec.rank, cfg.data.noise_std)
     return Optimum(floors.regression_floor(x, residual, spec.rank), population)

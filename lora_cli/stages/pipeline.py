@@ -64,12 +64,7 @@ def _optimum(enabled: bool, final_loss: float, compute: Callable[[], recipe.Opti
 
 
 def pretrain_stage(
-    run: RunFolder,
-    cfg: Config,
-    runtime: Runtime,
-    on_epoch: EpochCallback | None = None,
-    resume: bool = False,
-    note: Note | None = None,
+    run: RunFolder, cfg: Config, runtime: Runtime, on_epoch: EpochCallback | None = None, resume: bool = False, note: Note | None = None
 ) -> PretrainRecord:
     """Pretrain the full-rank base into `run`; with `resume`, continue from its checkpoint.
     `note` hears of slow steps after training (the optimum)."""
