@@ -118,6 +118,7 @@ for name, command in {
     "merge": pipeline.merge,
     "approx": approx.approx,
     "plot": plot.plot,
+    "data": plot.data,
     "runs": inspect.runs,
     "validate": inspect.validate,
     "schema": inspect.schema,

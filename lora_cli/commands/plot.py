@@ -1,4 +1,4 @@
-"""`lora plot`: PNG figures for any run folder."""
+"""`lora plot` and `lora data`: figures and data from a run folder, beside it or elsewhere."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from lora_cli.commands.folders import write_plots
-from lora_cli.commands.options import JsonOpt, runs_root
+from lora_cli.commands.options import ForceOpt, JsonOpt, runs_root
 from lora_cli.commands.output import Output
 
 
@@ -33,3 +33,29 @@ def plot(
         run = open_run(run_dir, lock=lock)
     paths = write_plots(run, out, out_dir)
     out.emit({"run_dir": str(run.path), "figures": paths})
+
+
+def data(
+    run_dir: Annotated[Optional[Path], typer.Argument(metavar="RUN_DIR", help="Pipeline run folder; leave out for the newest one.")] = None,
+    out_file: Annotated[Path, typer.Option("--out", metavar="FILE", help="The safetensors file to write.")] = Path("data.safetensors"),
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a run's data, regenerated from its seeds, as one safetensors file.
+
+    Keys: x, y (pretraining), x2, y2 (finetuning), theta, theta2 and true_delta = (θ2 − θ)ᵀ.
+    Example: lora data runs/posit-20261123T101535Z --out posit-data.safetensors
+    """
+    from lora_cli.stages.data import write_data
+    from lora_cli.stages.kinds import open_newest, open_run
+
+    out = Output(as_json)
+    if run_dir is None:
+        run = open_newest(runs_root(), "pipeline", lock="shared")
+        out.note(f"Using the newest pipeline run folder: {run.path} (choose another by naming it)")
+    else:
+        run = open_run(run_dir, lock="shared")
+    shapes = write_data(run, out_file, force)
+    out.show(*(f"{key}: {tuple(shape)}" for key, shape in shapes.items()))
+    out.emit({"run_dir": str(run.path), "file": str(out_file), "shapes": shapes})
+    out.note(f"Wrote {out_file}; load it with safetensors.torch.load_file")

@@ -1,0 +1,49 @@
+"""A pipeline run's data, regenerated from its config for notebooks and other tools: the run
+folder stores no data (the seeds make it), so anyone can check a result independently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lora_cli.core.shifts import true_delta
+from lora_cli.errors import RunError
+from lora_cli.recipes import pipeline as recipe
+from lora_cli.stages.kinds import run_config
+from lora_cli.store.files import atomic_write
+from lora_cli.store.run_folder import RunFolder
+
+# key -> what it is, for --help, the README and the file's metadata
+DATA_KEYS = {
+    "x": "pretraining inputs X (n, d_in)",
+    "y": "pretraining targets y = X·θ (+ noise) (n, d_out)",
+    "x2": "finetuning inputs X2 (n, d_in)",
+    "y2": "finetuning targets y2 = X2·θ2 (+ noise) (n, d_out)",
+    "theta": "θ (d_in, d_out)",
+    "theta2": "θ2, the shifted θ (d_in, d_out)",
+    "true_delta": "ΔW* = (θ2 − θ)ᵀ (d_out, d_in), in weight layout",
+}
+
+
+def data_tensors(run: RunFolder) -> dict[str, Any]:
+    """Every tensor of DATA_KEYS, exactly as the run's stages drew them."""
+    if run.kind != "pipeline":
+        raise RunError(f"{run.path}: holds an {run.kind} run, not a pipeline run; lora data regenerates a pipeline run's data")
+    cfg = run_config(run)
+    theta, theta2 = recipe.thetas(cfg)
+    x, y = recipe.regression(cfg, theta, "pretrain")
+    x2, y2 = recipe.regression(cfg, theta2, "finetune")
+    return {"x": x, "y": y, "x2": x2, "y2": y2, "theta": theta, "theta2": theta2, "true_delta": true_delta(theta, theta2)}
+
+
+def write_data(run: RunFolder, out: Path, force: bool = False) -> dict[str, list[int]]:
+    """Write the run's data to `out` (safetensors, atomically); returns each key's shape."""
+    if out.exists() and not force:
+        raise RunError(f"{out}: exists; pass --force to replace it, or choose another --out")
+    if out.is_dir():
+        raise RunError(f"{out}: is a folder; give a file name such as data.safetensors")
+    from safetensors.torch import save
+
+    tensors = data_tensors(run)
+    atomic_write(out, save({k: t.contiguous() for k, t in tensors.items()}, metadata={"run_dir": str(run.path)}))
+    return {k: list(t.shape) for k, t in tensors.items()}
