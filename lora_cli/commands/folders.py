@@ -25,14 +25,15 @@ def create_run(cfg: Any, run_dir: Path | None, force: bool, out: Output, stages:
     return run
 
 
-def open_run(run_dir: Path | None, out: Output):
-    """The pipeline run in --run-dir, else the newest one, locked for writing."""
+def open_run(run_dir: Path | None, out: Output, kind: str | None = "pipeline", lock: str = "exclusive", how: str = "with --run-dir"):
+    """The run in `run_dir`, else the newest one of `kind` (any, for None), saying which and
+    `how` to choose another; locked as `lock` ("exclusive" to write, "shared" to read)."""
     from lora_cli.stages.kinds import open_newest, open_run as open_folder
 
     if run_dir is not None:
-        return open_folder(run_dir)
-    run = open_newest(runs_root(), "pipeline")
-    out.note(f"Using the newest pipeline run folder: {run.path} (choose another with --run-dir)")
+        return open_folder(run_dir, lock=lock)
+    run = open_newest(runs_root(), kind, lock=lock)
+    out.note(f"Using the newest {kind + ' ' if kind else ''}run folder: {run.path} (choose another {how})")
     return run
 
 

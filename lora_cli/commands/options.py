@@ -138,7 +138,7 @@ def collect_overrides(sets: list[str] | None, flags: dict[str, tuple[tuple[str, 
 
 
 def adapter_flags(opts: Any) -> dict[str, tuple[tuple[str, ...], str | None]]:
-    """--rank, --alpha, --init and --rslora as the config keys they set (see collect_overrides)."""
+    """--rank, --alpha, --init, --rslora and --lr-ratio as the config keys they set (see collect_overrides)."""
     return {
         "--rank": (("adapter.rank",), opts.rank),
         "--alpha": (("adapter.alpha",), opts.alpha),

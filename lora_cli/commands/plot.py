@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from lora_cli.commands.folders import write_plots
-from lora_cli.commands.options import ForceOpt, JsonOpt, runs_root
+from lora_cli.commands.folders import open_run, write_plots
+from lora_cli.commands.options import ForceOpt, JsonOpt
 from lora_cli.commands.output import Output
 
 
@@ -21,16 +21,10 @@ def plot(
 
     Example: lora plot runs/posit-20261123T101535Z --out figures/
     """
-    from lora_cli.stages.kinds import open_newest, open_run
-
     out = Output(as_json)
     # writing into the run folder makes plot a writer; reading it for elsewhere, a reader
     lock = "exclusive" if out_dir is None else "shared"
-    if run_dir is None:
-        run = open_newest(runs_root(), None, lock=lock)
-        out.note(f"Using the newest run folder: {run.path} (choose another by naming it)")
-    else:
-        run = open_run(run_dir, lock=lock)
+    run = open_run(run_dir, out, kind=None, lock=lock, how="by naming it")
     paths = write_plots(run, out, out_dir)
     out.emit({"run_dir": str(run.path), "figures": paths})
 
@@ -47,14 +41,9 @@ def data(
     Example: lora data runs/posit-20261123T101535Z --out posit-data.safetensors
     """
     from lora_cli.stages.data import write_data
-    from lora_cli.stages.kinds import open_newest, open_run
 
     out = Output(as_json)
-    if run_dir is None:
-        run = open_newest(runs_root(), "pipeline", lock="shared")
-        out.note(f"Using the newest pipeline run folder: {run.path} (choose another by naming it)")
-    else:
-        run = open_run(run_dir, lock="shared")
+    run = open_run(run_dir, out, lock="shared", how="by naming it")
     shapes = write_data(run, out_file, force)
     out.show(*(f"{key}: {tuple(shape)}" for key, shape in shapes.items()))
     out.emit({"run_dir": str(run.path), "file": str(out_file), "shapes": shapes})

@@ -2,7 +2,7 @@
 flag), the dotted key, the value and what is allowed, e.g.
 
     configs/x.yaml: pretrain.lr = 0.0 is out of range: must be > 0.0
-    --set: unknown key finetune.rnak; did you mean finetune.rank? (keys in finetune: …)
+    --set: unknown key adapter.rnak; did you mean adapter.rank? (keys in adapter: …)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from lora_cli.config.schemas import RELATIONS, RENAMED, Section
+from lora_cli.config.schemas import LIMIT, RELATIONS, RENAMED, Section
 
 _TYPE_ERRORS = {"int_type", "float_type", "string_type", "finite_number", "literal_error", "int_from_float", "none_required"}
 _RANGE_ERRORS = {"greater_than_equal": "≥ {ge}", "greater_than": "> {gt}", "less_than_equal": "≤ {le}", "less_than": "< {lt}"}
@@ -68,7 +68,7 @@ def allowed(field: FieldInfo) -> str:
     base = args[0] if args else annotation
     words = {int: "a whole number", float: "a finite number", str: "text", bool: "true or false"}.get(base, str(base))
     lower = next((m for m in field.metadata if hasattr(m, "ge") or hasattr(m, "gt")), None)
-    if lower is not None and getattr(lower, "ge", None) is not None and lower.ge > -1e15:
+    if lower is not None and getattr(lower, "ge", None) is not None and lower.ge > -LIMIT:  # -LIMIT: no lower bound
         words += f" ≥ {_number(lower.ge)}"
     elif lower is not None and getattr(lower, "gt", None) is not None:
         words += f" > {_number(lower.gt)}"

@@ -30,15 +30,14 @@ def positive(default: float, help: str) -> Any:
     return Field(default, gt=0.0, le=LIMIT, description=help)
 
 
-def choice(registry: dict[str, tuple[Any, str]]) -> Any:
+def choice(registry: dict[str, Any]) -> Any:
     """The Literal type of a registry's names."""
     return Literal[tuple(registry)]
 
 
 def choices_help(lead: str, registry: dict[str, Any]) -> str:
-    """`lead: name = help; …` from a registry whose entries are (fn, help) pairs or have .help."""
-    helps = {name: getattr(entry, "help", None) or entry[1] for name, entry in registry.items()}
-    return f"{lead}: " + "; ".join(f"{name} = {text}" for name, text in helps.items())
+    """`lead: name = help; …` from a registry (every entry has a .help)."""
+    return f"{lead}: " + "; ".join(f"{name} = {entry.help}" for name, entry in registry.items())
 
 
 class Section(BaseModel):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # torch is not imported here: config validation reads SCALING_RULES without it
     import torch
@@ -24,10 +24,15 @@ MODULE = "linear"  # the adapted module's name in PEFT keys
 KEY_A = f"base_model.model.{MODULE}.lora_A.weight"
 KEY_B = f"base_model.model.{MODULE}.lora_B.weight"
 
-# scaling rule -> ((alpha, rank) -> scaling, help); a new rule (rsLoRA's alpha / sqrt(r)) is one entry
-SCALING_RULES: dict[str, tuple[Callable[[float, int], float], str]] = {
-    "standard": (lambda alpha, rank: alpha / rank, "alpha / rank, as in the LoRA paper and PEFT"),
-    "rslora": (lambda alpha, rank: alpha / math.sqrt(rank), "alpha / √rank (rsLoRA; PEFT's use_rslora)"),
+class ScalingRule(NamedTuple):
+    fn: Callable[[float, int], float]  # (alpha, rank) -> scaling
+    help: str
+
+
+# a new rule is one entry
+SCALING_RULES: dict[str, ScalingRule] = {
+    "standard": ScalingRule(lambda alpha, rank: alpha / rank, "alpha / rank, as in the LoRA paper and PEFT"),
+    "rslora": ScalingRule(lambda alpha, rank: alpha / math.sqrt(rank), "alpha / √rank (rsLoRA; PEFT's use_rslora)"),
 }
 
 
@@ -43,7 +48,7 @@ class AdapterSpec:
 
     @property
     def scaling(self) -> float:
-        return SCALING_RULES[self.scaling_rule][0](self.alpha, self.rank)
+        return SCALING_RULES[self.scaling_rule].fn(self.alpha, self.rank)
 
     def parameter_count(self, d_in: int, d_out: int) -> int:
         """Trainable numbers of the adapter."""

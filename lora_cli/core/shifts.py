@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # not imported: config validation reads SHIFTS' names without torch
     import torch
@@ -50,14 +50,19 @@ def _random(theta: torch.Tensor, spec: ShiftSpec, g: torch.Generator | None) -> 
     return theta + spec.value * torch.randn(theta.shape, generator=g, dtype=theta.dtype)  # full rank, flat spectrum
 
 
-SHIFTS: dict[str, tuple[Shift, str]] = {
-    "add": (_add, "θ2 = θ + value (a rank-1 change, the blog's)"),
-    "scale": (_scale, "θ2 = value·θ (full rank: θ's own spectrum)"),
-    "lowrank": (
+class ShiftKind(NamedTuple):
+    fn: Shift
+    help: str
+
+
+SHIFTS: dict[str, ShiftKind] = {
+    "add": ShiftKind(_add, "θ2 = θ + value (a rank-1 change, the blog's)"),
+    "scale": ShiftKind(_scale, "θ2 = value·θ (full rank: θ's own spectrum)"),
+    "lowrank": ShiftKind(
         _lowrank,
         "θ2 = θ + rank random orthogonal rank-1 terms with singular values value·√(d_in·d_out)·decayⁱ",
     ),
-    "random": (_random, "θ2 = θ + value·N(0, 1) (full rank, a flat spectrum)"),
+    "random": ShiftKind(_random, "θ2 = θ + value·N(0, 1) (full rank, a flat spectrum)"),
 }
 
 
@@ -65,7 +70,7 @@ def shift_theta(theta: torch.Tensor, spec: ShiftSpec, g: torch.Generator | None 
     """θ2 for the finetune data. Raises ValueError for an unknown kind."""
     if spec.kind not in SHIFTS:
         raise ValueError(f"unknown shift kind {spec.kind!r}; known: {', '.join(SHIFTS)}")
-    return SHIFTS[spec.kind][0](theta, spec, g)
+    return SHIFTS[spec.kind].fn(theta, spec, g)
 
 
 def true_delta(theta: torch.Tensor, theta2: torch.Tensor) -> torch.Tensor:

@@ -13,20 +13,8 @@ from lora_cli.stages.kinds import run_config
 from lora_cli.store.files import atomic_write
 from lora_cli.store.run_folder import RunFolder
 
-# key -> what it is, for --help, the README and the file's metadata
-DATA_KEYS = {
-    "x": "pretraining inputs X (n, d_in)",
-    "y": "pretraining targets y = X·θ (+ noise) (n, d_out)",
-    "x2": "finetuning inputs X2 (n, d_in)",
-    "y2": "finetuning targets y2 = X2·θ2 (+ noise) (n, d_out)",
-    "theta": "θ (d_in, d_out)",
-    "theta2": "θ2, the shifted θ (d_in, d_out)",
-    "true_delta": "ΔW* = (θ2 − θ)ᵀ (d_out, d_in), in weight layout",
-}
-
-
 def data_tensors(run: RunFolder) -> dict[str, Any]:
-    """Every tensor of DATA_KEYS, exactly as the run's stages drew them."""
+    """x, y, x2, y2, theta, theta2 and true_delta, exactly as the run's stages drew them."""
     if run.kind != "pipeline":
         raise RunError(f"{run.path}: holds an {run.kind} run, not a pipeline run; lora data regenerates a pipeline run's data")
     cfg = run_config(run)

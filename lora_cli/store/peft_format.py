@@ -43,7 +43,7 @@ def export_spec(spec: AdapterSpec) -> AdapterSpec:
     rank-2r plain LoRA onto the original W (same scaling)."""
     if not INITS[spec.init].changes_base:
         return spec
-    unit = SCALING_RULES[spec.scaling_rule][0](1.0, 2 * spec.rank)  # scaling per unit of alpha at rank 2r
+    unit = SCALING_RULES[spec.scaling_rule].fn(1.0, 2 * spec.rank)  # scaling per unit of alpha at rank 2r
     return dataclasses.replace(spec, rank=2 * spec.rank, alpha=spec.scaling / unit, init="kaiming")
 
 

@@ -135,10 +135,9 @@ class RunFolder(RunFiles):
 
     def _check_writable_target(self, force: bool) -> None:
         if (self.path / MANIFEST).is_file():
-            existing = RunFolder(self.path, self.layout)
-            stages = existing.manifest()["stages"]
+            stages = self.manifest()["stages"]
             done = [k for k, v in stages.items() if v.get("status") == "complete"]
-            stopped = {k: epoch for k in stages if (epoch := existing.interrupted(k)) is not None}
+            stopped = {k: epoch for k in stages if (epoch := self.interrupted(k)) is not None}
             if stopped and not force:
                 name, epoch = next(iter(stopped.items()))
                 raise RunError(
@@ -150,7 +149,7 @@ class RunFolder(RunFiles):
                     f"{self.path}: already holds a run ({', '.join(done)} complete); pass --force to start over "
                     "in it, or leave out --run-dir for a new folder"
                 )
-            existing.forget_everything()  # --force: start over
+            self.forget_everything()  # --force: start over
             remove(self.path / METRICS)
         elif any(not _creation_leftover(p) for p in self.path.iterdir()):
             raise RunError(f"{self.path}: not empty and not a lora run folder; choose a new or empty --run-dir")
