@@ -138,9 +138,8 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
         from lora_cli.stages.pipeline import load_adapter, load_base, stored_spec
 
         cfg = run_config(run)
-        load_base(run, cfg)  # checks the base is intact before plotting its update
-        spec = stored_spec(cfg)
-        delta = delta_weight(spec, load_adapter(run, cfg))
+        base = load_base(run, cfg)
+        delta = delta_weight(base, stored_spec(cfg), load_adapter(run, cfg))
         true_shift = run.load_tensors(SHIFT, "finetune")["true_delta"]  # (d_out, d_in), stored by finetune
         sigma = torch.linalg.svdvals(delta.double())[:20].clamp_min(1e-12).tolist()
         r = cfg.adapter.rank

@@ -36,7 +36,8 @@ def parameter_table(params: Parameters, d_in: int, d_out: int) -> Table:
     table.add_column("Update")
     table.add_column("Trainable parameters", justify="right")
     table.add_row(f"Full ({d_out} x {d_in})", f"{params.full:,}")
-    table.add_row(f"LoRA rank {r} ({r} x ({d_in} + {d_out}))", f"{params.lora:,}")
+    extra = params.lora - r * (d_in + d_out)  # DoRA's magnitude: one per output row
+    table.add_row(f"LoRA rank {r} ({r} x ({d_in} + {d_out}){f' + {extra} magnitudes' if extra else ''})", f"{params.lora:,}")
     table.add_row("Reduction", f"{100 * params.reduction:.2f}%")
     table.add_row("Compression", f"{params.compression:.2f}x")
     return table
@@ -171,11 +172,12 @@ def _training_tables(record: StageRecord, d_in: int, d_out: int) -> list[Rendera
 
 
 def adapter_words(record: Any) -> str:
-    """"rank-2 adapter (alpha 4, pissa init, rsLoRA, LoRA+ x16)": what differs from plain LoRA."""
+    """"rank-2 adapter (alpha 4, pissa init, rsLoRA, LoRA+ x16, DoRA)": what differs from plain LoRA."""
     parts = [f"alpha {record.alpha:g}"]
     parts += [f"{record.init} init"] if record.init != "normal" else []
     parts += ["rsLoRA"] if record.scaling_rule == "rslora" else []
     parts += [f"LoRA+ x{record.lr_ratio:g}"] if record.lr_ratio != 1 else []
+    parts += ["DoRA"] if record.dora else []
     return f"rank-{record.rank} adapter ({', '.join(parts)})"
 
 
@@ -185,6 +187,8 @@ def optimum_lines(record: Any) -> list[str]:
         return []
     allowed = "any W" if record.stage == "pretrain" else f"rank-{record.rank} update of the frozen base"
     lines = [f"Optimum {fmt_loss(record.optimal_loss)} (best {allowed}, this data); gap {record.gap:.3e}"]
+    if getattr(record, "dora", False):
+        lines.append("DoRA's magnitude also rescales the base's rows, so it can end below the rank-r optimum")
     population = getattr(record, "population_optimal_loss", None)
     if population is not None:
         lines.append(f"On fresh data the best rank-{record.rank} update's expected MSE is {fmt_loss(population)}")

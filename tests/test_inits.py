@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lora_cli.core.adapter import KEY_A, KEY_B, AdapterSpec, delta_weight, state_dict
+from lora_cli.core.adapter import KEY_A, KEY_B, AdapterSpec, low_rank_delta, state_dict
 from lora_cli.core.inits import INITS, init_adapter
 from lora_cli.store.peft_format import export, export_spec
 
@@ -95,4 +95,4 @@ def test_an_init_that_changes_the_base_exports_as_a_rank_2r_lora_onto_w(rule, fa
     assert stored.scaling == pytest.approx(spec.scaling)
     out = export(spec, trained, state_dict(a0, b0))
     assert out[KEY_A].shape == (6, D_IN) and out[KEY_B].shape == (D_OUT, 6)
-    torch.testing.assert_close(w + delta_weight(stored, out), frozen + delta_weight(spec, trained), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(w + low_rank_delta(stored, out), frozen + low_rank_delta(spec, trained), rtol=1e-5, atol=1e-5)

@@ -35,10 +35,12 @@ class Holder(nn.Module):
         (2, 4.0, ["--init", "pissa"]),
         (2, 4.0, ["--init", "pissa", "--rslora"]),
         (3, 1.0, ["--init", "olora"]),
+        (2, 4.0, ["--dora"]),
+        (2, 4.0, ["--dora", "--init", "pissa", "--lr-ratio", "4"]),
     ],
 )
 def test_peft_loads_the_adapter_and_matches_the_merged_weight(tmp_path, rank, alpha, flags):
-    """Every init and scaling rule: PEFT's forward on the original base equals our merged
+    """Every init, scaling rule and DoRA: PEFT's forward on the original base equals our merged
     weight (PiSSA and OLoRA through their rank-2r export), and the merged loss is the loss
     training reached on the frozen (residual) base."""
     run_dir = tmp_path / "run"
@@ -50,6 +52,10 @@ def test_peft_loads_the_adapter_and_matches_the_merged_weight(tmp_path, rank, al
     base = load_file(run_dir / "base.safetensors")["weight"]
     merged = load_file(run_dir / "merged.safetensors")["weight"]
     model = peft.PeftModel.from_pretrained(Holder(base), str(run_dir / "adapter"))
+    if "--dora" in flags:  # the trained magnitude is what PEFT holds, not its own fresh one
+        stored = load_file(run_dir / "adapter" / "adapter_model.safetensors")["base_model.model.linear.lora_magnitude_vector"]
+        loaded = model.base_model.model.linear.lora_magnitude_vector["default"].weight.detach()
+        assert torch.equal(loaded, stored) and not torch.allclose(stored, torch.linalg.norm(base, dim=1), rtol=1e-6, atol=0)
     x = torch.randn(7, base.shape[1], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert not torch.allclose(model(x), x @ base.T), "the adapter changes the output"

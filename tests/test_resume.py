@@ -23,15 +23,16 @@ def test_resumed_pretrain_is_bit_identical(engine):
         assert resumed.history.points == full.history.points
 
 
-@pytest.mark.parametrize("engine, rank", [("fast", 1), ("fast", 4), ("reference", 2)])
-def test_resumed_finetune_is_bit_identical(engine, rank):
-    cfg = tiny_config(**SETS, **{"adapter.rank": rank})
+@pytest.mark.parametrize("engine, rank, dora", [("fast", 1, False), ("fast", 4, False), ("reference", 2, False), ("auto", 2, True)])
+def test_resumed_finetune_is_bit_identical(engine, rank, dora):
+    cfg = tiny_config(**SETS, **{"adapter.rank": rank, "adapter.dora": dora, "adapter.lr_ratio": 4.0 if dora else 1.0})
     base = pipeline.pretrain(cfg).weight
     states = []
     full = pipeline.finetune(cfg, base, runtime=Runtime(engine), on_checkpoint=states.append)
     assert [s.epoch for s in states] == [4, 8]
     resumed = pipeline.finetune(cfg, base, runtime=Runtime(engine), resume=states[0])
-    assert torch.equal(resumed.lora_A, full.lora_A) and torch.equal(resumed.lora_B, full.lora_B)
+    assert resumed.adapter.keys() == full.adapter.keys()
+    assert all(torch.equal(resumed.adapter[key], full.adapter[key]) for key in full.adapter)
     assert resumed.history.points == full.history.points
 
 

@@ -76,5 +76,5 @@ def test_divergence_is_returned_with_the_last_good_loss():
 def test_unknown_engine_raises_and_never_falls_back():
     from lora_cli.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown engine; choose one of fast, reference"):
+    with pytest.raises(ConfigError, match="unknown engine; choose one of auto, fast, reference"):
         engine_entry("nosuch")

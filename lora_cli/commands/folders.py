@@ -45,9 +45,24 @@ def runtime(engine: Any, device: Any, threads: str | None):
     return resolve_runtime(getattr(engine, "value", engine), getattr(device, "value", device), request)
 
 
+def adapter_runtime(rt: Any, cfg: Any, out: Output):
+    """`rt` with its engine chosen for the config's adapter: --engine auto picks the first
+    engine that can train it, saying so when that is not the usual one; a named engine that
+    cannot is refused with one line."""
+    import dataclasses
+
+    from lora_cli.recipes.pipeline import adapter_spec
+    from lora_cli.train.engines import choose_engine
+
+    name, why = choose_engine(rt.engine, adapter_spec(cfg))
+    if why:
+        out.note(why)
+    return dataclasses.replace(rt, engine=name)
+
+
 def engine_flag(rt: Any) -> str:
     """The --engine flag a resume command must repeat ('' for the default)."""
-    return "" if rt.engine == "fast" else f" --engine {rt.engine}"
+    return "" if rt.engine == "auto" else f" --engine {rt.engine}"
 
 
 @contextmanager

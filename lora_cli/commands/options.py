@@ -22,7 +22,7 @@ import typer
 from lora_cli.config.overrides import Override, parse_scalar, parse_set_option
 from lora_cli.errors import ConfigError
 from lora_cli.core.inits import INITS
-from lora_cli.train.engines import DEVICES, ENGINES
+from lora_cli.train.engines import AUTO, DEVICES, ENGINES
 
 
 def config_option(recipe: str) -> Any:
@@ -67,14 +67,17 @@ AlphaOpt = number_option("--alpha", "LoRA alpha (adapter.alpha): scaling = alpha
 SeedOpt = number_option("--seed", "Seed for every random draw (seed).")
 ThreadsOpt = number_option("--threads", "CPU threads (default: 1 for small steps, else every core; or $LORA_THREADS).")
 # choices come from the registries, so --help lists them and a bad value exits 2 before any work
-Engine = Enum("Engine", {name: name for name in ENGINES}, type=str)
+Engine = Enum("Engine", {name: name for name in (AUTO, *ENGINES)}, type=str)
 Device = Enum("Device", {name: name for name in DEVICES}, type=str)
 Init = Enum("Init", {name: name for name in INITS}, type=str)
 InitOpt = Annotated[Optional[Init], typer.Option("--init", help="How lora_A and lora_B start (adapter.init; see lora schema).")]
 LrRatioOpt = number_option("--lr-ratio", "LoRA+: lora_B learns at finetune.lr times this (adapter.lr_ratio).", "NUMBER")
 RsloraOpt = flag_option("--rslora", "Scale by alpha / √rank, as rsLoRA (adapter.scaling=rslora).")
+DoraOpt = flag_option("--dora", "DoRA: also train a magnitude per output row (adapter.dora=true).")
 _ENGINE_HELP = "; ".join(f"{name}: {entry.help}" for name, entry in ENGINES.items())
-EngineOpt = Annotated[Engine, typer.Option("--engine", help=f"Training engine ({_ENGINE_HELP}).")]
+EngineOpt = Annotated[
+    Engine, typer.Option("--engine", help=f"Training engine ({AUTO}: the first below that can train the adapter; {_ENGINE_HELP}).")
+]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where training runs: auto (CUDA when present), cpu or cuda.")]
 
 
@@ -85,7 +88,8 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "init": (InitOpt, None),
     "rslora": (RsloraOpt, False),
     "lr_ratio": (LrRatioOpt, None),
-    "engine": (EngineOpt, Engine.fast),
+    "dora": (DoraOpt, False),
+    "engine": (EngineOpt, Engine.auto),
     "device": (DeviceOpt, Device.auto),
     "threads": (ThreadsOpt, None),
     "force": (ForceOpt, False),
@@ -138,13 +142,14 @@ def collect_overrides(sets: list[str] | None, flags: dict[str, tuple[tuple[str, 
 
 
 def adapter_flags(opts: Any) -> dict[str, tuple[tuple[str, ...], str | None]]:
-    """--rank, --alpha, --init, --rslora and --lr-ratio as the config keys they set (see collect_overrides)."""
+    """--rank, --alpha, --init, --rslora, --lr-ratio and --dora as the config keys they set (see collect_overrides)."""
     return {
         "--rank": (("adapter.rank",), opts.rank),
         "--alpha": (("adapter.alpha",), opts.alpha),
         "--init": (("adapter.init",), opts.init.value if opts.init else None),
         "--rslora": (("adapter.scaling",), "rslora" if opts.rslora else None),
         "--lr-ratio": (("adapter.lr_ratio",), opts.lr_ratio),
+        "--dora": (("adapter.dora",), "true" if opts.dora else None),
     }
 
 

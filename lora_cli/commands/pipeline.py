@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lora_cli.commands.folders import create_run, engine_flag, open_run, resume_hint, runtime, show_record, write_plots
+from lora_cli.commands.folders import adapter_runtime, create_run, engine_flag, open_run, resume_hint, runtime, show_record, write_plots
 from lora_cli.commands.options import (
     ConfigOpt,
     NewRunDirOpt,
@@ -56,11 +56,12 @@ def pretrain(
     out.note(f"Next: lora finetune --rank {cfg.adapter.rank} --run-dir {run.path}")
 
 
-@shared("rank", "alpha", "init", "rslora", "lr_ratio", "engine", "device", "threads", "force", "resume", "as_json")
+@shared("rank", "alpha", "init", "rslora", "lr_ratio", "dora", "engine", "device", "threads", "force", "resume", "as_json")
 def finetune(run_dir: RunDirOpt = None, sets: SetOpt = None, epochs: EpochsOpt = None, *, opts: Any) -> None:
     """Stage 2: shift θ, draw new data and train a rank-r adapter on the frozen base.
 
     Example: lora finetune --rank 4 --alpha 8 --init pissa --rslora
+    Example: lora finetune --rank 2 --dora --lr-ratio 16
     """
     flags = {**adapter_flags(opts), "--epochs": (("finetune.epochs",), epochs)}
     overrides = collect_overrides(sets, flags)
@@ -75,6 +76,7 @@ def finetune(run_dir: RunDirOpt = None, sets: SetOpt = None, epochs: EpochsOpt =
         from lora_cli.stages import pipeline as stages
 
         cfg = stages.finetune_config(run, overrides)
+        rt = adapter_runtime(rt, cfg, out)
         with out.progress("finetune", cfg.finetune.epochs) as on_epoch:
             record = stages.finetune_stage(run, cfg, rt, on_epoch, opts.force, opts.resume, out.status)
     show_record(out, record, (cfg.data.d_in, cfg.data.d_out))
@@ -96,7 +98,7 @@ def merge(run_dir: RunDirOpt = None, *, opts: Any) -> None:
     out.emit(record.to_json())
 
 
-@shared("rank", "alpha", "init", "rslora", "lr_ratio", "engine", "device", "threads", "force", "resume", "plot", "as_json")
+@shared("rank", "alpha", "init", "rslora", "lr_ratio", "dora", "engine", "device", "threads", "force", "resume", "plot", "as_json")
 def run(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config, e.g. configs/posit.yaml.")],
     run_dir: NewRunDirOpt = None,
@@ -123,6 +125,7 @@ def run(
 
     cfg = load_config(config, collect_overrides(sets, flags))
     out, rt = Output(opts.as_json), runtime(opts.engine, opts.device, opts.threads)
+    adapter_runtime(rt, cfg, out)  # refuse an engine that cannot train the adapter before any work
     if opts.resume:
         folder = open_run(run_dir, out)
         if kinds.run_config(folder) != cfg:

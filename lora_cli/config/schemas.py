@@ -68,7 +68,8 @@ class AdapterConfig(Section):
     alpha: float = positive(1.0, "LoRA alpha; scaling = alpha / rank under the standard rule")
     init: choice(INITS) = Field("normal", description=choices_help("how lora_A and lora_B start", INITS))
     scaling: choice(SCALING_RULES) = Field("standard", description=choices_help("the scaling rule", SCALING_RULES))
-    lr_ratio: float = positive(1.0, "LoRA+: lora_B's learning rate is finetune.lr times this (1 = plain LoRA)")
+    lr_ratio: float = positive(1.0, "LoRA+: lora_B's (and DoRA's m's) learning rate is finetune.lr times this (1 = plain LoRA)")
+    dora: bool = Field(False, description="DoRA: also train a magnitude per output row (PEFT's use_dora; reference engine)")
 
 
 class TrainConfig(Section):

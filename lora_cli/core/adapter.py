@@ -5,6 +5,8 @@ Conventions (PEFT's, and microsoft/LoRA's):
     lora_A: (r, d_in), lora_B: (d_out, r), scaling from SCALING_RULES (alpha / r)
     ΔW = scaling · lora_B·lora_A, shape (d_out, d_in)
     out = base(x) + scaling · (x·lora_Aᵀ)·lora_Bᵀ
+DoRA (spec.dora) adds a magnitude m (d_out,) and rescales each output row:
+    W' = (m / n)[:, None] ⊙ (W + ΔW), n = ‖W + ΔW‖ per row (dim=1), detached in training
 Adapter tensors travel as a state dict under PEFT's key names (`state_dict`), from
 training through checkpoints, export, load checks and `merge`. The torch module that
 applies an adapter is `LoRALinear` in core/modules.py.
@@ -23,6 +25,7 @@ if TYPE_CHECKING:  # torch is not imported here: config validation reads SCALING
 MODULE = "linear"  # the adapted module's name in PEFT keys
 KEY_A = f"base_model.model.{MODULE}.lora_A.weight"
 KEY_B = f"base_model.model.{MODULE}.lora_B.weight"
+KEY_M = f"base_model.model.{MODULE}.lora_magnitude_vector"  # DoRA's m; PEFT saves it without ".weight"
 
 class ScalingRule(NamedTuple):
     fn: Callable[[float, int], float]  # (alpha, rank) -> scaling
@@ -44,7 +47,8 @@ class AdapterSpec:
     alpha: float
     init: str = "normal"  # an entry of core/inits.INITS
     scaling_rule: str = "standard"  # an entry of SCALING_RULES
-    lr_ratio: float = 1.0  # LoRA+: lora_B learns at lr·lr_ratio, lora_A at lr (1: plain LoRA)
+    lr_ratio: float = 1.0  # LoRA+: lora_B (and DoRA's m) learn at lr·lr_ratio, lora_A at lr (1: plain LoRA)
+    dora: bool = False  # DoRA: a trained magnitude per output row (PEFT's use_dora)
 
     @property
     def scaling(self) -> float:
@@ -52,7 +56,7 @@ class AdapterSpec:
 
     def parameter_count(self, d_in: int, d_out: int) -> int:
         """Trainable numbers of the adapter."""
-        return low_rank_size(self.rank, d_in, d_out)
+        return low_rank_size(self.rank, d_in, d_out) + (d_out if self.dora else 0)
 
 
 def low_rank_size(rank: int, d_in: int, d_out: int) -> int:
@@ -60,28 +64,63 @@ def low_rank_size(rank: int, d_in: int, d_out: int) -> int:
     return rank * (d_in + d_out)
 
 
-def state_dict(lora_A: torch.Tensor, lora_B: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The adapter as PEFT keys it: lora_A (r, d_in), lora_B (d_out, r)."""
-    return {KEY_A: lora_A.detach().contiguous(), KEY_B: lora_B.detach().contiguous()}
+def state_dict(lora_A: torch.Tensor, lora_B: torch.Tensor, magnitude: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The adapter as PEFT keys it: lora_A (r, d_in), lora_B (d_out, r), DoRA's m (d_out,)."""
+    tensors = {KEY_A: lora_A.detach().contiguous(), KEY_B: lora_B.detach().contiguous()}
+    if magnitude is not None:
+        tensors[KEY_M] = magnitude.detach().contiguous()
+    return tensors
 
 
-def delta_weight(spec: AdapterSpec, adapter: dict[str, torch.Tensor]) -> torch.Tensor:
-    """ΔW = scaling · B·A, shape (d_out, d_in)."""
+def low_rank_delta(spec: AdapterSpec, adapter: dict[str, torch.Tensor]) -> torch.Tensor:
+    """scaling · B·A, shape (d_out, d_in): all of ΔW for plain LoRA."""
     return spec.scaling * (adapter[KEY_B] @ adapter[KEY_A])
 
 
+def row_norms(weight: torch.Tensor) -> torch.Tensor:
+    """‖weight[i, :]‖ for each output row i: DoRA's n, and its m at step 0."""
+    import torch
+
+    return torch.linalg.norm(weight, dim=1)
+
+
+def merged_weight(weight: torch.Tensor, spec: AdapterSpec, adapter: dict[str, torch.Tensor]) -> torch.Tensor:
+    """W' = W + s·B·A, rescaled row by row to DoRA's magnitude when spec.dora."""
+    updated = weight + low_rank_delta(spec, adapter)
+    if not spec.dora:
+        return updated
+    return (adapter[KEY_M] / row_norms(updated))[:, None] * updated
+
+
+def delta_weight(weight: torch.Tensor, spec: AdapterSpec, adapter: dict[str, torch.Tensor]) -> torch.Tensor:
+    """ΔW = W' − W, shape (d_out, d_in): what the adapter changes in the base `weight`."""
+    if not spec.dora:
+        return low_rank_delta(spec, adapter)
+    return merged_weight(weight, spec, adapter) - weight
+
+
+def check_shapes(weight_shape: tuple[int, ...], spec: AdapterSpec, adapter: dict[str, torch.Tensor]) -> str | None:
+    """What in the adapter does not fit a rank-r adapter (of `spec`) on a base weight of
+    `weight_shape`, worded; None when everything fits."""
+    d_out, d_in = weight_shape
+    expected = {KEY_A: (spec.rank, d_in), KEY_B: (d_out, spec.rank)} | ({KEY_M: (d_out,)} if spec.dora else {})
+    for key, shape in expected.items():
+        if key not in adapter:
+            return f"has no tensor {key}"
+        if tuple(adapter[key].shape) != shape:
+            return f"{key} has shape {tuple(adapter[key].shape)}, not {shape} (rank {spec.rank} on a {d_out}x{d_in} base)"
+    extra = sorted(set(adapter) - set(expected))
+    return f"has tensors a rank-{spec.rank} {'DoRA' if spec.dora else 'LoRA'} adapter does not: {', '.join(extra)}" if extra else None
+
+
 def merge(base: dict[str, torch.Tensor], spec: AdapterSpec, adapter: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """{"weight": W + ΔW} as new tensors; the inputs are not modified.
+    """{"weight": W'} as new tensors; the inputs are not modified.
 
     Raises:
         ValueError: when the adapter's shapes do not fit the base weight.
     """
     weight = base["weight"]
-    d_out, d_in = weight.shape
-    a, b = adapter[KEY_A], adapter[KEY_B]
-    if a.shape != (spec.rank, d_in) or b.shape != (d_out, spec.rank):
-        raise ValueError(
-            f"adapter shapes lora_A {tuple(a.shape)}, lora_B {tuple(b.shape)} do not fit a rank-{spec.rank} "
-            f"adapter on a base weight of shape {(d_out, d_in)}"
-        )
-    return {"weight": weight + delta_weight(spec, adapter)}
+    problem = check_shapes(tuple(weight.shape), spec, adapter)
+    if problem:
+        raise ValueError(f"the adapter {problem}")
+    return {"weight": merged_weight(weight, spec, adapter)}

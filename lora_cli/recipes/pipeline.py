@@ -19,7 +19,7 @@ from lora_cli.core.modules import LoRALinear, linear_from_weight
 from lora_cli.core.inits import INITS, init_adapter, init_linear_weight
 from lora_cli.core.rng import generator
 from lora_cli.core.shifts import ShiftSpec, shift_theta, true_delta
-from lora_cli.train.engines import Runtime, engine_entry
+from lora_cli.train.engines import Runtime, engine_for
 from lora_cli.train.loop import CheckpointCallback, Divergence, EpochCallback, History, Schedule, TrainState, train
 
 
@@ -59,7 +59,7 @@ class MergeResult:
 
 def adapter_spec(cfg: Config) -> lora.AdapterSpec:
     a = cfg.adapter
-    return lora.AdapterSpec(rank=a.rank, alpha=a.alpha, init=a.init, scaling_rule=a.scaling, lr_ratio=a.lr_ratio)
+    return lora.AdapterSpec(rank=a.rank, alpha=a.alpha, init=a.init, scaling_rule=a.scaling, lr_ratio=a.lr_ratio, dora=a.dora)
 
 
 def adapter_seed(cfg: Config) -> int:
@@ -128,7 +128,7 @@ def pretrain(
     dev = torch.device(runtime.device)
     x, y = (t.to(dev) for t in regression(cfg, thetas(cfg)[0], "pretrain"))
     w0 = init_linear_weight(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "init_base")).to(dev)
-    engine = engine_entry(runtime.engine).pretrain(w0, x, y, cfg.pretrain.lr, cfg.pretrain.batch_size)
+    engine = engine_for(runtime.engine).pretrain(w0, x, y, cfg.pretrain.lr, cfg.pretrain.batch_size)
     batches = generator(cfg.seed, "batches_pretrain")
     fit = train(engine, schedule(cfg.pretrain), batches, on_epoch, resume, on_checkpoint)
     return PretrainResult(engine.weight().cpu(), fit.history, fit.divergence)
@@ -149,12 +149,12 @@ def finetune(
     spec = adapter_spec(cfg)
     seed = adapter_seed(cfg)
     lora_a, lora_b, frozen = init_adapter(base_weight, spec, generator(seed, "init_adapter"))
-    entry = engine_entry(runtime.engine, spec)
+    entry = engine_for(runtime.engine, spec)
     engine = entry.finetune(frozen.to(dev), spec, lora_a.to(dev), lora_b.to(dev), x, y, cfg.finetune.lr, cfg.finetune.batch_size)
     fit = train(engine, schedule(cfg.finetune), generator(seed, "batches_finetune"), on_epoch, resume, on_checkpoint)
-    a, b = engine.factors()
+    adapter = {key: t.cpu() for key, t in engine.adapter().items()}
     initial = lora.state_dict(lora_a, lora_b)
-    return FinetuneResult(lora.state_dict(a.cpu(), b.cpu()), initial, true_delta(theta, theta2), fit.history, fit.divergence)
+    return FinetuneResult(adapter, initial, true_delta(theta, theta2), fit.history, fit.divergence)
 
 
 @torch.inference_mode()
@@ -163,12 +163,12 @@ def merge(cfg: Config, base_weight: torch.Tensor, spec: lora.AdapterSpec, adapte
     OLoRA's exported onto W), checked against the unmerged adapter on the shifted data."""
     x, y = regression(cfg, thetas(cfg)[1], "finetune")
     merged = lora.merge({"weight": base_weight}, spec, adapter)["weight"]
-    module = LoRALinear(linear_from_weight(base_weight), spec, adapter[lora.KEY_A], adapter[lora.KEY_B])
+    module = LoRALinear(linear_from_weight(base_weight), spec, adapter[lora.KEY_A], adapter[lora.KEY_B], adapter.get(lora.KEY_M))
     adapter_out = module(x)
     merged_out = x @ merged.T
     return MergeResult(
         merged=merged,
-        delta=lora.delta_weight(spec, adapter),
+        delta=merged - base_weight,
         base_loss=F.mse_loss(x @ base_weight.T, y).item(),
         adapter_loss=F.mse_loss(adapter_out, y).item(),
         merged_loss=F.mse_loss(merged_out, y).item(),

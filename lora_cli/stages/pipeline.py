@@ -5,6 +5,7 @@ ones in manifest.json (stages.<name>) and metrics.jsonl, so commands only print 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -12,7 +13,7 @@ from typing import Any
 
 from lora_cli.config.loading import load_config
 from lora_cli.config.schemas import RENAMED, Config
-from lora_cli.core.adapter import KEY_A, KEY_B
+from lora_cli.core.adapter import KEY_A, KEY_B, KEY_M
 from lora_cli.errors import ConfigError, RunError
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.resources import check_memory
@@ -32,7 +33,7 @@ from lora_cli.stages.recording import EpochTracker, recording
 from lora_cli.store import peft_format
 from lora_cli.stages.kinds import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BASE, MERGED, SHIFT, run_config, save_config
 from lora_cli.store.run_folder import RunFolder
-from lora_cli.train.engines import Runtime
+from lora_cli.train.engines import Runtime, choose_engine
 from lora_cli.train.loop import EpochCallback
 
 Overrides = list[tuple[str, str, Any]]
@@ -44,6 +45,11 @@ STAGES = ("pretrain", "finetune", "merge")
 def _parameters(cfg: Config) -> Parameters:
     spec, d = recipe.adapter_spec(cfg), cfg.data
     return Parameters.count(d.d_in, d.d_out, spec.rank, spec.parameter_count(d.d_in, d.d_out))
+
+
+def _engine(runtime: Runtime, spec: Any) -> Runtime:
+    """`runtime` with its engine resolved for `spec` (None: the base); see engines.choose_engine."""
+    return dataclasses.replace(runtime, engine=choose_engine(runtime.engine, spec)[0])
 
 
 def _runtime_fields(runtime: Runtime, n_threads: int, state) -> dict[str, Any]:
@@ -70,6 +76,7 @@ def pretrain_stage(
     `note` hears of slow steps after training (the optimum)."""
     n_threads = use_threads(cfg, "pretrain", runtime.threads)
     check_memory(cfg, "pretrain")
+    runtime = _engine(runtime, None)
     state = resume_state(run, "pretrain", runtime.engine) if resume else None
     tracker = EpochTracker(on_epoch)
     with recording(run, "pretrain", resume, tracker):
@@ -108,6 +115,8 @@ def finetune_stage(
     if not resume:
         refuse_rerun(run, "finetune", force, "the merge built on it is discarded")
     check_memory(cfg, "finetune")
+    spec = recipe.adapter_spec(cfg)
+    runtime = _engine(runtime, spec)
     base = load_base(run, cfg)
     base_sha = run.manifest()["files"][BASE]["sha256"]
     state = resume_state(run, "finetune", runtime.engine) if resume else None
@@ -118,7 +127,6 @@ def finetune_stage(
         start = time.perf_counter()
         result = recipe.finetune(cfg, base, runtime, tracker, state, checkpointer(run, "finetune"))
         check_divergence(result.divergence, "finetune.lr")
-        spec = recipe.adapter_spec(cfg)
         run.save_tensors(ADAPTER_WEIGHTS, peft_format.export(spec, result.adapter, result.initial))
         run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(peft_format.export_spec(spec)))
         run.save_tensors(SHIFT, {"true_delta": result.true_delta})
@@ -134,6 +142,7 @@ def finetune_stage(
             init=spec.init,
             scaling_rule=spec.scaling_rule,
             lr_ratio=spec.lr_ratio,
+            dora=spec.dora,
             seed=recipe.adapter_seed(cfg),
             base_sha256=base_sha,
         )
@@ -194,10 +203,8 @@ def load_adapter(run: RunFolder, cfg: Config) -> dict[str, Any]:
     spec, d = stored_spec(cfg), cfg.data
     fix = f"rerun `lora finetune --run-dir {run.path} --force`"
     path = run.path / ADAPTER_WEIGHTS
-    adapter = {
-        KEY_A: require_tensor(tensors, KEY_A, (spec.rank, d.d_in), path, fix),
-        KEY_B: require_tensor(tensors, KEY_B, (d.d_out, spec.rank), path, fix),
-    }
+    shapes = {KEY_A: (spec.rank, d.d_in), KEY_B: (d.d_out, spec.rank)} | ({KEY_M: (d.d_out,)} if spec.dora else {})
+    adapter = {key: require_tensor(tensors, key, shape, path, fix) for key, shape in shapes.items()}
     saved = run.load_json(ADAPTER_CONFIG, "finetune")
     problem = peft_format.mismatch(saved, spec)
     if problem:

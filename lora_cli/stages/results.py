@@ -81,6 +81,7 @@ class FinetuneRecord(PretrainRecord):
     init: str
     scaling_rule: str = "standard"
     lr_ratio: float = 1.0  # LoRA+: lora_B's learning rate over lora_A's
+    dora: bool = False  # a trained magnitude per output row (DoRA)
     seed: int  # of the adapter init and the batches
     base_sha256: str  # the base it was trained on; merge refuses any other
     population_optimal_loss: float | None = None  # the best rank-r update's expected loss on fresh data

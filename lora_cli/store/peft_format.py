@@ -30,7 +30,7 @@ def adapter_config(spec: AdapterSpec) -> dict[str, Any]:
         "target_modules": [MODULE],
         "init_lora_weights": INITS[spec.init].peft,
         "use_rslora": spec.scaling_rule == "rslora",
-        "use_dora": False,
+        "use_dora": spec.dora,
         "fan_in_fan_out": False,
         "bias": "none",
         "lora_dropout": 0.0,
@@ -54,6 +54,7 @@ def export(spec: AdapterSpec, adapter: dict[str, Any], initial: dict[str, Any]) 
     import torch
 
     return {
+        **adapter,  # DoRA's m carries over: W + s·B'·A' has the same rows, so the same norms
         KEY_A: torch.cat([adapter[KEY_A], initial[KEY_A]], dim=0).contiguous(),
         KEY_B: torch.cat([adapter[KEY_B], -initial[KEY_B]], dim=1).contiguous(),
     }

@@ -15,13 +15,14 @@ from typing import Any
 from lora_cli.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+AUTO = "auto"  # the first engine in ENGINES that can train the adapter
 
 
 @dataclass(frozen=True)
 class EngineEntry:
     help: str
     pretrain: Callable[..., Any]  # (w0, x, y, lr, batch_size) -> an Engine with .weight()
-    finetune: Callable[..., Any]  # (base_w, spec, lora_A, lora_B, x, y, lr, batch_size) -> one with .factors()
+    finetune: Callable[..., Any]  # (base_w, spec, lora_A, lora_B, x, y, lr, batch_size) -> one with .adapter()
     supports: Callable[[Any], str | None] = lambda spec: None  # why it cannot train `spec`, or None
 
 
@@ -41,6 +42,7 @@ ENGINES: dict[str, EngineEntry] = {
         "hand-written gradients, cached base output, one fused Adam",
         _lazy("lora_cli.train.fast", "FastPretrain"),
         _lazy("lora_cli.train.fast", "FastFinetune"),
+        lambda spec: "it has no hand-written DoRA gradients" if spec.dora else None,
     ),
     "reference": EngineEntry(
         "plain autograd and torch.optim.Adam, as the blog",
@@ -55,25 +57,45 @@ def engine_entry(name: str, spec: Any = None) -> EngineEntry:
     cannot train the adapter `spec`."""
     entry = ENGINES.get(name)
     if entry is None:
-        raise ConfigError(f"--engine {name!r}: unknown engine; choose one of {', '.join(ENGINES)}")
+        raise ConfigError(f"--engine {name!r}: unknown engine; choose one of {AUTO}, {', '.join(ENGINES)}")
     reason = entry.supports(spec) if spec is not None else None
     if reason:
-        raise ConfigError(f"--engine {name}: {reason}; choose another engine")
+        able = [other for other, e in ENGINES.items() if not e.supports(spec)]
+        raise ConfigError(f"--engine {name}: cannot train this adapter: {reason}; use --engine {' or '.join(able)}")
     return entry
+
+
+def choose_engine(name: str, spec: Any = None) -> tuple[str, str | None]:
+    """The engine to train `spec` (None: the base) with: `name` itself (checked), or for
+    "auto" the first entry that supports it, with a line saying why when that is not the first."""
+    if name != AUTO:
+        engine_entry(name, spec)
+        return name, None
+    first = next(iter(ENGINES))
+    if spec is None or not ENGINES[first].supports(spec):
+        return first, None
+    chosen = next(other for other, e in ENGINES.items() if not e.supports(spec))
+    return chosen, f"Training on the {chosen} engine: the {first} engine cannot train this adapter ({ENGINES[first].supports(spec)})"
+
+
+def engine_for(name: str, spec: Any = None) -> EngineEntry:
+    """The entry that trains `spec` (None: the base) under --engine `name`, "auto" included."""
+    return ENGINES[choose_engine(name, spec)[0]]
 
 
 @dataclass(frozen=True)
 class Runtime:
     """Where and how stages train, resolved once from the command line."""
 
-    engine: str = "fast"
+    engine: str = AUTO  # or a name in ENGINES; a stage resolves it with choose_engine
     device: str = "cpu"  # a resolved torch device name: cpu or cuda
     threads: int | None = None  # CPU threads; None = choose by the size of a step
 
 
-def resolve_runtime(engine: str = "fast", device: str = "auto", threads: int | None = None) -> Runtime:
+def resolve_runtime(engine: str = AUTO, device: str = "auto", threads: int | None = None) -> Runtime:
     """Check the engine and resolve the device (auto -> cuda when a GPU is usable, else cpu)."""
-    engine_entry(engine)
+    if engine != AUTO:
+        engine_entry(engine)
     return Runtime(engine, resolve_device(device), threads)
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from lora_cli.core.adapter import state_dict
+
 
 # Rows gathered per index_select: a whole run of steps at once, so the one op that runs in
 # parallel meets its partner thread ~16 times an epoch at the blog's size instead of every
@@ -197,6 +199,6 @@ class FastFinetune:
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
         self.opt.load("adapter", tensors)
 
-    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(lora_A, lora_B) as trained."""
-        return self.lora_a.clone(), self.lora_b.clone()
+    def adapter(self) -> dict[str, torch.Tensor]:
+        """The adapter as trained, as a PEFT-keyed state dict."""
+        return state_dict(self.lora_a.clone(), self.lora_b.clone())

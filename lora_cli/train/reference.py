@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lora_cli.core.adapter import AdapterSpec
+from lora_cli.core.adapter import AdapterSpec, state_dict
 from lora_cli.core.modules import LoRALinear, linear_from_weight
 
 
@@ -74,8 +74,11 @@ class ReferenceFinetune(ReferenceEngine):
 
     def __init__(self, base_w, spec: AdapterSpec, lora_a, lora_b, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int):
         model = LoRALinear(linear_from_weight(base_w), spec, lora_a, lora_b)
-        groups = [{"params": [model.lora_A]}, {"params": [model.lora_B], "lr": lr * spec.lr_ratio}]  # LoRA+
+        a, *others = model.adapter_parameters()  # LoRA+: lora_B and any 1-D parameter (DoRA's m) at lr·ratio
+        groups = [{"params": [a]}, {"params": others, "lr": lr * spec.lr_ratio}]
         super().__init__(model, model.adapter_parameters() if spec.lr_ratio == 1 else groups, x, y, lr)
 
-    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.lora_A.detach(), self.model.lora_B.detach()
+    def adapter(self) -> dict[str, torch.Tensor]:
+        """The adapter as trained, as a PEFT-keyed state dict."""
+        m = self.model
+        return state_dict(m.lora_A, m.lora_B, m.magnitude)

@@ -90,10 +90,10 @@ def test_validate_prints_every_resolved_value():
 
 
 def test_bad_engine_and_unavailable_device(runs_dir):
-    _fails(["run", str(SMOKE), "--engine", "turbo"], 2, "Invalid value for '--engine': 'turbo' is not one of 'fast', 'reference'")
+    _fails(["run", str(SMOKE), "--engine", "turbo"], 2, "Invalid value for '--engine': 'turbo' is not one of 'auto', 'fast', 'reference'")
     _fails(["run", str(SMOKE), "--device", "tpu"], 2, "Invalid value for '--device': 'tpu' is not one of 'auto', 'cpu', 'cuda'")
     for command in (["pretrain"], ["finetune"]):
-        _fails([*command, "--engine", "nosuch"], 2, "'nosuch' is not one of 'fast', 'reference'")
+        _fails([*command, "--engine", "nosuch"], 2, "'nosuch' is not one of 'auto', 'fast', 'reference'")
     import torch
 
     if not torch.cuda.is_available():

@@ -132,3 +132,20 @@ def test_engines_give_the_same_run_and_are_recorded(runs_dir):
             assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     manifest = json.loads((runs_dir.parent / "f" / "manifest.json").read_text())
     assert manifest["stages"]["finetune"]["engine"] == "fast"
+
+
+def test_dora_is_refused_by_the_fast_engine_and_auto_picks_one_that_trains_it(runs_dir):
+    """--engine fast cannot train DoRA: one line, exit 2, no folder; the default (auto) trains
+    the base on the fast engine, the DoRA adapter on the reference one, and says so."""
+    args = ["run", str(SMOKE), "--set", "pretrain.epochs=4", "--set", "finetune.epochs=4", "--dora", "--rank", "2"]
+    refused = lora(*args, "--run-dir", "no", "--engine", "fast")
+    assert refused.exit_code == 2
+    assert refused.stderr.strip() == "error: --engine fast: cannot train this adapter: it has no hand-written DoRA gradients; use --engine reference"
+    assert not (runs_dir.parent / "no").exists()
+    done = lora(*args, "--run-dir", "d", "--json")
+    assert done.exit_code == 0, done.output
+    assert "Training on the reference engine: the fast engine cannot train this adapter" in done.stderr
+    stages = json.loads(done.stdout)["stages"]
+    assert (stages["pretrain"]["engine"], stages["finetune"]["engine"]) == ("fast", "reference")
+    assert stages["finetune"]["dora"] is True and stages["finetune"]["parameters"]["lora"] == 2 * (33 + 32) + 32
+    assert stages["merge"]["final_loss"] == pytest.approx(stages["finetune"]["final_loss"], rel=1e-5)
