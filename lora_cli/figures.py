@@ -14,6 +14,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from lora_cli.core import subspace
 from lora_cli.errors import RunError
 from lora_cli.store.files import atomic_write
 from lora_cli.stages import results
@@ -72,6 +73,25 @@ def singular_value_bars(sigma: list[float], kept: int, title: str, log: bool = F
     ax.set_ylabel("σᵢ" + (" (log scale)" if log else ""))
     ax.set_xticks(index if len(index) <= 25 else index[:: max(1, len(index) // 20)])
     ax.legend(handles=[Patch(color=KEPT, label=f"kept (i ≤ {kept})"), Patch(color=DROPPED, label="dropped")])
+    ax.set_title(title)
+    return fig
+
+
+def spectra(series: dict[str, list[float]], kept: int, title: str) -> Figure:
+    """Several spectra side by side as grouped bars on a log scale; i ≤ `kept` shaded."""
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    for j, (label, sigma) in enumerate(series.items()):
+        index = [i + 1 + (j - (len(series) - 1) / 2) * width for i in range(len(sigma))]
+        ax.bar(index, [max(v, 1e-12) for v in sigma], width=width, label=label)
+    ax.axvspan(0.5, kept + 0.5, color=KEPT, alpha=0.08, label=f"the adapter's rank ({kept})")
+    ax.set_yscale("log")
+    ax.set_xlabel("i")
+    ax.set_ylabel("σᵢ (log scale)")
+    count = max(len(sigma) for sigma in series.values())
+    ax.set_xticks(range(1, count + 1, 1 if count <= 25 else count // 20))
+    ax.legend()
     ax.set_title(title)
     return fig
 
@@ -141,11 +161,18 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
         base = load_base(run, cfg)
         delta = delta_weight(base, stored_spec(cfg), load_adapter(run, cfg))
         true_shift = run.load_tensors(SHIFT, "finetune")["true_delta"]  # (d_out, d_in), stored by finetune
-        sigma = torch.linalg.svdvals(delta.double())[:20].clamp_min(1e-12).tolist()
         r = cfg.adapter.rank
         panels = {"learned ΔW = (alpha/r)·B·A": delta, "error ΔW − (θ2 − θ)ᵀ": delta - true_shift}
         figures["delta_heatmap.png"] = heatmaps(panels, f"Learned update vs the true shift (rank {r})", shared_scale=False)
-        figures["delta_singular_values.png"] = singular_value_bars(
-            sigma, r, f"Singular values of ΔW (top {len(sigma)}): σ₁ = {sigma[0]:.4g}, σ₂ = {sigma[1]:.2g}" if len(sigma) > 1 else "Singular values of ΔW", log=True
-        )
+        diag = subspace.diagnose(delta, true_shift, run_data_target(cfg, base), r)
+        series = {"learned ΔW": diag.singular_values, "true shift (θ2 − θ)ᵀ": diag.shift.singular_values, "θ2ᵀ − W": diag.target.singular_values}
+        angle = f"; angle to the shift {diag.shift.column_angles[0]:.3g}°" if diag.shift.column_angles else ""
+        figures["delta_singular_values.png"] = spectra(series, r, f"Spectra: what the adapter learned and what it should{angle}")
     return figures
+
+
+def run_data_target(cfg: Any, base: torch.Tensor) -> torch.Tensor:
+    """θ2ᵀ − W: what the adapter must learn (regenerated from the run's seeds)."""
+    from lora_cli.recipes.pipeline import thetas
+
+    return thetas(cfg)[1].T - base

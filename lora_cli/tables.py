@@ -155,6 +155,28 @@ def approx_config_table(d: int, k: int, r: int) -> Table:
     return table
 
 
+def _values(values: list[float], shown: int = 4) -> str:
+    text = ", ".join(f"{v:.3g}" for v in values[:shown])
+    return (text + ", …" if len(values) > shown else text) or "-"
+
+
+def subspace_tables(diag: dict[str, Any] | None) -> list[RenderableType]:
+    """ΔW against the true shift and the target (core/subspace.Diagnostics as a dict)."""
+    if not diag:
+        return []
+    k, pair = diag["rank"], (diag["shift"], diag["target"])
+    table = Table(title=f"Learned ΔW against the truth T (top {k} directions)", title_justify="left")
+    table.add_column("Quantity")
+    table.add_column("T = shift (θ2 − θ)ᵀ", justify="right")
+    table.add_column("T = θ2ᵀ − W", justify="right")
+    table.add_row("‖ΔW − T‖ / ‖T‖", *(f"{c['relative_error']:.3e}" for c in pair))
+    table.add_row("T's energy captured (best)", *(f"{c['energy_captured']:.6f} ({c['best_energy']:.6f})" for c in pair))
+    table.add_row("Column angles (°)", *(_values(c["column_angles"]) for c in pair))
+    table.add_row("Row angles (°)", *(_values(c["row_angles"]) for c in pair))
+    line = f"ΔW's singular values {_values(diag['singular_values'], 5)} (stable rank {diag['stable_rank']:.3f}); θ2ᵀ − W is the shift plus the base's own error"
+    return [table, line]
+
+
 def stage_tables(record: StageRecord, shape: tuple[int, int] = (0, 0)) -> list[RenderableType]:
     """Everything a command prints for one completed stage; `shape` is (d_in, d_out) of the
     layer, for the stages that train one."""
@@ -167,6 +189,7 @@ def _training_tables(record: StageRecord, d_in: int, d_out: int) -> list[Rendera
         f"[bold]{record.stage}[/]: {what}, full-data MSE  ({record.seconds:.2f} s, {record.engine} engine, {record.device})",
         loss_table(record.history),
         *optimum_lines(record),
+        *subspace_tables(getattr(record, "subspace", None)),
         parameter_table(record.parameters, d_in, d_out),
     ]
 

@@ -85,6 +85,7 @@ class FinetuneConfig(TrainConfig):
     seed: int | None = Field(
         None, ge=0, le=LIMIT, description="seeds the adapter init and the batches (null: the top-level seed)"
     )
+    subspace: bool = Field(True, description="after training and merging, compare ΔW's singular subspaces with the true shift's (float64)")
 
 
 class Config(Section):

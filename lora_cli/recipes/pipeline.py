@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from lora_cli.config.schemas import Config, TrainConfig
 from lora_cli.core import adapter as lora
-from lora_cli.core import floors
+from lora_cli.core import floors, subspace
 from lora_cli.core.data import make_regression, make_theta
 from lora_cli.core.modules import LoRALinear, linear_from_weight
 from lora_cli.core.inits import INITS, init_adapter, init_linear_weight
@@ -107,6 +107,13 @@ def finetune_optimum(cfg: Config, base_weight: torch.Tensor) -> Optimum:
     residual = torch.addmm(y, x, frozen.T, alpha=-1)
     population = floors.population_floor(theta2.T - frozen, spec.rank, cfg.data.noise_std)
     return Optimum(floors.regression_floor(x, residual, spec.rank), population)
+
+
+def diagnostics(cfg: Config, base_weight: torch.Tensor, delta: torch.Tensor) -> subspace.Diagnostics:
+    """The learned ΔW (onto the stored base W) against the true shift (θ2 − θ)ᵀ and against
+    what the adapter must learn, θ2ᵀ − W."""
+    theta, theta2 = thetas(cfg)
+    return subspace.diagnose(delta, true_delta(theta, theta2), theta2.T - base_weight, cfg.adapter.rank)
 
 
 def schedule(tc: TrainConfig) -> Schedule:

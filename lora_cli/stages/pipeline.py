@@ -13,7 +13,7 @@ from typing import Any
 
 from lora_cli.config.loading import load_config
 from lora_cli.config.schemas import RENAMED, Config
-from lora_cli.core.adapter import KEY_A, KEY_B, KEY_M
+from lora_cli.core.adapter import KEY_A, KEY_B, KEY_M, delta_weight
 from lora_cli.errors import ConfigError, RunError
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.resources import check_memory
@@ -67,6 +67,11 @@ def _optimum(enabled: bool, final_loss: float, compute: Callable[[], recipe.Opti
     optimum = compute()
     fields = {"optimal_loss": optimum.loss, "gap": final_loss - optimum.loss, "optimum_seconds": time.perf_counter() - start}
     return fields if optimum.population is None else {**fields, "population_optimal_loss": optimum.population}
+
+
+def _subspace(cfg: Config, base: Any, delta: Any) -> dict[str, Any] | None:
+    """The record's subspace diagnostics of ΔW (None when finetune.subspace is off)."""
+    return recipe.diagnostics(cfg, base, delta).to_dict() if cfg.finetune.subspace else None
 
 
 def pretrain_stage(
@@ -127,11 +132,13 @@ def finetune_stage(
         start = time.perf_counter()
         result = recipe.finetune(cfg, base, runtime, tracker, state, checkpointer(run, "finetune"))
         check_divergence(result.divergence, "finetune.lr")
-        run.save_tensors(ADAPTER_WEIGHTS, peft_format.export(spec, result.adapter, result.initial))
-        run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(peft_format.export_spec(spec)))
+        stored, exported = peft_format.export_spec(spec), peft_format.export(spec, result.adapter, result.initial)
+        run.save_tensors(ADAPTER_WEIGHTS, exported)
+        run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(stored))
         run.save_tensors(SHIFT, {"true_delta": result.true_delta})
         fields = training_fields(run, "finetune", result.history, start)
         fields |= _optimum(cfg.finetune.optimum, fields["final_loss"], lambda: recipe.finetune_optimum(cfg, base), note)
+        fields["subspace"] = _subspace(cfg, base, delta_weight(base, stored, exported))
         record = FinetuneRecord(
             **fields,
             **_runtime_fields(runtime, n_threads, state),
@@ -180,6 +187,7 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None)
             # the sample std of one number is undefined: null, not NaN (and no torch warning)
             delta_std=result.delta.std().item() if result.delta.numel() > 1 else None,
             delta_corner=result.delta.T[:5, :5].tolist(),  # blog layout Δθ (d_in, d_out), as the blog prints it
+            subspace=_subspace(cfg, base, result.delta),
         )
         return finish(run, record)
 

@@ -85,6 +85,7 @@ class FinetuneRecord(PretrainRecord):
     seed: int  # of the adapter init and the batches
     base_sha256: str  # the base it was trained on; merge refuses any other
     population_optimal_loss: float | None = None  # the best rank-r update's expected loss on fresh data
+    subspace: dict[str, Any] | None = None  # core.subspace.Diagnostics of ΔW (None: finetune.subspace off)
 
 
 @dataclass(kw_only=True)
@@ -94,6 +95,7 @@ class MergeRecord(StageRecord):
     delta_mean: float
     delta_std: float | None  # None for a 1 x 1 ΔW: the sample std of one number is undefined
     delta_corner: list[list[float]]  # Δθ[:5, :5], the blog's layout (d_in, d_out)
+    subspace: dict[str, Any] | None = None  # as FinetuneRecord's, from the merged weight
 
 
 @dataclass(kw_only=True)

@@ -149,3 +149,20 @@ def test_dora_is_refused_by_the_fast_engine_and_auto_picks_one_that_trains_it(ru
     assert (stages["pretrain"]["engine"], stages["finetune"]["engine"]) == ("fast", "reference")
     assert stages["finetune"]["dora"] is True and stages["finetune"]["parameters"]["lora"] == 2 * (33 + 32) + 32
     assert stages["merge"]["final_loss"] == pytest.approx(stages["finetune"]["final_loss"], rel=1e-5)
+
+
+def test_subspace_diagnostics_are_recorded_and_match_the_stored_tensors(full_run):
+    """ΔW's error against the stored true shift, recomputed from the files; the smoke shift
+    is rank 1, so the rank-1 adapter's direction lies within a degree of it."""
+    run_dir, report = full_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    diag = report["stages"]["finetune"]["subspace"]
+    assert manifest["stages"]["finetune"]["subspace"] == diag
+    adapter = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    scaling = manifest["stages"]["finetune"]["scaling"]
+    delta = scaling * (adapter[KEY_B] @ adapter[KEY_A]).double()
+    truth = load_file(run_dir / "shift.safetensors")["true_delta"].double()
+    assert diag["shift"]["relative_error"] == pytest.approx((torch.linalg.norm(delta - truth) / torch.linalg.norm(truth)).item(), rel=1e-9)
+    assert diag["rank"] == 1 and diag["shift"]["column_angles"][0] < 1.0 and diag["shift"]["row_angles"][0] < 1.0
+    merged = report["stages"]["merge"]["subspace"]
+    assert merged["shift"]["relative_error"] == pytest.approx(diag["shift"]["relative_error"], rel=1e-3)
