@@ -219,8 +219,15 @@ def optimum_lines(record: Any) -> list[str]:
 
 
 def _merge_tables(record: MergeRecord, d_in: int, d_out: int) -> list[RenderableType]:
+    source = record.adapter_source
+    imported = [] if not source else [
+        f"Imported PEFT adapter {escape(source['path'])}: rank {source['rank']}, alpha {source['alpha']:g}"
+        f"{', rsLoRA' if source['scaling_rule'] == 'rslora' else ''}{', DoRA' if source['dora'] else ''}",
+        *subspace_tables(record.subspace),  # the run's own adapter showed them after finetune
+    ]
     return [
         f"[bold]merge[/] -> {record.run_dir}/merged.safetensors  ({record.seconds:.2f} s)",
+        *imported,
         merge_table(record),
         matrix_table(record.delta_corner, "Δθ[:5, :5] = ΔWᵀ, blog layout (d_in x d_out)"),
     ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -84,16 +84,26 @@ def finetune(run_dir: RunDirOpt = None, sets: SetOpt = None, epochs: EpochsOpt =
     out.note(f"Next: lora merge --run-dir {run.path}")
 
 
+AdapterDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--adapter", metavar="DIR", help="Merge this PEFT adapter folder (save_pretrained of a LoRA on one linear layer) instead of the run's own."),
+]
+
+
 @shared("threads", "force", "as_json")
-def merge(run_dir: RunDirOpt = None, *, opts: Any) -> None:
-    """Stage 3: merge W' = W + scaling·B·A, save it, and check it against the adapter."""
+def merge(run_dir: RunDirOpt = None, adapter: AdapterDirOpt = None, *, opts: Any) -> None:
+    """Stage 3: merge W' = W + scaling·B·A, save it, and check it against the adapter.
+
+    Example: lora merge --run-dir runs/posit-20261125T120000Z
+    Example: lora merge --adapter my_peft_adapter/ --force   (an adapter PEFT saved, onto this run's base)
+    """
     out = Output(opts.as_json)
     request = thread_count(opts.threads)
     run = open_run(run_dir, out)
     with resume_hint(f"run `lora merge --run-dir {run.path}` again"):
         from lora_cli.stages import pipeline as stages
 
-        record = stages.merge_stage(run, opts.force, request)
+        record = stages.merge_stage(run, opts.force, request, adapter)
     show_record(out, record)
     out.emit(record.to_json())
 

@@ -109,11 +109,11 @@ def finetune_optimum(cfg: Config, base_weight: torch.Tensor) -> Optimum:
     return Optimum(floors.regression_floor(x, residual, spec.rank), population)
 
 
-def diagnostics(cfg: Config, base_weight: torch.Tensor, delta: torch.Tensor) -> subspace.Diagnostics:
-    """The learned ΔW (onto the stored base W) against the true shift (θ2 − θ)ᵀ and against
-    what the adapter must learn, θ2ᵀ − W."""
+def diagnostics(cfg: Config, base_weight: torch.Tensor, delta: torch.Tensor, rank: int) -> subspace.Diagnostics:
+    """The learned ΔW (onto the stored base W) of a rank-`rank` adapter against the true shift
+    (θ2 − θ)ᵀ and against what the adapter must learn, θ2ᵀ − W."""
     theta, theta2 = thetas(cfg)
-    return subspace.diagnose(delta, true_delta(theta, theta2), theta2.T - base_weight, cfg.adapter.rank)
+    return subspace.diagnose(delta, true_delta(theta, theta2), theta2.T - base_weight, rank)
 
 
 def schedule(tc: TrainConfig) -> Schedule:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -18,6 +19,7 @@ from lora_cli.errors import ConfigError, RunError
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.resources import check_memory
 from lora_cli.stages import results
+from lora_cli.stages.imported import read_adapter
 from lora_cli.stages.common import (
     check_divergence,
     checkpointer,
@@ -69,9 +71,9 @@ def _optimum(enabled: bool, final_loss: float, compute: Callable[[], recipe.Opti
     return fields if optimum.population is None else {**fields, "population_optimal_loss": optimum.population}
 
 
-def _subspace(cfg: Config, base: Any, delta: Any) -> dict[str, Any] | None:
+def _subspace(cfg: Config, base: Any, delta: Any, rank: int) -> dict[str, Any] | None:
     """The record's subspace diagnostics of ΔW (None when finetune.subspace is off)."""
-    return recipe.diagnostics(cfg, base, delta).to_dict() if cfg.finetune.subspace else None
+    return recipe.diagnostics(cfg, base, delta, rank).to_dict() if cfg.finetune.subspace else None
 
 
 def pretrain_stage(
@@ -138,7 +140,7 @@ def finetune_stage(
         run.save_tensors(SHIFT, {"true_delta": result.true_delta})
         fields = training_fields(run, "finetune", result.history, start)
         fields |= _optimum(cfg.finetune.optimum, fields["final_loss"], lambda: recipe.finetune_optimum(cfg, base), note)
-        fields["subspace"] = _subspace(cfg, base, delta_weight(base, stored, exported))
+        fields["subspace"] = _subspace(cfg, base, delta_weight(base, stored, exported), spec.rank)
         record = FinetuneRecord(
             **fields,
             **_runtime_fields(runtime, n_threads, state),
@@ -156,23 +158,20 @@ def finetune_stage(
         return finish(run, record)
 
 
-def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None) -> MergeRecord:
-    """Merge the adapter into the base, save merged.safetensors and report the checks."""
+def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None, adapter_dir: Path | None = None) -> MergeRecord:
+    """Merge the run's adapter (or the PEFT adapter folder `adapter_dir`) into the base, save
+    merged.safetensors and report the checks."""
     cfg = run_config(run)
-    trained = run.require_complete("finetune", f"run `lora finetune --run-dir {run.path}` first")
+    needed = ("finetune", "lora finetune") if adapter_dir is None else ("pretrain", "lora pretrain")
+    run.require_complete(needed[0], f"run `{needed[1]} --run-dir {run.path}` first")
     refuse_rerun(run, "merge", force, "")
     check_memory(cfg, "merge")
     base = load_base(run, cfg)
-    if run.manifest()["files"][BASE]["sha256"] != trained.get("base_sha256"):
-        raise RunError(
-            f"{run.path / BASE}: is not the base the adapter was trained on (SHA-256 differs); "
-            f"rerun `lora finetune --run-dir {run.path} --force`"
-        )
-    adapter = load_adapter(run, cfg)
+    spec, adapter, source = _adapter_to_merge(run, cfg, base, adapter_dir)
     n_threads = use_threads(cfg, "merge", threads)
     with recording(run, "merge"):
         start = time.perf_counter()
-        result = recipe.merge(cfg, base, stored_spec(cfg), adapter)
+        result = recipe.merge(cfg, base, spec, adapter)
         run.save_tensors(MERGED, {"weight": result.merged})
         record = MergeRecord(
             stage="merge",
@@ -187,9 +186,23 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None)
             # the sample std of one number is undefined: null, not NaN (and no torch warning)
             delta_std=result.delta.std().item() if result.delta.numel() > 1 else None,
             delta_corner=result.delta.T[:5, :5].tolist(),  # blog layout Δθ (d_in, d_out), as the blog prints it
-            subspace=_subspace(cfg, base, result.delta),
+            subspace=_subspace(cfg, base, result.delta, spec.rank if source else cfg.adapter.rank),
+            adapter_source=source,
         )
         return finish(run, record)
+
+
+def _adapter_to_merge(run: RunFolder, cfg: Config, base: Any, adapter_dir: Path | None) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    """(spec, adapter, source): the run's own adapter (source None), after checking it was
+    trained on this base, or the PEFT folder `adapter_dir`, checked against the base."""
+    if adapter_dir is not None:
+        return read_adapter(adapter_dir, tuple(base.shape))
+    if run.manifest()["files"][BASE]["sha256"] != run.stage("finetune").get("base_sha256"):
+        raise RunError(
+            f"{run.path / BASE}: is not the base the adapter was trained on (SHA-256 differs); "
+            f"rerun `lora finetune --run-dir {run.path} --force`"
+        )
+    return stored_spec(cfg), load_adapter(run, cfg), None
 
 
 def load_base(run: RunFolder, cfg: Config):

@@ -96,6 +96,7 @@ class MergeRecord(StageRecord):
     delta_std: float | None  # None for a 1 x 1 ΔW: the sample std of one number is undefined
     delta_corner: list[list[float]]  # Δθ[:5, :5], the blog's layout (d_in, d_out)
     subspace: dict[str, Any] | None = None  # as FinetuneRecord's, from the merged weight
+    adapter_source: dict[str, Any] | None = None  # an imported PEFT folder (path, sha256, r, …); None: the run's own
 
 
 @dataclass(kw_only=True)

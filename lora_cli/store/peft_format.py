@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from lora_cli.core.adapter import KEY_A, KEY_B, MODULE, SCALING_RULES, AdapterSpec
+from lora_cli.core.adapter import KEY_A, KEY_B, KEY_M, MODULE, SCALING_RULES, AdapterSpec
 from lora_cli.core.inits import INITS
 
 
@@ -70,3 +70,44 @@ def mismatch(saved: dict[str, Any], spec: AdapterSpec) -> str | None:
     found = ", ".join(f"{k} = {saved.get(k)!r}" for k in keys)
     wanted = ", ".join(f"{expected[k]!r}" for k in keys)
     return f"{found} do not match {wanted} from"
+
+
+# what a PEFT adapter folder holds, by file name
+CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
+_SUFFIXES = {".lora_A.weight": KEY_A, ".lora_B.weight": KEY_B, ".lora_magnitude_vector": KEY_M}
+
+
+def spec_from_config(saved: dict[str, Any]) -> AdapterSpec:
+    """The AdapterSpec of an adapter_config.json that PEFT saved for one LoRA (or DoRA) on a
+    linear layer. ValueError, worded, for anything lora cannot merge exactly as PEFT would."""
+    if saved.get("peft_type") != "LORA":
+        raise ValueError(f"peft_type is {saved.get('peft_type')!r}; only LORA adapters can be merged")
+    rank, alpha = saved.get("r"), saved.get("lora_alpha")
+    if not isinstance(rank, int) or rank < 1 or not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise ValueError(f"r = {rank!r} and lora_alpha = {alpha!r} must be a whole number ≥ 1 and a number > 0")
+    init = saved.get("init_lora_weights", True)
+    if init in ("pissa", "olora", "corda", "loftq") or (isinstance(init, str) and init.startswith("pissa")):
+        raise ValueError(
+            f"init_lora_weights = {init!r}: such an adapter applies to PEFT's residual base, not the original weight; "
+            "save it with PEFT's path_initial_model_for_weight_conversion and import that"
+        )
+    for key, allowed in (("fan_in_fan_out", False), ("bias", "none")):
+        if saved.get(key, allowed) != allowed:
+            raise ValueError(f"{key} = {saved.get(key)!r}: only {allowed!r} is supported")
+    rule = "rslora" if saved.get("use_rslora") else "standard"
+    return AdapterSpec(rank=rank, alpha=float(alpha), init="kaiming", scaling_rule=rule, dora=bool(saved.get("use_dora")))
+
+
+def adapter_from_peft(tensors: dict[str, Any]) -> dict[str, Any]:
+    """PEFT's saved tensors for one adapted module, whatever the module's path, under lora's
+    keys. ValueError when they adapt more than one module or hold something else."""
+    renamed, modules = {}, set()
+    for name, tensor in tensors.items():
+        suffix = next((s for s in _SUFFIXES if name.endswith(s)), None)
+        if suffix is None:
+            raise ValueError(f"holds {name!r}, which is not lora_A, lora_B or a DoRA magnitude")
+        modules.add(name[: -len(suffix)])
+        renamed[_SUFFIXES[suffix]] = tensor
+    if len(modules) != 1:
+        raise ValueError(f"adapts {len(modules)} modules ({', '.join(sorted(modules)) or 'none'}); lora merges one linear layer")
+    return renamed

@@ -1,0 +1,48 @@
+"""An adapter folder that PEFT saved (`save_pretrained`), read for `lora merge --adapter DIR`:
+its config as an AdapterSpec, its tensors under lora's keys, both checked against the run's
+base before anything is merged. Every problem is one line naming the file and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lora_cli.core.adapter import AdapterSpec, check_shapes
+from lora_cli.errors import RunError
+from lora_cli.store import peft_format
+from lora_cli.store.files import read_json_object, sha256_bytes
+
+FIX = "it must be a PEFT LoRA folder (adapter_config.json, adapter_model.safetensors) for one linear layer"
+
+
+def read_adapter(folder: Path, weight_shape: tuple[int, int]) -> tuple[AdapterSpec, dict[str, Any], dict[str, Any]]:
+    """(spec, adapter state dict, source) of the PEFT folder; `source` records where it came
+    from (path, SHA-256 of its weights, and what its config said)."""
+    import torch
+    from safetensors.torch import load
+
+    if not folder.is_dir():
+        raise RunError(f"--adapter {folder}: no such folder; {FIX}")
+    config_path, weights_path = folder / peft_format.CONFIG_FILE, folder / peft_format.WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise RunError(f"{path}: missing; {FIX}")
+    saved = read_json_object(config_path)
+    try:
+        spec = peft_format.spec_from_config(saved)
+    except ValueError as exc:
+        raise RunError(f"{config_path}: {exc}") from None
+    data = weights_path.read_bytes()
+    try:
+        adapter = peft_format.adapter_from_peft(load(data))
+    except ValueError as exc:
+        raise RunError(f"{weights_path}: {exc}; {FIX}") from None
+    except Exception as exc:  # safetensors raises its own error types
+        raise RunError(f"{weights_path}: not a readable safetensors file ({exc}); {FIX}") from None
+    problem = check_shapes(weight_shape, spec, adapter)
+    if problem:
+        raise RunError(f"{weights_path}: {problem}; adapter_config.json says r = {spec.rank}, and the run's base is {weight_shape[0]} x {weight_shape[1]}")
+    adapter = {key: tensor.to(torch.float32) for key, tensor in adapter.items()}
+    source = {"path": str(folder.resolve()), "sha256": sha256_bytes(data), "rank": spec.rank, "alpha": spec.alpha,
+              "scaling_rule": spec.scaling_rule, "dora": spec.dora}
+    return spec, adapter, source
