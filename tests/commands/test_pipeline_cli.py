@@ -166,3 +166,14 @@ def test_subspace_diagnostics_are_recorded_and_match_the_stored_tensors(full_run
     assert diag["rank"] == 1 and diag["shift"]["column_angles"][0] < 1.0 and diag["shift"]["row_angles"][0] < 1.0
     merged = report["stages"]["merge"]["subspace"]
     assert merged["shift"]["relative_error"] == pytest.approx(diag["shift"]["relative_error"], rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["rank-vs-shift", "inits", "dora", "scaling"])
+def test_each_question_config_runs_as_its_header_says(runs_dir, name):
+    """The experiment configs run end to end (two epochs each) with their optimum and subspace."""
+    config = SMOKE.parent / f"{name}.yaml"
+    assert config.read_text().startswith(f"# Used by: lora run configs/{name}.yaml")
+    result = lora("run", str(config), "--epochs", "2", "--set", "pretrain.log_every=1", "--set", "finetune.log_every=1", "--json")
+    assert result.exit_code == 0, result.output
+    finetune = json.loads(result.stdout)["stages"]["finetune"]
+    assert finetune["optimal_loss"] > 0 and finetune["subspace"]["shift"]["relative_error"] > 0
