@@ -10,6 +10,23 @@ CONFIGS = ROOT / "configs"
 SMOKE = CONFIGS / "smoke.yaml"
 
 
+def linear_holder(weight):
+    """A module whose only layer is an nn.Linear named `linear` holding `weight`, as PEFT's
+    target_modules=["linear"] expects (the layout lora's adapters are saved for)."""
+    import torch
+
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+            self.linear.weight.data.copy_(weight)
+
+        def forward(self, x):
+            return self.linear(x)
+
+    return Holder()
+
+
 def tiny_config(**sets) -> Config:
     """The smoke config with dotted overrides, e.g. tiny_config(**{"adapter.rank": 2})."""
     return load_config(SMOKE, [("test", k, v) for k, v in sets.items()])

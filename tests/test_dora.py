@@ -3,12 +3,12 @@ to PEFT's own DoRA layer (peft/tuners/lora/dora.py) on the same tensors."""
 
 import pytest
 import torch
-from torch import nn
 from torch.nn import functional as F
 from torch.testing import assert_close
 
 from lora_cli.core.adapter import KEY_A, KEY_B, KEY_M, AdapterSpec, delta_weight, merge, state_dict
 from lora_cli.core.modules import LoRALinear, linear_from_weight
+from tests.conftest import linear_holder
 
 peft = pytest.importorskip("peft")
 D_IN, D_OUT, R = 7, 5, 2
@@ -34,17 +34,8 @@ def _hand_loss(w, a, b, m, x, y, s, detach=True):
     return ((x @ updated.T) * (m / n) - y).pow(2).mean()
 
 
-class _Holder(nn.Module):
-    def __init__(self, w):
-        super().__init__()
-        self.linear = linear_from_weight(w)
-
-    def forward(self, x):
-        return self.linear(x)
-
-
 def _peft_layer(spec, w, a, b, m=None):
-    holder = _Holder(w)
+    holder = linear_holder(w)
     config = peft.LoraConfig(r=spec.rank, lora_alpha=spec.alpha, use_dora=True, target_modules=["linear"], init_lora_weights=False)
     model = peft.get_peft_model(holder, config)
     layer = model.base_model.model.linear
@@ -60,7 +51,7 @@ def test_magnitude_starts_at_peft_s_row_norms_and_the_forward_at_the_base():
     w, a, _, _, x, _ = _tensors()
     ours = _ours(spec, w, a, torch.zeros(D_OUT, R))
     _, layer = _peft_layer(spec, w, a, torch.zeros(D_OUT, R))
-    peft_fresh = peft.get_peft_model(_Holder(w), peft.LoraConfig(r=R, lora_alpha=4.0, use_dora=True, target_modules=["linear"]))
+    peft_fresh = peft.get_peft_model(linear_holder(w), peft.LoraConfig(r=R, lora_alpha=4.0, use_dora=True, target_modules=["linear"]))
     assert_close(ours.magnitude.detach(), peft_fresh.base_model.model.linear.lora_magnitude_vector["default"].weight.detach())
     assert_close(ours.magnitude.detach(), torch.linalg.norm(w, dim=1))
     assert_close(ours(x), x @ w.T)

@@ -6,23 +6,12 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from torch import nn
 from typer.testing import CliRunner
 
 from lora_cli.cli import app
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, linear_holder
 
 peft = pytest.importorskip("peft")
-
-
-class Holder(nn.Module):
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-        self.linear.weight.data.copy_(weight)
-
-    def forward(self, x):
-        return self.linear(x)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +40,7 @@ def test_peft_loads_the_adapter_and_matches_the_merged_weight(tmp_path, rank, al
     assert stages["merge"]["final_loss"] == pytest.approx(stages["finetune"]["final_loss"], rel=1e-4)
     base = load_file(run_dir / "base.safetensors")["weight"]
     merged = load_file(run_dir / "merged.safetensors")["weight"]
-    model = peft.PeftModel.from_pretrained(Holder(base), str(run_dir / "adapter"))
+    model = peft.PeftModel.from_pretrained(linear_holder(base), str(run_dir / "adapter"))
     if "--dora" in flags:  # the trained magnitude is what PEFT holds, not its own fresh one
         stored = load_file(run_dir / "adapter" / "adapter_model.safetensors")["base_model.model.linear.lora_magnitude_vector"]
         loaded = model.base_model.model.linear.lora_magnitude_vector["default"].weight.detach()

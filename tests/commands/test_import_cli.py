@@ -6,24 +6,13 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from torch import nn
 from typer.testing import CliRunner
 
 from lora_cli.cli import app
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, linear_holder
 
 peft = pytest.importorskip("peft")
 runner = CliRunner()
-
-
-class Holder(nn.Module):
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-        self.linear.weight.data.copy_(weight)
-
-    def forward(self, x):
-        return self.linear(x)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +25,7 @@ def pretrained(tmp_path_factory):
 
 def _peft_adapter(folder, weight, **config):
     """A PEFT model on `weight` with a non-trivial adapter, saved by PEFT to `folder`."""
-    model = peft.get_peft_model(Holder(weight), peft.LoraConfig(target_modules=["linear"], **config))
+    model = peft.get_peft_model(linear_holder(weight), peft.LoraConfig(target_modules=["linear"], **config))
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_" in name:
