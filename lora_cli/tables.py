@@ -165,7 +165,7 @@ def subspace_tables(diag: dict[str, Any] | None) -> list[RenderableType]:
     if not diag:
         return []
     k, pair = diag["rank"], (diag["shift"], diag["target"])
-    table = Table(title=f"Learned ΔW against the truth T (top {k} directions)", title_justify="left")
+    table = Table(title=f"Learned ΔW against the truth T (top {k} direction{'' if k == 1 else 's'})", title_justify="left")
     table.add_column("Quantity")
     table.add_column("T = shift (θ2 − θ)ᵀ", justify="right")
     table.add_column("T = θ2ᵀ − W", justify="right")
