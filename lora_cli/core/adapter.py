@@ -99,11 +99,16 @@ def delta_weight(weight: torch.Tensor, spec: AdapterSpec, adapter: dict[str, tor
     return merged_weight(weight, spec, adapter) - weight
 
 
+def expected_shapes(spec: AdapterSpec, d_in: int, d_out: int) -> dict[str, tuple[int, ...]]:
+    """Each tensor an adapter of `spec` holds for a d_out x d_in base, and its shape."""
+    return {KEY_A: (spec.rank, d_in), KEY_B: (d_out, spec.rank)} | ({KEY_M: (d_out,)} if spec.dora else {})
+
+
 def check_shapes(weight_shape: tuple[int, ...], spec: AdapterSpec, adapter: dict[str, torch.Tensor]) -> str | None:
     """What in the adapter does not fit a rank-r adapter (of `spec`) on a base weight of
     `weight_shape`, worded; None when everything fits."""
     d_out, d_in = weight_shape
-    expected = {KEY_A: (spec.rank, d_in), KEY_B: (d_out, spec.rank)} | ({KEY_M: (d_out,)} if spec.dora else {})
+    expected = expected_shapes(spec, d_in, d_out)
     for key, shape in expected.items():
         if key not in adapter:
             return f"has no tensor {key}"

@@ -14,7 +14,7 @@ from typing import Any
 
 from lora_cli.config.loading import load_config
 from lora_cli.config.schemas import RENAMED, Config
-from lora_cli.core.adapter import KEY_A, KEY_B, KEY_M, delta_weight
+from lora_cli.core.adapter import delta_weight, expected_shapes
 from lora_cli.errors import ConfigError, RunError
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.resources import check_memory
@@ -224,7 +224,7 @@ def load_adapter(run: RunFolder, cfg: Config) -> dict[str, Any]:
     spec, d = stored_spec(cfg), cfg.data
     fix = f"rerun `lora finetune --run-dir {run.path} --force`"
     path = run.path / ADAPTER_WEIGHTS
-    shapes = {KEY_A: (spec.rank, d.d_in), KEY_B: (d.d_out, spec.rank)} | ({KEY_M: (d.d_out,)} if spec.dora else {})
+    shapes = expected_shapes(spec, d.d_in, d.d_out)
     adapter = {key: require_tensor(tensors, key, shape, path, fix) for key, shape in shapes.items()}
     saved = run.load_json(ADAPTER_CONFIG, "finetune")
     problem = peft_format.mismatch(saved, spec)
