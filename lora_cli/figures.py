@@ -14,7 +14,6 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from lora_cli.core import subspace
 from lora_cli.errors import RunError
 from lora_cli.store.files import atomic_write
 from lora_cli.stages import results
@@ -155,6 +154,7 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
     figures = {"pipeline_loss.png": loss_curves({s: _curve(rows, s, "epoch") for s in done}, "epoch")}
     if "finetune" in done:
         from lora_cli.core.adapter import delta_weight
+        from lora_cli.recipes.pipeline import diagnostics
         from lora_cli.stages.pipeline import load_adapter, load_base, stored_spec
 
         cfg = run_config(run)
@@ -164,15 +164,9 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
         r = cfg.adapter.rank
         panels = {"learned ΔW = (alpha/r)·B·A": delta, "error ΔW − (θ2 − θ)ᵀ": delta - true_shift}
         figures["delta_heatmap.png"] = heatmaps(panels, f"Learned update vs the true shift (rank {r})", shared_scale=False)
-        diag = subspace.diagnose(delta, true_shift, run_data_target(cfg, base), r)
+        diag = diagnostics(cfg, base, delta, r)
         series = {"learned ΔW": diag.singular_values, "true shift (θ2 − θ)ᵀ": diag.shift.singular_values, "θ2ᵀ − W": diag.target.singular_values}
         angle = f"; angle to the shift {diag.shift.column_angles[0]:.3g}°" if diag.shift.column_angles else ""
         figures["delta_singular_values.png"] = spectra(series, r, f"Spectra: what the adapter learned and what it should{angle}")
     return figures
 
-
-def run_data_target(cfg: Any, base: torch.Tensor) -> torch.Tensor:
-    """θ2ᵀ − W: what the adapter must learn (regenerated from the run's seeds)."""
-    from lora_cli.recipes.pipeline import thetas
-
-    return thetas(cfg)[1].T - base

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lora_cli.core.adapter import AdapterSpec, row_norms
+from lora_cli.core.adapter import KEY_A, KEY_B, AdapterSpec, expected_shapes, row_norms
 
 
 class LoRALinear(nn.Module):
@@ -18,10 +18,10 @@ class LoRALinear(nn.Module):
 
     def __init__(self, base: nn.Linear, spec: AdapterSpec, lora_A: torch.Tensor, lora_B: torch.Tensor, magnitude: torch.Tensor | None = None):
         super().__init__()
-        if lora_A.shape != (spec.rank, base.in_features) or lora_B.shape != (base.out_features, spec.rank):
+        shapes = expected_shapes(spec, base.in_features, base.out_features)
+        if lora_A.shape != shapes[KEY_A] or lora_B.shape != shapes[KEY_B]:
             raise ValueError(
-                f"lora_A must be {(spec.rank, base.in_features)} and lora_B {(base.out_features, spec.rank)}, "
-                f"got {tuple(lora_A.shape)} and {tuple(lora_B.shape)}"
+                f"lora_A must be {shapes[KEY_A]} and lora_B {shapes[KEY_B]}, got {tuple(lora_A.shape)} and {tuple(lora_B.shape)}"
             )
         self.base = base
         self.base.requires_grad_(False)

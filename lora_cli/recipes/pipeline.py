@@ -175,7 +175,7 @@ def merge(cfg: Config, base_weight: torch.Tensor, spec: lora.AdapterSpec, adapte
     merged_out = x @ merged.T
     return MergeResult(
         merged=merged,
-        delta=merged - base_weight,
+        delta=lora.delta_weight(base_weight, spec, adapter),
         base_loss=F.mse_loss(x @ base_weight.T, y).item(),
         adapter_loss=F.mse_loss(adapter_out, y).item(),
         merged_loss=F.mse_loss(merged_out, y).item(),

@@ -27,7 +27,7 @@ def read_adapter(folder: Path, weight_shape: tuple[int, int]) -> tuple[AdapterSp
     for path in (config_path, weights_path):
         if not path.is_file():
             raise RunError(f"{path}: missing; {FIX}")
-    saved = read_json_object(config_path)
+    saved = read_json_object(config_path, FIX)
     try:
         spec = peft_format.spec_from_config(saved)
     except ValueError as exc:

@@ -113,11 +113,14 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path, fix: str | None = None) -> dict[str, Any]:
+    """The JSON object in `path`; RunError ending in `fix` (default: a run folder's damage
+    advice) when it is unreadable or not an object."""
+    fix = fix or DAMAGED_HINT.format(folder=path.parent)
     try:
         obj = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path}: unreadable ({exc}); {DAMAGED_HINT.format(folder=path.parent)}") from None
+        raise RunError(f"{path}: unreadable ({exc}); {fix}") from None
     if not isinstance(obj, dict):
-        raise RunError(f"{path}: not a JSON object; {DAMAGED_HINT.format(folder=path.parent)}")
+        raise RunError(f"{path}: not a JSON object; {fix}")
     return obj

@@ -56,8 +56,12 @@ def test_an_adapter_for_another_shape_or_a_residual_base_is_refused_in_one_line(
     run_dir, weight = pretrained
     _peft_adapter(tmp_path / "wide", torch.zeros(weight.shape[0], weight.shape[1] + 1), r=2)
     _peft_adapter(tmp_path / "pissa", weight, r=2, init_lora_weights="pissa")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "adapter_config.json").write_text("{not json")
+    (tmp_path / "broken" / "adapter_model.safetensors").write_bytes(b"")
     cases = {
         "wide": "lora_A.weight has shape (2, 34), not (2, 33)",
+        "broken": "adapter_config.json: unreadable",
         "pissa": "init_lora_weights = 'pissa': such an adapter applies to PEFT's residual base",
         "absent": "no such folder",
     }
@@ -66,3 +70,4 @@ def test_an_adapter_for_another_shape_or_a_residual_base_is_refused_in_one_line(
         assert result.exit_code == 1, result.output
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+        assert "rm -r" not in lines[0], "the user's adapter folder is not a damaged run folder"
