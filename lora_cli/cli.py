@@ -14,7 +14,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from lora_cli import __version__
 from lora_cli.store import locking
-from lora_cli.commands import approx, inspect, pipeline, plot
+from lora_cli.commands import approx, inspect, pipeline, plot, sweep
 from lora_cli.errors import Interrupted, LoraError, signal_name
 
 
@@ -116,6 +116,7 @@ for name, command in {
     "pretrain": pipeline.pretrain,
     "finetune": pipeline.finetune,
     "merge": pipeline.merge,
+    "sweep": sweep.sweep,
     "approx": approx.approx,
     "plot": plot.plot,
     "data": plot.data,

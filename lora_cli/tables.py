@@ -86,8 +86,10 @@ def runs_table(summaries: list[dict[str, Any]], root: str) -> Table:
 
 def _stage_cell(stage: str, rec: dict[str, Any]) -> str:
     status = rec.get("status", "?")
-    if status == "complete":
+    if status == "complete" and "final_loss" in rec:
         return f"{stage} [green]complete[/] {fmt_loss(rec['final_loss'])}"
+    if status == "complete" and "trials" in rec:  # a sweep
+        return f"{stage} [green]complete[/] {rec.get('complete', 0)} of {rec['trials']} trials ({rec.get('failed', 0)} failed)"
     if status == "interrupted":
         saved = rec.get("checkpoint_epoch")
         where = f", resumable from epoch {saved}" if saved else ""

@@ -45,7 +45,7 @@ def load_config(
     raw: dict[str, Any] = _deep_copy(base) if base is not None else {}
     sources: dict[str, str] = {}
     if path is not None:
-        _merge(raw, _upgrade(_read_mapping(path), str(path)), sources, str(path), prefix="")
+        _merge(raw, _upgrade(read_mapping(path), str(path)), sources, str(path), prefix="")
         raw.setdefault("name", _default_name(path))
     for source, key, value in overrides or []:
         _apply_override(raw, sources, source, key, value)
@@ -68,7 +68,7 @@ def check_values(overrides: list[Override], schema: type[Section] = Config) -> N
 
 def detect_schema(path: Path) -> type[Section]:
     """ApproxConfig when the file's top-level keys belong to `lora approx`, else Config."""
-    doc = _read_mapping(path)
+    doc = read_mapping(path)
     approx_only = set(ApproxConfig.model_fields) - set(Config.model_fields)
     return ApproxConfig if approx_only & set(doc) else Config
 
@@ -117,7 +117,7 @@ def _type_name(annotation: Any) -> str:
     return annotation.__name__
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
+def read_mapping(path: Path) -> dict[str, Any]:
     try:
         doc = read_yaml_file(path)
     except YamlError as exc:

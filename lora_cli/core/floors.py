@@ -32,6 +32,11 @@ def regression_floor(x: torch.Tensor, residual: torch.Tensor, rank: int | None =
         x: (n, d_in) inputs. residual: (n, d_out) what the update must explain (for a
         finetune, y2 − x2·Wᵀ; for a pretrain, y itself).
     """
+    return regression_floors(x, residual, [rank])[0]
+
+
+def regression_floors(x: torch.Tensor, residual: torch.Tensor, ranks: list[int | None]) -> list[float]:
+    """`regression_floor` for several ranks from one projection and one SVD (a sweep's trials)."""
     x64, r64 = x.double(), residual.double()
     gram = x64.T @ x64
     chol, info = torch.linalg.cholesky_ex(gram)
@@ -41,16 +46,23 @@ def regression_floor(x: torch.Tensor, residual: torch.Tensor, rank: int | None =
         u, sigma, _ = torch.linalg.svd(x64, full_matrices=False)
         basis = u[:, sigma > sigma.max() * max(x64.shape) * torch.finfo(torch.float64).eps]
         projected = basis.T @ r64
-    if rank is None or rank >= min(projected.shape):
-        explained = (projected**2).sum()
-    else:
-        explained = (torch.linalg.svdvals(projected)[:rank] ** 2).sum()
-    return max(((r64**2).sum() - explained).item(), 0.0) / residual.numel()
+    total = (r64**2).sum()
+    energy = torch.linalg.svdvals(projected) ** 2 if any(r is not None and r < min(projected.shape) for r in ranks) else None
+    floors = []
+    for rank in ranks:
+        explained = (projected**2).sum() if rank is None or rank >= min(projected.shape) else energy[:rank].sum()
+        floors.append(max((total - explained).item(), 0.0) / residual.numel())
+    return floors
 
 
 def population_floor(shift_target: torch.Tensor, rank: int, noise_std: float) -> float:
     """min over rank-r ΔW of the expected MSE on fresh x ~ N(0, I):
     σ² + Σ_{i>r} σᵢ(D)²/d_out, with D = θ2ᵀ − W (d_out, d_in) what the adapter must learn."""
+    return population_floors(shift_target, [rank], noise_std)[0]
+
+
+def population_floors(shift_target: torch.Tensor, ranks: list[int], noise_std: float) -> list[float]:
+    """`population_floor` for several ranks from one SVD."""
     d_out = shift_target.shape[0]
     sigma = singular_values(shift_target)
-    return noise_std**2 + (sigma[rank:] ** 2).sum().item() / d_out
+    return [noise_std**2 + (sigma[rank:] ** 2).sum().item() / d_out for rank in ranks]

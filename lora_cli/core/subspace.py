@@ -58,11 +58,36 @@ def numerical_rank(sigma: torch.Tensor) -> int:
     return int((sigma > NEGLIGIBLE * sigma[0]).sum()) if sigma.numel() and sigma[0] > 0 else 0
 
 
-def compare(delta: torch.Tensor, truth: torch.Tensor, k: int) -> Comparison:
-    """ΔW against T on their top-k singular subspaces (see Comparison)."""
-    delta, truth = delta.double(), truth.double()
-    u, _, vh = torch.linalg.svd(delta, full_matrices=False)
-    tu, t_sigma, tvh = torch.linalg.svd(truth, full_matrices=False)
+@dataclass(frozen=True)
+class Target:
+    """A true update T (float64) and its SVD, made once for the many ΔW a sweep compares with it."""
+
+    tensor: torch.Tensor
+    u: torch.Tensor
+    sigma: torch.Tensor
+    vh: torch.Tensor
+
+    @classmethod
+    def of(cls, truth: torch.Tensor | Target) -> Target:
+        if isinstance(truth, Target):
+            return truth
+        t = truth.double()
+        return cls(t, *torch.linalg.svd(t, full_matrices=False))
+
+
+def factored_svd(left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The thin SVD of left·right ((d_out, r)·(r, d_in)) from QRs of the factors: O(d·r²)."""
+    q_l, r_l = torch.linalg.qr(left.double())
+    q_r, r_r = torch.linalg.qr(right.double().T)
+    u, sigma, vh = torch.linalg.svd(r_l @ r_r.T)
+    return q_l @ u, sigma, vh @ q_r.T
+
+
+def compare(delta: torch.Tensor, truth: torch.Tensor | Target, k: int, svd=None) -> Comparison:
+    """ΔW against T on their top-k singular subspaces (see Comparison); `svd`: ΔW's, when known."""
+    target = Target.of(truth)
+    delta, truth, tu, t_sigma, tvh = delta.double(), target.tensor, target.u, target.sigma, target.vh
+    u, _, vh = svd if svd is not None else torch.linalg.svd(delta, full_matrices=False)
     total = t_sigma.square().sum().item()
     k = min(k, numerical_rank(t_sigma)) if total > 0 else 0
     inside = (u[:, :k].T @ truth @ vh[:k].T).square().sum().item()
@@ -76,10 +101,12 @@ def compare(delta: torch.Tensor, truth: torch.Tensor, k: int) -> Comparison:
     )
 
 
-def diagnose(delta: torch.Tensor, shift: torch.Tensor, target: torch.Tensor, rank: int) -> Diagnostics:
-    """ΔW against the true shift and against the target, on min(rank, ΔW's own rank) directions."""
-    sigma = torch.linalg.svdvals(delta.double())
+def diagnose(delta: torch.Tensor, shift: torch.Tensor | Target, target: torch.Tensor | Target, rank: int, factors=None) -> Diagnostics:
+    """ΔW against the true shift and against the target, on min(rank, ΔW's own rank) directions.
+    `factors` (left, right) with ΔW = left·right make ΔW's SVD cheap (a LoRA's s·B and A)."""
+    svd = factored_svd(*factors) if factors is not None else torch.linalg.svd(delta.double(), full_matrices=False)
+    sigma = svd[1]
     k = min(rank, numerical_rank(sigma))
     first = sigma[0].item() if sigma.numel() else 0.0
     stable = sigma.square().sum().item() / first**2 if first > 0 else 0.0
-    return Diagnostics(k, sigma[:SHOWN].tolist(), stable, compare(delta, shift, k), compare(delta, target, k))
+    return Diagnostics(k, sigma[:SHOWN].tolist(), stable, compare(delta, shift, k, svd), compare(delta, target, k, svd))

@@ -1,6 +1,6 @@
 """The kinds of run folder: each kind's config schema, its stages in order and the files each
 stage writes. The run store (lora_cli/store/) is generic; what a pipeline or an approx run is,
-it learns here, as a `Layout` per kind. A sweep (next) is one more entry.
+it learns here, as a `Layout` per kind.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from lora_cli import __version__
 from lora_cli.config.loading import config_to_yaml, load_config
 from lora_cli.config.schemas import ApproxConfig, Config, Section
+from lora_cli.config.sweep import SweepSpec
 from lora_cli.errors import ConfigError, RunError
 from lora_cli.store.run_folder import CONFIG, Layout, RunFolder
 from lora_cli.store.run_index import newest
@@ -23,6 +24,8 @@ ADAPTER_CONFIG = "adapter/adapter_config.json"
 SHIFT = "shift.safetensors"  # key "true_delta": ΔW* = (θ2 − θ)ᵀ (d_out, d_in), for figures
 MERGED = "merged.safetensors"  # key "weight" (d_out, d_in)
 APPROX = "approx.safetensors"  # keys "target", "A", "B"
+RESULTS_CSV = "results.csv"  # a sweep's trials, one row each
+RESULTS_JSONL = "results.jsonl"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ KINDS: dict[str, Kind] = {
         ),
     ),
     "approx": Kind(ApproxConfig, Layout(("approx",), {"approx": (APPROX,)})),
+    # a sweep's trials and bases are run folders of their own, listed as its children
+    "sweep": Kind(SweepSpec, Layout(("sweep",), {"sweep": (RESULTS_CSV, RESULTS_JSONL)})),
 }
 LAYOUTS = {name: kind.layout for name, kind in KINDS.items()}
 _HEADER = "# Resolved config of this run; rerun it with: lora run <this file>\n"
@@ -52,8 +57,8 @@ def kind_of(cfg: Section) -> str:
 def create_run(cfg: Section, run_dir: Path | None, root: Path, force: bool = False) -> RunFolder:
     """A fresh run folder for `cfg` (see RunFolder.create), its config and manifest written."""
     kind = kind_of(cfg)
-    header = {"kind": kind, "name": cfg.name, "seed": cfg.seed, "versions": _versions()}
-    return RunFolder.create(KINDS[kind].layout, header, config_to_yaml(cfg, _HEADER), run_dir, root, force)
+    header = {"kind": kind, "name": cfg.name, "seed": cfg.seed, "versions": versions()}
+    return RunFolder.create(KINDS[kind].layout, header, config_text(cfg), run_dir, root, force)
 
 
 def open_run(path: Path, lock: str | None = "exclusive") -> RunFolder:
@@ -73,11 +78,15 @@ def run_config(run: RunFolder) -> Any:
         raise RunError(f"{run.path}: its {CONFIG} is invalid: {exc.problems[0]}") from None
 
 
+def config_text(cfg: Section) -> str:
+    return config_to_yaml(cfg, _HEADER)
+
+
 def save_config(run: RunFolder, cfg: Section) -> None:
-    run.write_config_text(config_to_yaml(cfg, _HEADER))
+    run.write_config_text(config_text(cfg))
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     import torch
 
     return {"python": platform.python_version(), "torch": torch.__version__, "lora": __version__}

@@ -125,7 +125,6 @@ def finetune_stage(
     spec = recipe.adapter_spec(cfg)
     runtime = _engine(runtime, spec)
     base = load_base(run, cfg)
-    base_sha = run.manifest()["files"][BASE]["sha256"]
     state = resume_state(run, "finetune", runtime.engine) if resume else None
     n_threads = use_threads(cfg, "finetune", runtime.threads)
     tracker = EpochTracker(on_epoch)
@@ -133,29 +132,50 @@ def finetune_stage(
         save_config(run, cfg)
         start = time.perf_counter()
         result = recipe.finetune(cfg, base, runtime, tracker, state, checkpointer(run, "finetune"))
-        check_divergence(result.divergence, "finetune.lr")
-        stored, exported = peft_format.export_spec(spec), peft_format.export(spec, result.adapter, result.initial)
-        run.save_tensors(ADAPTER_WEIGHTS, exported)
-        run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(stored))
-        run.save_tensors(SHIFT, {"true_delta": result.true_delta})
-        fields = training_fields(run, "finetune", result.history, start)
-        fields |= _optimum(cfg.finetune.optimum, fields["final_loss"], lambda: recipe.finetune_optimum(cfg, base), note)
-        fields["subspace"] = _subspace(cfg, base, delta_weight(base, stored, exported), spec.rank)
-        record = FinetuneRecord(
-            **fields,
-            **_runtime_fields(runtime, n_threads, state),
-            parameters=_parameters(cfg),
-            rank=spec.rank,
-            alpha=spec.alpha,
-            scaling=spec.scaling,
-            init=spec.init,
-            scaling_rule=spec.scaling_rule,
-            lr_ratio=spec.lr_ratio,
-            dora=spec.dora,
-            seed=recipe.adapter_seed(cfg),
-            base_sha256=base_sha,
-        )
-        return finish(run, record)
+        fields = _runtime_fields(runtime, n_threads, state)
+        return record_finetune(run, cfg, base, result, time.perf_counter() - start, fields, note=note)
+
+
+def record_finetune(
+    run: RunFolder,
+    cfg: Config,
+    base: Any,
+    result: recipe.FinetuneResult,
+    seconds: float,
+    runtime_fields: dict[str, Any],
+    optimum: Callable[[], recipe.Optimum] | None = None,
+    diagnose: Callable[[Any, int], Any] | None = None,
+    note: Note | None = None,
+) -> FinetuneRecord:
+    """Store a trained adapter (PEFT layout), the shift and the finetune record in `run`, inside
+    its `recording("finetune")`; a divergence raises DivergenceError instead. `optimum` and
+    `diagnose` (ΔW, rank -> Diagnostics) stand in for the recipe's own when a sweep shares them."""
+    check_divergence(result.divergence, "finetune.lr")
+    spec = recipe.adapter_spec(cfg)
+    stored, exported = peft_format.export_spec(spec), peft_format.export(spec, result.adapter, result.initial)
+    run.save_tensors(ADAPTER_WEIGHTS, exported)
+    run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(stored))
+    run.save_tensors(SHIFT, {"true_delta": result.true_delta})
+    fields = {**training_fields(run, "finetune", result.history, time.perf_counter()), "seconds": seconds}
+    fields |= _optimum(cfg.finetune.optimum, fields["final_loss"], optimum or (lambda: recipe.finetune_optimum(cfg, base)), note)
+    delta = delta_weight(base, stored, exported)
+    if cfg.finetune.subspace:
+        fields["subspace"] = (diagnose or (lambda d, r: recipe.diagnostics(cfg, base, d, r)))(delta, spec.rank).to_dict()
+    record = FinetuneRecord(
+        **fields,
+        **runtime_fields,
+        parameters=_parameters(cfg),
+        rank=spec.rank,
+        alpha=spec.alpha,
+        scaling=spec.scaling,
+        init=spec.init,
+        scaling_rule=spec.scaling_rule,
+        lr_ratio=spec.lr_ratio,
+        dora=spec.dora,
+        seed=recipe.adapter_seed(cfg),
+        base_sha256=run.manifest()["files"][BASE]["sha256"],
+    )
+    return finish(run, record)
 
 
 def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None, adapter_dir: Path | None = None) -> MergeRecord:

@@ -8,10 +8,12 @@ A mixin of `RunFolder` (lora_cli/store/run_folder.py), which supplies `path`, `m
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from lora_cli.errors import RunError
-from lora_cli.store.files import atomic_write, dumps, sha256_bytes
+from lora_cli.store.files import atomic_write, dumps, remove, sha256_bytes
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
@@ -28,8 +30,31 @@ class RunFiles:
     def save_json(self, rel: str, obj: Any) -> str:
         return self._save_bytes(rel, (dumps(obj, indent=2) + "\n").encode())
 
+    def save_text(self, rel: str, text: str) -> str:
+        return self._save_bytes(rel, text.encode())
+
     def _save_bytes(self, rel: str, data: bytes) -> str:
         atomic_write(self.path / rel, data)
+        digest = sha256_bytes(data)
+        m = self.manifest()
+        m["files"][rel] = {"sha256": digest, "bytes": len(data)}
+        self._write_manifest(m)
+        return digest
+
+    def adopt_file(self, rel: str, source: Path) -> str:
+        """Record a file another run folder holds as `rel` here: hard-linked (copied where links
+        fail), which is safe because every write replaces a file instead of changing it."""
+        data = source.read_bytes()
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.link.tmp")
+        remove(temporary)
+        try:
+            os.link(source, temporary)
+            os.replace(temporary, target)
+        except OSError:
+            remove(temporary)
+            atomic_write(target, data)
         digest = sha256_bytes(data)
         m = self.manifest()
         m["files"][rel] = {"sha256": digest, "bytes": len(data)}

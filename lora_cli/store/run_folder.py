@@ -212,6 +212,13 @@ class RunFolder(RunFiles):
         for leftover in self.path.rglob(".*.tmp"):  # from a write that was killed (atomic_write's names)
             remove(leftover)
 
+    def update_entries(self, section: str, entries: dict[str, dict[str, Any]]) -> None:
+        """Merge `entries` into the manifest's `section` (a sweep's trials) in one write."""
+        m = self.manifest()
+        for key, fields in entries.items():
+            m.setdefault(section, {}).setdefault(key, {}).update(fields)
+        self._write_manifest(m)
+
     def record_figures(self, figures: dict[str, list[str]]) -> None:
         """Note PNGs written into the folder and the stages they draw, so re-running one of
         those stages deletes them instead of leaving pictures of results that are gone."""

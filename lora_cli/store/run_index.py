@@ -16,7 +16,7 @@ from lora_cli.errors import RunError
 from lora_cli.store.files import read_json_object
 from lora_cli.store.run_files import MANIFEST
 
-SUMMARY_KEYS = ("status", "seconds", "baseline_loss", "final_loss", "error", "epoch", "checkpoint_epoch")
+SUMMARY_KEYS = ("status", "seconds", "baseline_loss", "final_loss", "error", "epoch", "checkpoint_epoch", "trials", "complete", "failed")
 
 
 @dataclass

@@ -146,6 +146,18 @@ class FastPretrain:
         return self.w
 
 
+@torch.no_grad()
+def inputs_and_residual(base_w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[X | R] (n, d_in + d_out), R = y − X·Wᵀ: the frozen base's error, a constant of
+    finetuning, beside the rows it belongs to so that one gather fetches both."""
+    n, d_in = x.shape
+    xr = x.new_empty(n, d_in + y.shape[1])
+    for rows in torch.arange(n, device=x.device).split(4096):  # chunks bound the temporary
+        xr[rows, :d_in] = x[rows]
+        xr[rows, d_in:] = torch.addmm(y[rows], x[rows], base_w.T, alpha=-1)
+    return xr
+
+
 class FastFinetune:
     """Adam on lora_A (r, d_in), lora_B (d_out, r) so x·Wᵀ + s·(x·Aᵀ)·Bᵀ ≈ y, W frozen."""
 
@@ -156,11 +168,7 @@ class FastFinetune:
         n, d_in = x.shape
         d_out, r, b = y.shape[1], a0.shape[0], batch_size
         self.n, self.s, self.scale = n, spec.scaling, 2.0 / (b * d_out)
-        # [X2 | R], R = y2 − X2·Wᵀ (the frozen base's error, a constant): one gather fetches both
-        self.xr = x.new_empty(n, d_in + d_out)
-        for rows in torch.arange(n, device=x.device).split(4096):  # chunks bound the temporary
-            self.xr[rows, :d_in] = x[rows]
-            self.xr[rows, d_in:] = torch.addmm(y[rows], x[rows], base_w.T, alpha=-1)
+        self.xr = inputs_and_residual(base_w, x, y)
         self.x_all, self.residual = self.xr[:, :d_in], self.xr[:, d_in:]
         self.flat = x.new_empty(r * d_in + d_out * r)  # [lora_A | lora_B], so Adam is one pass
         self.grad = torch.empty_like(self.flat)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -137,33 +137,89 @@ def train(
     Returns:
         The logged full-data losses (epoch 0 first), and the divergence if the loss ran away.
     """
+    return train_lanes(_OneLane(engine), schedule, generator, on_epoch, resume, on_checkpoint)[0]
+
+
+def train_lanes(
+    engine: Any,
+    schedule: Schedule,
+    generator: torch.Generator,
+    on_epoch: EpochCallback | None = None,
+    resume: TrainState | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
+) -> list[Fit]:
+    """`train` for an engine of several lanes (independent adapters on the same batches, as
+    train/batched.py): its run_steps and evaluate return one loss per lane. A lane that diverges
+    gets its Divergence and is stopped (engine.stop); the others go on. `on_epoch` hears the
+    lowest logged loss of the lanes still training. Checkpoints are for one-lane engines.
+    """
     steps = engine.n // schedule.batch_size
     if resume is None:
-        history, first = History([LogPoint(0, 0, engine.evaluate())]), 1
+        fits, first = [Fit(History([LogPoint(0, 0, loss)])) for loss in engine.evaluate()], 1
     else:
         engine.load(resume.tensors)
         generator.set_state(resume.generator_state)
-        history, first = History(list(resume.history.points)), resume.epoch + 1
+        fits, first = [Fit(History(list(resume.history.points)))], resume.epoch + 1
     if on_epoch:
-        on_epoch(first - 1, history.final if resume is None else None)
+        on_epoch(first - 1, _lowest(fits, [f.history.final for f in fits]) if resume is None else None)
     for epoch in range(first, schedule.epochs + 1):
         batches = epoch_batches(engine.n, schedule.batch_size, steps, generator)
-        step_loss = engine.run_steps(batches)
+        _check_lanes(engine, fits, engine.run_steps(batches), epoch, epoch * steps)  # no full evaluation of a runaway
         logged = None
-        if divergence := diverged_at(step_loss, history, epoch, epoch * steps):
-            return Fit(history, divergence)  # no full evaluation of a model that has run away
-        if epoch % schedule.log_every == 0 or epoch == schedule.epochs:
-            logged = engine.evaluate()
-            if divergence := diverged_at(logged, history, epoch, epoch * steps):
-                return Fit(history, divergence)
-            history.points.append(LogPoint(epoch, epoch * steps, logged))
+        if (epoch % schedule.log_every == 0 or epoch == schedule.epochs) and _live(fits):
+            losses = engine.evaluate()
+            _check_lanes(engine, fits, losses, epoch, epoch * steps)
+            for fit, loss in zip(fits, losses):
+                if fit.divergence is None:
+                    fit.history.points.append(LogPoint(epoch, epoch * steps, loss))
+            logged = _lowest(fits, losses)
+        if not _live(fits):
+            return fits
         if on_epoch:
             on_epoch(epoch, logged)
         if on_checkpoint and schedule.checkpoint_every and epoch % schedule.checkpoint_every == 0 and epoch < schedule.epochs:
             # copies: training goes on changing the live tensors after the callback returns
             tensors = {k: v.detach().clone() for k, v in engine.state().items()}
-            on_checkpoint(TrainState(epoch, engine.name, tensors, generator.get_state(), History(list(history.points))))
-    return Fit(history)
+            on_checkpoint(TrainState(epoch, engine.name, tensors, generator.get_state(), History(list(fits[0].history.points))))
+    return fits
+
+
+class _OneLane:
+    """A one-adapter engine seen as an engine of one lane."""
+
+    def __init__(self, engine: Engine):
+        self.engine, self.name, self.n = engine, engine.name, engine.n
+
+    def run_steps(self, batches: torch.Tensor) -> list[float]:
+        return [self.engine.run_steps(batches)]
+
+    def evaluate(self) -> list[float]:
+        return [self.engine.evaluate()]
+
+    def stop(self, lane: int) -> None:
+        pass
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.engine.state()
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.engine.load(tensors)
+
+
+def _live(fits: list[Fit]) -> bool:
+    return any(fit.divergence is None for fit in fits)
+
+
+def _lowest(fits: list[Fit], losses: list[float]) -> float | None:
+    live = [loss for fit, loss in zip(fits, losses) if fit.divergence is None]
+    return min(live) if live else None
+
+
+def _check_lanes(engine: Any, fits: list[Fit], losses: list[float], epoch: int, step: int) -> None:
+    for lane, (fit, loss) in enumerate(zip(fits, losses)):
+        if fit.divergence is None and (divergence := diverged_at(loss, fit.history, epoch, step)):
+            fit.divergence = divergence
+            engine.stop(lane)
 
 
 def diverged_at(loss: float, history: History, epoch: int, step: int) -> Divergence | None:

@@ -1,0 +1,132 @@
+"""`lora sweep`: many adapters over one shared base, trained together, summarised in one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from lora_cli.commands.folders import resume_hint, runtime
+from lora_cli.commands.options import NewRunDirOpt, SetOpt, collect_overrides, flag_option, runs_root, shared
+from lora_cli.commands.output import Output
+from lora_cli.errors import ConfigError
+
+GridOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--grid", "-g", metavar="KEY=V1,V2", help="Sweep a config key over these values (an axis of the grid). Repeatable."),
+]
+BaseOpt = Annotated[
+    Optional[Path], typer.Option("--base", metavar="DIR", help="Use this run folder's pretrained base instead of pretraining (its hash is checked).")
+]
+ResumeDirOpt = Annotated[
+    Optional[Path], typer.Option("--resume", metavar="DIR", help="Finish the sweep in DIR: only trials not complete run; its spec is kept.")
+]
+DryRunOpt = flag_option("--dry-run", "Print the trials, their groups, the memory and the expected time; train nothing.")
+FailFastOpt = flag_option("--fail-fast", "Stop at the first failed trial (default: record it and go on).")
+
+
+@shared("engine", "device", "threads", "force", "as_json")
+def sweep(
+    spec: Annotated[Optional[Path], typer.Argument(metavar="[SPEC]", help="A sweep spec (configs/sweeps/*.yaml), or a pipeline config to sweep with --grid.")] = None,
+    grid: GridOpt = None,
+    sets: SetOpt = None,
+    run_dir: NewRunDirOpt = None,
+    base: BaseOpt = None,
+    resume: ResumeDirOpt = None,
+    dry_run: DryRunOpt = False,
+    fail_fast: FailFastOpt = False,
+    *,
+    opts: Any,
+) -> None:
+    """Train a grid of adapters over one shared base; results.csv and a table sorted by gap.
+
+    Trials that share the data, the shift and the batch order train together on the batched
+    engine (--engine auto); DoRA, PiSSA and OLoRA trials run one by one.
+
+    Example: lora sweep configs/sweeps/rank-vs-shift.yaml
+    Example: lora sweep configs/smoke.yaml --grid adapter.rank=1,2,4 --grid adapter.scaling=standard,rslora
+    Example: lora sweep --resume runs/rank-vs-shift-sweep-20261125T120000Z
+    """
+    from lora_cli.config.sweep import load_sweep
+    from lora_cli.stages import sweep as stages
+
+    out = Output(opts.as_json)
+    if resume is not None:
+        if grid or sets or run_dir or base:
+            raise ConfigError("--resume finishes a sweep exactly as it was started; leave out --grid, --set, --run-dir and --base")
+        folder, sw = stages.open_sweep(resume, spec)
+    elif spec is None:
+        raise ConfigError("give a sweep spec or a config to sweep with --grid, e.g. lora sweep configs/sweeps/rank-vs-shift.yaml")
+    else:
+        sw = load_sweep(spec, [_axis(text) for text in grid or []], collect_overrides(sets, {}))
+    rt = runtime(opts.engine, opts.device, opts.threads)
+    plan = _plan(sw, rt.engine)
+    if dry_run:
+        return _show_plan(out, sw, plan)
+    _check_memory(plan)
+    if resume is None:
+        folder = stages.create_sweep(sw, run_dir, runs_root(), opts.force)
+        out.note(f"Sweep folder: {folder.path}")
+    _use_threads(sw, rt.threads)
+    with resume_hint(f"lora sweep --resume {folder.path}"):
+        rows = stages.run_sweep(folder, sw, rt, out.progress, base, fail_fast, out.note)
+    from lora_cli import sweep_tables
+
+    out.show(sweep_tables.summary_table(rows, sw.axes))
+    out.emit({"sweep_dir": str(folder.path), "axes": list(sw.axes), "trials": rows})
+    failed = sum(row["status"] == "failed" for row in rows)
+    out.note(f"{len(rows) - failed} of {len(rows)} trials complete; results in {folder.path}/results.csv")
+
+
+def _axis(text: str) -> tuple[str, list[Any]]:
+    from lora_cli.config.overrides import parse_scalar
+
+    key, sep, values = text.partition("=")
+    if not sep or not key.strip() or not values.strip():
+        raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2,…, e.g. --grid adapter.rank=1,2,4")
+    return key.strip(), [parse_scalar(v.strip(), f"--grid {key.strip()}") for v in values.split(",")]
+
+
+def _plan(sw: Any, engine: str) -> list[dict[str, Any]]:
+    from lora_cli.recipes.sweep import BATCHED, plan
+    from lora_cli.resources import group_estimate, size_text
+
+    groups = []
+    for group in plan([t.config for t in sw.trials], engine):
+        cfgs = [sw.trials[i].config for i in group.trials]
+        memory, seconds = group_estimate(cfgs, group.engine == BATCHED)
+        trials = [sw.trials[i].id for i in group.trials]
+        groups.append({"engine": group.engine, "trials": trials, "bytes": memory, "memory": size_text(memory), "seconds": seconds, "why": group.why})
+    return groups
+
+
+def _show_plan(out: Output, sw: Any, plan: list[dict[str, Any]]) -> None:
+    from lora_cli import sweep_tables
+
+    engines = {trial: g["engine"] for g in plan for trial in g["trials"]}
+    out.show(sweep_tables.plan_table(list(sw.trials), sw.axes, engines), sweep_tables.groups_table(plan))
+    bases = len({(t.config.seed, repr(t.config.data), repr(t.config.pretrain)) for t in sw.trials})
+    out.emit({"name": sw.name, "axes": list(sw.axes), "trials": sw.grid(), "groups": plan, "bases": bases})
+    total = sum(g["seconds"] for g in plan)
+    out.note(f"Dry run: {len(sw.trials)} trials in {len(plan)} groups over {bases} base(s), ≈ {total:.0f} s of training besides pretraining; nothing was run")
+
+
+def _check_memory(plan: list[dict[str, Any]]) -> None:
+    from lora_cli.resources import ResourceError, available_bytes, size_text
+
+    have = available_bytes()
+    worst = max(plan, key=lambda g: g["bytes"])
+    if have is not None and worst["bytes"] > 0.9 * have:
+        raise ResourceError(
+            f"a group of {len(worst['trials'])} trials needs about {worst['memory']} of memory but only {size_text(have)} is "
+            "available; split the sweep (fewer values per axis) or lower data.n, data.d_in or data.d_out"
+        )
+
+
+def _use_threads(sw: Any, request: int | None) -> None:
+    from lora_cli import threads
+    from lora_cli.resources import step_work
+
+    work = sum(step_work(t.config, "finetune") for t in sw.trials)
+    threads.use(threads.choose(work, request))

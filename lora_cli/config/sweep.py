@@ -1,0 +1,188 @@
+"""Sweep specs (`lora sweep`): one pipeline config and the axes to vary over it, expanded
+into trials, every one of them checked before anything runs.
+
+    name: rank-vs-shift           # sweep-folder prefix (default: the spec file's name)
+    base: ../posit.yaml           # the pipeline config varied (relative to this file; default: built in)
+    config: {finetune: {epochs: 50}}   # keys set on top of base, as in a config file
+    grid: {adapter.rank: [1, 2, 4, 8], shift.rank: [1, 4]}    # every combination
+    zip: [{adapter.alpha: 1, adapter.scaling: standard}, {adapter.alpha: 8, adapter.scaling: rslora}]  # together
+    seeds: [0, 1, 2]              # the top-level seed as one more axis
+
+Trials are the product grid × zip × seeds, in that order. Every problem is reported at once:
+each axis value checked on its own (named by its axis), then each trial's whole config (named
+by its trial id), then trials that resolve to the same config.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+from pydantic import Field
+
+from lora_cli.config.loading import read_mapping, check_values, load_config
+from lora_cli.config.schemas import NAME_PATTERN, RENAMED, Config, Section
+from lora_cli.errors import ConfigError
+
+Scalar = Union[bool, int, float, str]
+SWEEP_KEYS = ("grid", "zip", "seeds", "base")  # any of these at the top level makes a file a sweep spec
+
+
+class SweepSpec(Section):
+    """`lora sweep`: a pipeline config and the axes varied over it (grid × zip × seeds)."""
+
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="sweep-folder prefix: runs/<name>-sweep-<UTC time> (default: the file's name)")
+    base: str | None = Field(None, description="the pipeline config file varied, relative to this file (null: the built-in blog recipe)")
+    config: dict[str, Any] = Field(default_factory=dict, description="pipeline keys set on top of base, nested as in a config file")
+    grid: dict[str, list[Scalar]] = Field(default_factory=dict, description="dotted key -> values; trials take every combination")
+    zip: list[dict[str, Scalar]] = Field(default_factory=list, description="points whose keys vary together; each entry has the same keys")
+    seeds: list[int] = Field(default_factory=list, description="values of the top-level seed, one more axis (data, base and adapter)")
+
+
+@dataclass(frozen=True)
+class Trial:
+    id: str  # readable and unique: the folder name under trials/
+    values: dict[str, Any]  # axis key -> value
+    config: Config
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    base: Config
+    axes: tuple[str, ...]
+    trials: tuple[Trial, ...]
+    spec: dict[str, Any]  # self-contained: the base config embedded; expands to the same trials
+
+    def grid(self) -> list[dict[str, Any]]:
+        """The expanded trials as data (grid.json): id, axis values, whole config."""
+        return [{"id": t.id, "values": t.values, "config": t.config.to_dict()} for t in self.trials]
+
+
+def is_sweep_file(path: Path) -> bool:
+    return bool(set(read_mapping(path)) & set(SWEEP_KEYS))
+
+
+def load_sweep(path: Path, grid: list[tuple[str, list[Any]]] = (), sets: list[tuple[str, str, Any]] = ()) -> Sweep:
+    """A sweep from a spec file, or from a pipeline config file and `grid` axes (--grid);
+    `sets` (--set) apply to the base config. ConfigError lists every problem found."""
+    if is_sweep_file(path):
+        spec = _validate_spec(path)
+        base_path = (path.parent / spec.base) if spec.base else None
+        name = spec.name or _stem(path)
+    else:
+        spec, base_path, name = SweepSpec(), path, _stem(path)
+    extra = [(f"{path}: config", key, value) for key, value in _flatten(spec.config)]
+    base = load_config(base_path, [*extra, *sets])
+    axes = _axes(spec, grid, str(path))
+    own = {"name": name, "config": base.to_dict(), "grid": {**spec.grid, **dict(grid)}, "zip": spec.zip, "seeds": spec.seeds}
+    own = {key: value for key, value in own.items() if value}
+    keys = tuple(key for names, _ in axes for key in names)
+    return Sweep(name, base, keys, tuple(_trials(base, axes, str(path))), own)
+
+
+def _validate_spec(path: Path) -> SweepSpec:
+    from pydantic import ValidationError
+
+    doc = read_mapping(path)
+    try:
+        return SweepSpec.model_validate(doc)
+    except ValidationError as exc:
+        from lora_cli.config.problems import worded
+
+        raise ConfigError(worded(SweepSpec, exc, {key: str(path) for key in doc})) from None
+
+
+def _stem(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", path.stem).lstrip("-_.") or "sweep"
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in mapping.items():
+        out.extend(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)])
+    return out
+
+
+Axis = tuple[tuple[str, ...], list[tuple[Any, ...]]]  # (keys, points): a grid axis has one key, zip several
+
+
+def _axes(spec: SweepSpec, grid: list[tuple[str, list[Any]]], where: str) -> list[Axis]:
+    """The axes in order, keys upgraded to their current names; every bad name, value, repeat
+    and clash reported at once."""
+    problems: list[str] = []
+    axes: list[Axis] = []
+    for source, key, values in [*((f"{where}: grid", k, v) for k, v in spec.grid.items()), *(("--grid", k, v) for k, v in grid)]:
+        axes.append(((RENAMED.get(key, key),), [(v,) for v in values]))
+        problems += _check_values(source, key, values)
+    if spec.zip:
+        keys = tuple(spec.zip[0])
+        for i, point in enumerate(spec.zip):
+            if tuple(point) != keys:
+                problems.append(f"{where}: zip[{i}] sets {', '.join(point) or 'nothing'}; every zip entry must set {', '.join(keys)}")
+        axes.append((tuple(RENAMED.get(k, k) for k in keys), [tuple(p.get(k) for k in keys) for p in spec.zip]))
+        problems += [line for i, point in enumerate(spec.zip) for line in _check_values(f"{where}: zip[{i}]", "", list(point.items()))]
+    if spec.seeds:
+        axes.append((("seed",), [(s,) for s in spec.seeds]))
+        problems += _check_values(f"{where}: seeds", "seed", spec.seeds)
+    seen: dict[str, int] = {}
+    for keys, _ in axes:
+        for key in keys:
+            seen[key] = seen.get(key, 0) + 1
+    problems += [f"{where}: {key} is swept by more than one axis; sweep each key once" for key, count in seen.items() if count > 1]
+    if not axes:
+        problems.append(f"{where}: nothing to sweep; give grid:, zip: or seeds: (or --grid KEY=V1,V2)")
+    if problems:
+        raise ConfigError(problems)
+    return axes
+
+
+def _check_values(source: str, key: str, values: list[Any]) -> list[str]:
+    """Problems with one axis's values, each checked on its own (key "" = (key, value) pairs)."""
+    pairs = values if not key else [(key, v) for v in values]
+    problems = []
+    if not pairs:
+        problems.append(f"{source}: {key} has no values; give at least one")
+    if key and len(set(map(repr, values))) < len(values):
+        problems.append(f"{source}: {key} lists a value more than once")
+    for k, v in pairs:
+        try:
+            check_values([(source, k, v)])
+        except ConfigError as exc:
+            problems += exc.problems
+    return problems
+
+
+def _trials(base: Config, axes: list[Axis], where: str) -> list[Trial]:
+    labels = _labels([key for keys, _ in axes for key in keys])
+    trials, problems, seen = [], [], {}
+    for i, combo in enumerate(itertools.product(*(points for _, points in axes))):
+        values = {key: v for (keys, _), point in zip(axes, combo) for key, v in zip(keys, point)}
+        trial_id = f"{i:03d}-" + "_".join(f"{labels[k]}-{_slug(v)}" for k, v in values.items())
+        try:
+            cfg = load_config(base=base.to_dict(), overrides=[(f"{where}: trial {trial_id}", k, v) for k, v in values.items()])
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        key = repr(cfg.to_dict())
+        if key in seen:
+            problems.append(f"{where}: trials {seen[key]} and {trial_id} are the same config; drop one of the values")
+        seen.setdefault(key, trial_id)
+        trials.append(Trial(trial_id, values, cfg))
+    if problems:
+        raise ConfigError(problems)
+    return trials
+
+
+def _labels(keys: list[str]) -> dict[str, str]:
+    """Each key's last part, or the whole key where two keys share a last part (adapter.rank, shift.rank)."""
+    leaves = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: leaf if leaves.count(leaf) == 1 else k for k, leaf in zip(keys, leaves)}
+
+
+def _slug(value: Any) -> str:
+    text = str(value).lower() if isinstance(value, bool) else (f"{value:g}" if isinstance(value, float) else str(value))
+    return re.sub(r"[^A-Za-z0-9.+-]", "-", text)

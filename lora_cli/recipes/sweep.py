@@ -1,0 +1,139 @@
+"""A sweep's trials as work: which share a base, which train together, and training a group.
+
+Trials that share a pretraining config share one base. Trials that also share the finetune
+data, the shift and the batch order (the adapter seed) form a group, and a group's adapters
+that the batched engine can train are trained together as its lanes; the rest (DoRA, and
+PiSSA/OLoRA, whose frozen residual differs per trial) run one by one on an engine that can.
+No files, no printing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from lora_cli.config.schemas import Config
+from lora_cli.core.inits import INITS
+from lora_cli.recipes import pipeline as recipe
+from lora_cli.train.engines import choose_engine
+
+BATCHED = "batched"
+
+
+def pretrain_key(cfg: Config) -> str:
+    """What decides the base: the data, the seed and the pretraining settings."""
+    return _key({"seed": cfg.seed, "data": cfg.data.to_dict(), "pretrain": cfg.pretrain.to_dict()})
+
+
+def group_key(cfg: Config) -> str:
+    """What trials must share to train on the same rows: base, shift, finetune data, schedule
+    and batch order (learning rates and the adapter itself may differ)."""
+    ft = cfg.finetune
+    shared = {"epochs": ft.epochs, "batch_size": ft.batch_size, "log_every": ft.log_every, "seed": recipe.adapter_seed(cfg)}
+    return _key({"base": pretrain_key(cfg), "shift": cfg.shift.to_dict(), "finetune": shared})
+
+
+def _key(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def not_batchable(cfg: Config) -> str | None:
+    """Why the batched engine cannot train this trial's adapter, or None."""
+    spec = recipe.adapter_spec(cfg)
+    if spec.dora:
+        return "DoRA rescales each output row by a norm of W + ΔW, which the batched gradients leave out"
+    if INITS[spec.init].changes_base:
+        return f"{spec.init} freezes its own residual of the base, so it cannot share the base's cached residual"
+    return None
+
+
+@dataclass(frozen=True)
+class Group:
+    """Trials (by index into the sweep's list) trained in one go: as lanes of the batched
+    engine (`engine` "batched") or alone on `engine`."""
+
+    trials: tuple[int, ...]
+    engine: str
+    base: str  # pretrain_key
+    why: str | None = None  # why not batched
+
+
+def plan(cfgs: list[Config], engine: str = "auto") -> list[Group]:
+    """The groups that train `cfgs`: one batched group per shared (base, data, batch order),
+    the trials it cannot take one by one after it, each on the engine --engine `engine`
+    resolves for it. An engine other than auto runs every trial alone on that engine."""
+    groups: dict[str, list[int]] = {}
+    alone: list[Group] = []
+    for i, cfg in enumerate(cfgs):
+        why = not_batchable(cfg) if engine in ("auto", BATCHED) else f"--engine {engine} was asked for"
+        if why is None:
+            groups.setdefault(group_key(cfg), []).append(i)
+        else:
+            name = choose_engine("auto" if engine == BATCHED else engine, recipe.adapter_spec(cfg))[0]
+            alone.append(Group((i,), name, pretrain_key(cfg), why))
+    batched = [Group(tuple(members), BATCHED, pretrain_key(cfgs[members[0]])) for members in groups.values()]
+    return batched + alone
+
+
+def evaluations(schedule: Any) -> int:
+    """Full-data evaluations the loop makes: epoch 0, every log_every-th epoch and the last."""
+    return 1 + schedule.epochs // schedule.log_every + (schedule.epochs % schedule.log_every != 0)
+
+
+def finetune_group(cfgs: list[Config], base_weight: Any, device: str = "cpu", on_epoch: Any = None) -> list[recipe.FinetuneResult]:
+    """Train the adapters of `cfgs` (one group: see `group_key`) together on the batched engine;
+    one FinetuneResult per trial, in order, each with its own history and divergence."""
+    import torch
+
+    from lora_cli.core.adapter import state_dict
+    from lora_cli.core.inits import init_adapter
+    from lora_cli.core.rng import generator
+    from lora_cli.core.shifts import true_delta
+    from lora_cli.train.batched import BatchedFinetune, Lane
+    from lora_cli.train.loop import train_lanes
+
+    first, dev = cfgs[0], torch.device(device)
+    theta, theta2 = recipe.thetas(first)
+    x, y = (t.to(dev) for t in recipe.regression(first, theta2, "finetune"))
+    lanes = []
+    for cfg in cfgs:
+        spec = recipe.adapter_spec(cfg)
+        lora_a, lora_b, _ = init_adapter(base_weight, spec, generator(recipe.adapter_seed(cfg), "init_adapter"))
+        lanes.append(Lane(spec, lora_a.to(dev), lora_b.to(dev), cfg.finetune.lr))
+    schedule = recipe.schedule(first.finetune)
+    engine = BatchedFinetune(base_weight.to(dev), lanes, x, y, schedule.batch_size, evaluations(schedule))
+    batches = generator(recipe.adapter_seed(first), "batches_finetune")
+    fits = train_lanes(engine, schedule, batches, on_epoch)
+    shift = true_delta(theta, theta2)
+    return [
+        recipe.FinetuneResult(
+            {key: t.cpu() for key, t in adapter.items()}, state_dict(lane.lora_a.cpu(), lane.lora_b.cpu()), shift, fit.history, fit.divergence
+        )
+        for adapter, lane, fit in zip(engine.adapters(), lanes, fits)
+    ]
+
+
+def group_optima(cfgs: list[Config], base_weight: Any) -> list[recipe.Optimum]:
+    """Each trial's finetune optimum for one batched group (shared data, shift and frozen base):
+    `recipe.finetune_optimum` for every rank at once, from one projection and one SVD each."""
+    import torch
+
+    from lora_cli.core import floors
+
+    first = cfgs[0]
+    theta, theta2 = recipe.thetas(first)
+    x, y = recipe.regression(first, theta2, "finetune")
+    ranks = [recipe.adapter_spec(cfg).rank for cfg in cfgs]
+    losses = floors.regression_floors(x, torch.addmm(y, x, base_weight.T, alpha=-1), ranks)
+    population = floors.population_floors(theta2.T - base_weight, ranks, first.data.noise_std)
+    return [recipe.Optimum(loss, pop) for loss, pop in zip(losses, population)]
+
+
+def group_targets(cfg: Config, base_weight: Any) -> tuple[Any, Any]:
+    """The true shift and the target θ2ᵀ − W with their SVDs, made once for a group's diagnostics."""
+    from lora_cli.core.subspace import Target
+    from lora_cli.core.shifts import true_delta
+
+    theta, theta2 = recipe.thetas(cfg)
+    return Target.of(true_delta(theta, theta2)), Target.of(theta2.T - base_weight)

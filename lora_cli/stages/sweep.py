@@ -1,0 +1,202 @@
+"""A sweep against its folder: the spec and grid, a base per pretraining config, one pipeline
+run folder per trial, each trial's status, and the results files.
+
+    <sweep>/
+        config.yaml     the spec, self-contained (its base config embedded): lora sweep it again
+        grid.json       the expanded trials: id, axis values, whole config
+        manifest.json   kind sweep; stages.sweep; trials.<id>.status: pending, running, complete,
+                        failed (with the error) or interrupted; children
+        bases/<id>/     a pipeline run folder per pretraining config (pretrain only)
+        trials/<id>/    a pipeline run folder per trial (base, PEFT adapter, shift, records)
+        results.csv, results.jsonl    one row per trial (stages/sweep_results.py)
+
+Every trial folder is written under the sweep's lock. On --resume a trial counts as done only
+when its own manifest says finetune complete; any other trial folder is started over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lora_cli.config.sweep import Sweep, Trial, load_sweep
+from lora_cli.config.yamlio import dump_yaml
+from lora_cli.errors import ConfigError, DivergenceError, Interrupted, RunError, signal_name
+from lora_cli.recipes import pipeline as recipe
+from lora_cli.recipes import sweep as plan
+from lora_cli.stages import kinds
+from lora_cli.stages.pipeline import load_base, pretrain_stage, record_finetune
+from lora_cli.stages.recording import recording
+from lora_cli.stages.sweep_results import write_results
+from lora_cli.store.files import remove_tree, utc_now
+from lora_cli.store.run_folder import CONFIG, RunFolder
+from lora_cli.train.engines import Runtime
+
+GRID = "grid.json"
+STAGE = "sweep"
+_HEADER = "# A lora sweep, self-contained (its base config embedded); run it again with: lora sweep <this file>\n"
+Progress = Callable[[str, int], Any]  # (label, epochs) -> a context manager giving an epoch callback
+
+
+def create_sweep(sweep: Sweep, run_dir: Path | None, root: Path, force: bool) -> RunFolder:
+    """A fresh sweep folder holding the spec, the grid and every trial pending."""
+    header = {"kind": STAGE, "name": f"{sweep.name}-sweep", "seed": sweep.base.seed, "versions": kinds.versions()}
+    run = RunFolder.create(kinds.LAYOUTS[STAGE], header, dump_yaml(sweep.spec, _HEADER), run_dir, root, force)
+    run.save_json(GRID, sweep.grid())
+    run.update_entries("trials", {t.id: {"status": "pending", "values": t.values} for t in sweep.trials})
+    return run
+
+
+def open_sweep(path: Path, spec: Path | None) -> tuple[RunFolder, Sweep]:
+    """A sweep folder to resume, and its sweep; `spec` (when given) must expand to the same grid."""
+    run = kinds.open_run(path)
+    if run.kind != STAGE:
+        raise RunError(f"{path}: is a {run.kind} run folder, not a sweep; resume it with `lora run --resume`")
+    stored = load_sweep(run.path / CONFIG)
+    if spec is not None and load_sweep(spec).grid() != stored.grid():
+        raise ConfigError(
+            f"{spec}: expands to other trials than {run.path / GRID}; resume with the sweep's own spec "
+            f"(lora sweep --resume {run.path}) or start a new sweep"
+        )
+    if run.load_json(GRID, STAGE) != stored.grid():
+        raise RunError(f"{run.path / GRID}: does not match its config.yaml; start a new sweep")
+    return run, stored
+
+
+def done_trials(run: RunFolder) -> set[str]:
+    """Trials whose folder says finetune complete (the sweep's manifest may lag a kill)."""
+    done = set()
+    for rel, child in run.children(kinds.LAYOUTS).items():
+        if rel.startswith("trials/") and child.stage("finetune").get("status") == "complete":
+            done.add(rel.removeprefix("trials/"))
+    return done
+
+
+def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress, base_dir: Path | None = None,
+              fail_fast: bool = False, note: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Train every trial not yet complete, group by group, recording each; the results rows."""
+    done = done_trials(run)
+    run.update_entries("trials", {t: {"status": "complete"} for t in done})
+    todo = [t for t in sweep.trials if t.id not in done]
+    groups = plan.plan([t.config for t in todo], runtime.engine)
+    run.update_stage(STAGE, status="running", started=utc_now(), trials=len(sweep.trials))
+    bases: dict[str, tuple[Any, RunFolder]] = {}
+    try:
+        for number, group in enumerate(groups, 1):
+            members = [todo[i] for i in group.trials]
+            base = _base(run, sweep, members[0].config, runtime, base_dir, bases, progress, note)
+            label = f"group {number}/{len(groups)}: {len(members)} trial{'s' * (len(members) > 1)} on the {group.engine} engine"
+            with progress(label, members[0].config.finetune.epochs) as on_epoch:
+                failed = _run_group(run, group, members, base, runtime, on_epoch)
+            write_results(run, sweep)
+            note(f"{label}: {len(members) - len(failed)} complete, {len(failed)} failed")
+            if failed and fail_fast:
+                raise RunError(f"trial {failed[0]} failed and --fail-fast stops the sweep; continue with --resume")
+    except (KeyboardInterrupt, Interrupted) as exc:
+        raise _interrupted(run, sweep, exc) from None
+    rows = write_results(run, sweep)
+    counts = {status: sum(row["status"] == status for row in rows) for status in ("complete", "failed")}
+    run.update_stage(STAGE, status="complete", finished=utc_now(), **counts)
+    return rows
+
+
+def _interrupted(run: RunFolder, sweep: Sweep, exc: BaseException) -> Interrupted:
+    name = exc.signal_name if isinstance(exc, Interrupted) else signal_name(exc)
+    trials = run.manifest().get("trials", {})
+    flying = [t for t, entry in trials.items() if entry.get("status") == "running"]
+    run.update_entries("trials", {t: {"status": "interrupted"} for t in flying})
+    run.update_stage(STAGE, status="interrupted", signal=name, finished=utc_now())
+    complete = sum(entry.get("status") == "complete" for entry in trials.values())
+    return Interrupted(f"sweep interrupted by {name}: {complete} of {len(sweep.trials)} trials complete, {len(flying)} in flight will run again", name)
+
+
+def _base(run, sweep, cfg, runtime, base_dir, cache, progress, note) -> tuple[Any, RunFolder]:
+    """The frozen base for `cfg`'s pretraining config: from --base, from bases/, or pretrained now."""
+    key = plan.pretrain_key(cfg)
+    if key not in cache:
+        cache[key] = _given_base(base_dir, cfg) if base_dir else _own_base(run, sweep, cfg, runtime, progress, note)
+    return cache[key]
+
+
+def _given_base(base_dir: Path, cfg) -> tuple[Any, RunFolder]:
+    folder = kinds.open_run(base_dir, lock="shared")
+    folder.require_complete("pretrain", f"run `lora pretrain --run-dir {folder.path}` first")
+    theirs = kinds.run_config(folder)
+    if plan.pretrain_key(theirs) != plan.pretrain_key(cfg):
+        raise ConfigError(
+            f"--base {base_dir}: was pretrained with other data, seed or pretrain settings than this sweep's trials; "
+            "leave out --base to pretrain here, or sweep only adapter.*, shift.* and finetune.* keys"
+        )
+    return load_base(folder, theirs), folder
+
+
+def _own_base(run, sweep, cfg, runtime, progress, note) -> tuple[Any, RunFolder]:
+    keys = list(dict.fromkeys(plan.pretrain_key(t.config) for t in sweep.trials))
+    rel = f"bases/base-{keys.index(plan.pretrain_key(cfg))}"
+    if rel in run.manifest().get("children", {}):
+        folder = RunFolder.open(run.path / rel, kinds.LAYOUTS, lock=None)
+        if folder.stage("pretrain").get("status") == "complete":
+            return load_base(folder, cfg), folder
+    folder = _fresh_child(run, rel, cfg)
+    with progress(f"pretraining the base ({rel})", cfg.pretrain.epochs) as on_epoch:
+        pretrain_stage(folder, cfg, dataclasses.replace(runtime, engine="auto" if runtime.engine == plan.BATCHED else runtime.engine), on_epoch)
+    note(f"Pretrained the base for {len([t for t in sweep.trials if plan.pretrain_key(t.config) == plan.pretrain_key(cfg)])} trials: {folder.path}")
+    return load_base(folder, cfg), folder
+
+
+def _fresh_child(run: RunFolder, rel: str, cfg) -> RunFolder:
+    remove_tree(run.path / rel)
+    header = {"kind": "pipeline", "name": cfg.name, "seed": cfg.seed, "versions": kinds.versions()}
+    return run.create_child(rel, kinds.LAYOUTS["pipeline"], header, kinds.config_text(cfg))
+
+
+def _trial_folder(run: RunFolder, trial: Trial, base: RunFolder) -> RunFolder:
+    """trials/<id>/ with the base's pretrain stage (record, metrics, base.safetensors linked) and finetune running."""
+    child = _fresh_child(run, f"trials/{trial.id}", trial.config)
+    child.adopt_file(kinds.BASE, base.path / kinds.BASE)
+    child.update_stage("pretrain", **base.stage("pretrain"), shared_from=str(base.path))
+    child.add_metrics([row for row in base.metrics() if row.get("stage") == "pretrain"])
+    child.start_stage("finetune")
+    return child
+
+
+def _run_group(run: RunFolder, group: plan.Group, members: list[Trial], base: tuple[Any, RunFolder], runtime: Runtime, on_epoch) -> list[str]:
+    """Train one group and record each trial; the ids of trials that failed."""
+    weight, base_folder = base
+    children = [_trial_folder(run, t, base_folder) for t in members]
+    run.update_entries("trials", {t.id: {"status": "running", "engine": group.engine, "started": utc_now()} for t in members})
+    cfgs = [t.config for t in members]
+    start = time.perf_counter()
+    if group.engine == plan.BATCHED:
+        results = plan.finetune_group(cfgs, weight, runtime.device, on_epoch)
+        optima = plan.group_optima(cfgs, weight) if any(c.finetune.optimum for c in cfgs) else [None] * len(cfgs)
+        shift, target = plan.group_targets(cfgs[0], weight)
+        shared = [(lambda o=o: o, lambda d, r, res=res, c=c: _diagnose(d, c, res, shift, target, r)) for o, res, c in zip(optima, results, cfgs)]
+        engine = plan.BATCHED
+    else:
+        engine = group.engine
+        results = [recipe.finetune(cfgs[0], weight, dataclasses.replace(runtime, engine=engine), on_epoch)]
+        shared = [(None, None)]
+    seconds = (time.perf_counter() - start) / len(members)
+    failed = []
+    for trial, child, result, (optimum, diagnose) in zip(members, children, results, shared):
+        fields = {"engine": engine, "device": runtime.device, "threads": None, "resumed_from_epoch": None}
+        try:
+            with recording(child, "finetune"):
+                record_finetune(child, trial.config, weight, result, seconds, fields, optimum, diagnose)
+            run.update_entries("trials", {trial.id: {"status": "complete", "finished": utc_now()}})
+        except DivergenceError as exc:
+            failed.append(trial.id)
+            run.update_entries("trials", {trial.id: {"status": "failed", "error": str(exc), "finished": utc_now()}})
+    return failed
+
+
+def _diagnose(delta, cfg, result, shift, target, rank: int):
+    """The trial's subspace diagnostics against the group's shared targets; ΔW's SVD from s·B and A."""
+    from lora_cli.core.subspace import diagnose
+
+    s = recipe.adapter_spec(cfg).scaling
+    return diagnose(delta, shift, target, rank, factors=(s * result.lora_B, result.lora_A))

@@ -1,0 +1,53 @@
+"""Rich tables of a sweep: the plan (`--dry-run`) and the summary, sorted by gap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from lora_cli.tables import fmt_loss
+
+
+def plan_table(trials: list[Any], axes: tuple[str, ...], engines: dict[str, str]) -> Table:
+    """The expanded grid: each trial's axis values and the engine that will train it."""
+    table = Table(title=f"{len(trials)} trials", title_justify="left")
+    table.add_column("trial")
+    for axis in axes:
+        table.add_column(axis, justify="right")
+    table.add_column("engine")
+    for trial in trials:
+        table.add_row(trial.id.split("-", 1)[0], *(str(trial.values[a]) for a in axes), engines[trial.id])
+    return table
+
+
+def groups_table(groups: list[dict[str, Any]]) -> Table:
+    table = Table(title="Trial groups (one pass of training each)", title_justify="left")
+    for column in ("group", "engine", "trials", "memory", "≈ time", "why alone"):
+        table.add_column(column, justify="right" if column in ("trials", "memory", "≈ time") else "left")
+    for i, g in enumerate(groups, 1):
+        table.add_row(str(i), g["engine"], str(len(g["trials"])), g["memory"], f"{g['seconds']:.0f} s", g["why"] or "")
+    return table
+
+
+def summary_table(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> Table:
+    """Trials sorted by gap to their optimum (failed last); ★ marks the lowest final loss among
+    trials on the same problem (same data, shift and schedule)."""
+    best: dict[str, tuple[float, str]] = {}
+    for row in rows:
+        if row["final_loss"] is not None and row["final_loss"] < best.get(row["problem"], (float("inf"), ""))[0]:
+            best[row["problem"]] = (row["final_loss"], row["trial"])
+    marked = {trial for _, trial in best.values()} if len(best) < len(rows) else set()
+    table = Table(title="Sweep results, by gap to the optimum (★ best on its problem)", title_justify="left")
+    table.add_column("trial")
+    for axis in axes:
+        table.add_column(axis.rsplit(".", 1)[-1], justify="right")
+    for column in ("final loss", "optimum", "gap", ""):
+        table.add_column(column, justify="right")
+    order = sorted(rows, key=lambda r: (r["gap"] is None, r["gap"] if r["gap"] is not None else 0.0, r["trial"]))
+    for row in order:
+        numbers = [fmt_loss(row[k]) if row[k] is not None else "-" for k in ("final_loss", "optimal_loss", "gap")]
+        if row["status"] != "complete":
+            numbers = [row["status"], "", ""]
+        table.add_row(row["trial"].split("-", 1)[0], *(str(row[a]) for a in axes), *numbers, "★" if row["trial"] in marked else "")
+    return table
