@@ -82,7 +82,8 @@ def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress
     run.update_entries("trials", {t: {"status": "complete"} for t in done})
     todo = [t for t in sweep.trials if t.id not in done]
     groups = plan.plan([t.config for t in todo], runtime.engine)
-    run.update_stage(STAGE, status="running", started=utc_now(), trials=len(sweep.trials))
+    run.start_stage(STAGE)  # also sweeps what a killed write left (results are rewritten after each group)
+    run.update_stage(STAGE, trials=len(sweep.trials))
     bases: dict[str, tuple[Any, RunFolder]] = {}
     try:
         for number, group in enumerate(groups, 1):
