@@ -40,8 +40,10 @@ def summary_table(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> Table:
     marked = {trial for _, trial in best.values()} if len(best) < len(rows) else set()
     table = Table(title="Sweep results, by gap to the optimum (★ best on its problem)", title_justify="left")
     table.add_column("trial")
+    from lora_cli.config.sweep import labels
+
     for axis in axes:
-        table.add_column(axis.rsplit(".", 1)[-1], justify="right")
+        table.add_column(labels(list(axes))[axis], justify="right")
     for column in ("final loss", "optimum", "gap", ""):
         table.add_column(column, justify="right")
     order = sorted(rows, key=lambda r: (r["gap"] is None, r["gap"] if r["gap"] is not None else 0.0, r["trial"]))

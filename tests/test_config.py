@@ -155,6 +155,17 @@ def test_every_shipped_config_points_to_lora_schema():
     for path in CONFIGS.glob("*.yaml"):
         kind = "approx" if detect_schema(path) is ApproxConfig else "pipeline"
         assert f"lora schema {kind}" in "".join(path.read_text().splitlines(keepends=True)[:3]), path.name
+    for path in (CONFIGS / "sweeps").glob("*.yaml"):
+        head = path.read_text().splitlines()[:4]
+        assert head[0] == f"# Used by: lora sweep configs/sweeps/{path.name}" + head[0].split(path.name, 1)[1], path.name
+        assert "lora schema sweep" in head[1] and head[2].startswith("# Question:"), path.name
+
+
+def test_every_shipped_sweep_expands():
+    from lora_cli.config.sweep import load_sweep
+
+    sizes = {path.name: len(load_sweep(path).trials) for path in (CONFIGS / "sweeps").glob("*.yaml")}
+    assert sizes == {"rank-vs-shift-rank.yaml": 15, "inits.yaml": 36, "rslora-vs-standard.yaml": 14}
 
 
 def test_the_json_schema_agrees_with_the_loader(tmp_path):
@@ -169,12 +180,13 @@ def test_the_json_schema_agrees_with_the_loader(tmp_path):
     from lora_cli.config import KINDS
     from lora_cli.config.schemas import SCHEMAS
 
-    assert KINDS == tuple(SCHEMAS)
+    assert KINDS == (*SCHEMAS, "sweep")
     for kind in KINDS:
         result = CliRunner().invoke(app, ["schema", kind])
         assert result.exit_code == 0
         validator = jsonschema.Draft202012Validator(json.loads(result.stdout))
         shipped = [p for p in CONFIGS.glob("*.yaml") if (detect_schema(p) is ApproxConfig) == (kind == "approx")]
+        shipped = sorted((CONFIGS / "sweeps").glob("*.yaml")) if kind == "sweep" else shipped
         for path in shipped:
             assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path.name
     validator = jsonschema.Draft202012Validator(json.loads(CliRunner().invoke(app, ["schema"]).stdout))

@@ -49,7 +49,10 @@ def validate(
     """
     from lora_cli import tables as report
     from lora_cli.config.loading import describe_schema, detect_schema, load_config
+    from lora_cli.config.sweep import is_sweep_file
 
+    if is_sweep_file(config):
+        return _validate_sweep(config, collect_overrides(sets, {}), Output(as_json))
     schema = detect_schema(config)
     cfg = load_config(config, collect_overrides(sets, {}), schema=schema)
     out = Output(as_json)
@@ -65,8 +68,19 @@ def validate(
     out.note(f"{config}: valid")
 
 
+def _validate_sweep(path: Path, sets, out: Output) -> None:
+    """A sweep spec: every trial expanded and checked; the trials listed."""
+    from lora_cli import sweep_tables
+    from lora_cli.config.sweep import load_sweep
+
+    sweep = load_sweep(path, sets=sets)
+    out.emit({"name": sweep.name, "axes": list(sweep.axes), "trials": sweep.grid()})
+    out.show(sweep_tables.plan_table(list(sweep.trials), sweep.axes, {t.id: "" for t in sweep.trials}))
+    out.note(f"{path}: valid, {len(sweep.trials)} trials (see their groups with: lora sweep {path} --dry-run)")
+
+
 def schema(
-    kind: Annotated[Kind, typer.Argument(metavar="KIND", help="pipeline (lora run, pretrain, finetune) or approx.")] = Kind.pipeline,
+    kind: Annotated[Kind, typer.Argument(metavar="KIND", help="pipeline (lora run, pretrain, finetune), approx or sweep.")] = Kind.pipeline,
 ) -> None:
     """Print a config kind's JSON Schema, so an editor can complete and check YAML configs.
 

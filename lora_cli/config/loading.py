@@ -83,8 +83,13 @@ def describe_schema(schema: type[Section] = Config) -> list[tuple[str, str, Any,
 
 
 def json_schema(kind: str) -> dict[str, Any]:
-    """The JSON Schema of a config kind ("pipeline" or "approx"), for editors."""
-    doc = SCHEMAS[kind].model_json_schema()
+    """The JSON Schema of a config kind ("pipeline", "approx" or "sweep"), for editors."""
+    if kind == "sweep":
+        from lora_cli.config.sweep import SweepSpec
+
+        doc = SweepSpec.model_json_schema()
+    else:
+        doc = SCHEMAS[kind].model_json_schema()
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **doc}
 
 

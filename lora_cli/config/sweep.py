@@ -157,11 +157,11 @@ def _check_values(source: str, key: str, values: list[Any]) -> list[str]:
 
 
 def _trials(base: Config, axes: list[Axis], where: str) -> list[Trial]:
-    labels = _labels([key for keys, _ in axes for key in keys])
+    names = labels([key for keys, _ in axes for key in keys])
     trials, problems, seen = [], [], {}
     for i, combo in enumerate(itertools.product(*(points for _, points in axes))):
         values = {key: v for (keys, _), point in zip(axes, combo) for key, v in zip(keys, point)}
-        trial_id = f"{i:03d}-" + "_".join(f"{labels[k]}-{_slug(v)}" for k, v in values.items())
+        trial_id = f"{i:03d}-" + "_".join(f"{names[k]}-{_slug(v)}" for k, v in values.items())
         try:
             cfg = load_config(base=base.to_dict(), overrides=[(f"{where}: trial {trial_id}", k, v) for k, v in values.items()])
         except ConfigError as exc:
@@ -177,7 +177,7 @@ def _trials(base: Config, axes: list[Axis], where: str) -> list[Trial]:
     return trials
 
 
-def _labels(keys: list[str]) -> dict[str, str]:
+def labels(keys: list[str]) -> dict[str, str]:
     """Each key's last part, or the whole key where two keys share a last part (adapter.rank, shift.rank)."""
     leaves = [k.rsplit(".", 1)[-1] for k in keys]
     return {k: leaf if leaves.count(leaf) == 1 else k for k, leaf in zip(keys, leaves)}

@@ -1,0 +1,121 @@
+"""Speed of `lora sweep`'s batched engine against today's one-adapter fast engine, in one process.
+
+    python bench/bench_sweep.py                16 trials (ranks 1, 2, 4, 8 x alphas 1, 2, 4, 8), 100 epochs,
+                                               batched vs one after another; then s/epoch per trial for K = 1, 4, 16, 64
+    python bench/bench_sweep.py --epochs 20    shorter (the ratio's data generation share grows)
+    python bench/bench_sweep.py --json out.json
+
+Both sides train the blog's finetune problem (n = 10000, d = 1001 x 1000, batch 128) on the
+same base (W = θᵀ, where pretraining ends) with the same data, inits and batches. "Engine time"
+is the recipe call: data, init, training and every full-data evaluation, as `lora finetune`
+and `lora sweep` run them; the base, the optimum and the files are left out on both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+
+def _configs(ranks, alphas, epochs: int, log_every: int = 10):
+    from lora_cli.config.loading import load_config
+
+    sets = [("finetune.epochs", epochs), ("finetune.log_every", log_every)]
+    return [load_config(None, [("bench", k, v) for k, v in [("adapter.rank", r), ("adapter.alpha", a), *sets]]) for r in ranks for a in alphas]
+
+
+def sixteen(epochs: int, base) -> dict:
+    from lora_cli.recipes import pipeline, sweep
+    from lora_cli.train.engines import Runtime
+
+    cfgs = _configs((1, 2, 4, 8), (1.0, 2.0, 4.0, 8.0), epochs)
+    start = time.perf_counter()
+    alone = [pipeline.finetune(cfg, base, Runtime("fast")) for cfg in cfgs]
+    sequential = time.perf_counter() - start
+    start = time.perf_counter()
+    together = sweep.finetune_group(cfgs, base)
+    batched = time.perf_counter() - start
+    # against the starting loss: near 0 a final loss keeps float32 rounding of the start's size
+    worst = max(abs(a.history.final - b.history.final) / a.history.baseline for a, b in zip(alone, together))
+    return {"trials": len(cfgs), "epochs": epochs, "sequential_s": sequential, "batched_s": batched,
+            "ratio": sequential / batched, "max_final_loss_rel_diff": worst}
+
+
+def per_trial_epoch(k: int, base, epochs: int = 6) -> float:
+    """Seconds per epoch per trial with K lanes of rank 4 (alphas 1..K), training epochs only."""
+    from lora_cli.recipes import sweep
+
+    cfgs = _configs((4,), [float(a) for a in range(1, k + 1)], epochs, log_every=1000)
+    stamps: list[float] = []
+    sweep.finetune_group(cfgs, base, on_epoch=lambda epoch, loss: stamps.append(time.perf_counter()))
+    return (stamps[epochs - 1] - stamps[1]) / (epochs - 2) / k
+
+
+def fast_epoch(base, epochs: int = 6) -> float:
+    from lora_cli.recipes import pipeline
+    from lora_cli.train.engines import Runtime
+
+    cfg = _configs((4,), (1.0,), epochs, log_every=1000)[0]
+    stamps: list[float] = []
+    pipeline.finetune(cfg, base, Runtime("fast"), on_epoch=lambda epoch, loss: stamps.append(time.perf_counter()))
+    return (stamps[epochs - 1] - stamps[1]) / (epochs - 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    import torch
+
+    from lora_cli import threads
+    from lora_cli.recipes.pipeline import thetas
+
+    count = threads.use(threads.cores())
+    base = thetas(_configs((1,), (1.0,), 1)[0])[0].T.contiguous()
+    result = {"threads": count, "cpu": _cpu(), "torch": torch.__version__, "sixteen": sixteen(args.epochs, base)}
+    result["fast_rank4_s_per_epoch"] = fast_epoch(base)
+    result["per_trial"] = {k: per_trial_epoch(k, base) for k in (1, 4, 16, 64)}
+    _print(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _print(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = result["sixteen"]
+    console = Console()
+    console.print(f"{result['cpu']}, {result['threads']} threads, torch {result['torch']}")
+    console.print(
+        f"16 trials x {s['epochs']} epochs at the blog's size: one after another {s['sequential_s']:.2f} s, "
+        f"batched {s['batched_s']:.2f} s: {s['ratio']:.1f}x (target ≥ 8x); final losses agree to {s['max_final_loss_rel_diff']:.1e} of the starting loss"
+    )
+    table = Table(title="Training s/epoch per trial, rank 4, K lanes (fast engine alone: "
+                  f"{result['fast_rank4_s_per_epoch']:.4f} s/epoch)", title_justify="left")
+    for column in ("K", "s/epoch per trial", "fast alone ÷ this"):
+        table.add_column(column, justify="right")
+    for k, t in result["per_trial"].items():
+        table.add_row(str(k), f"{t:.4f}", f"{result['fast_rank4_s_per_epoch'] / t:.1f}x")
+    console.print(table)
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()
