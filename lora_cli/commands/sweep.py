@@ -106,7 +106,9 @@ def _show_plan(out: Output, sw: Any, plan: list[dict[str, Any]]) -> None:
 
     engines = {trial: g["engine"] for g in plan for trial in g["trials"]}
     out.show(sweep_tables.plan_table(list(sw.trials), sw.axes, engines), sweep_tables.groups_table(plan))
-    bases = len({(t.config.seed, repr(t.config.data), repr(t.config.pretrain)) for t in sw.trials})
+    from lora_cli.recipes.sweep import pretrain_key
+
+    bases = len({pretrain_key(t.config) for t in sw.trials})
     out.emit({"name": sw.name, "axes": list(sw.axes), "trials": sw.grid(), "groups": plan, "bases": bases})
     total = sum(g["seconds"] for g in plan)
     out.note(f"Dry run: {len(sw.trials)} trials in {len(plan)} groups over {bases} base(s), ≈ {total:.0f} s of training besides pretraining; nothing was run")
