@@ -42,8 +42,9 @@ def summary_table(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> Table:
     table.add_column("trial")
     from lora_cli.config.sweep import labels
 
+    names = labels(list(axes))
     for axis in axes:
-        table.add_column(labels(list(axes))[axis], justify="right")
+        table.add_column(names[axis], justify="right")
     for column in ("final loss", "optimum", "gap", ""):
         table.add_column(column, justify="right")
     order = sorted(rows, key=lambda r: (r["gap"] is None, r["gap"] if r["gap"] is not None else 0.0, r["trial"]))

@@ -55,7 +55,6 @@ class Group:
 
     trials: tuple[int, ...]
     engine: str
-    base: str  # pretrain_key
     why: str | None = None  # why not batched
 
 
@@ -66,13 +65,12 @@ def plan(cfgs: list[Config], engine: str = "auto") -> list[Group]:
     groups: dict[str, list[int]] = {}
     alone: list[Group] = []
     for i, cfg in enumerate(cfgs):
-        why = not_batchable(cfg) if engine in ("auto", BATCHED) else f"--engine {engine} was asked for"
+        why = not_batchable(cfg) if engine == "auto" else f"--engine {engine} was asked for"
         if why is None:
             groups.setdefault(group_key(cfg), []).append(i)
         else:
-            name = choose_engine("auto" if engine == BATCHED else engine, recipe.adapter_spec(cfg))[0]
-            alone.append(Group((i,), name, pretrain_key(cfg), why))
-    batched = [Group(tuple(members), BATCHED, pretrain_key(cfgs[members[0]])) for members in groups.values()]
+            alone.append(Group((i,), choose_engine(engine, recipe.adapter_spec(cfg))[0], why))
+    batched = [Group(tuple(members), BATCHED) for members in groups.values()]
     return batched + alone
 
 

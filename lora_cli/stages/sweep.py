@@ -143,7 +143,7 @@ def _own_base(run, sweep, cfg, runtime, progress, note) -> tuple[Any, RunFolder]
             return load_base(folder, cfg), folder
     folder = _fresh_child(run, rel, cfg)
     with progress(f"pretraining the base ({rel})", cfg.pretrain.epochs) as on_epoch:
-        pretrain_stage(folder, cfg, dataclasses.replace(runtime, engine="auto" if runtime.engine == plan.BATCHED else runtime.engine), on_epoch)
+        pretrain_stage(folder, cfg, runtime, on_epoch)
     note(f"Pretrained the base for {len([t for t in sweep.trials if plan.pretrain_key(t.config) == plan.pretrain_key(cfg)])} trials: {folder.path}")
     return load_base(folder, cfg), folder
 

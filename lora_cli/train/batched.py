@@ -101,7 +101,7 @@ class BatchedFinetune:
         make it worth it, the moments XᵀX and XᵀR are computed once (`use_moments`)."""
         (n, d_in), d_out, b = x.shape, y.shape[1], batch_size
         ranks = [lane.spec.rank for lane in lanes]
-        self.n, self.lanes, self.k = n, lanes, len(lanes)
+        self.n, self.k = n, len(lanes)
         self.starts = [sum(ranks[:i]) for i in range(len(ranks) + 1)]  # lane k's rows: starts[k]:starts[k+1]
         rows, c = self.starts[-1], 2.0 / (b * d_out)
         self.xr = inputs_and_residual(base_w, x, y)
