@@ -79,9 +79,27 @@ def evaluations(schedule: Any) -> int:
     return 1 + schedule.epochs // schedule.log_every + (schedule.epochs % schedule.log_every != 0)
 
 
-def finetune_group(cfgs: list[Config], base_weight: Any, device: str = "cpu", on_epoch: Any = None) -> list[recipe.FinetuneResult]:
+@dataclass(frozen=True)
+class Problem:
+    """What a group's trials share: θ, θ2 and the finetune data (X2, y2), made once."""
+
+    theta: Any
+    theta2: Any
+    x: Any
+    y: Any
+
+
+def problem(cfg: Config) -> Problem:
+    theta, theta2 = recipe.thetas(cfg)
+    return Problem(theta, theta2, *recipe.regression(cfg, theta2, "finetune"))
+
+
+def finetune_group(
+    cfgs: list[Config], base_weight: Any, device: str = "cpu", on_epoch: Any = None, shared: Problem | None = None
+) -> list[recipe.FinetuneResult]:
     """Train the adapters of `cfgs` (one group: see `group_key`) together on the batched engine;
-    one FinetuneResult per trial, in order, each with its own history and divergence."""
+    one FinetuneResult per trial, in order, each with its own history and divergence.
+    `shared`: the group's `problem`, when the caller has it already."""
     import torch
 
     from lora_cli.core.adapter import state_dict
@@ -91,9 +109,8 @@ def finetune_group(cfgs: list[Config], base_weight: Any, device: str = "cpu", on
     from lora_cli.train.batched import BatchedFinetune, Lane
     from lora_cli.train.loop import train_lanes
 
-    first, dev = cfgs[0], torch.device(device)
-    theta, theta2 = recipe.thetas(first)
-    x, y = (t.to(dev) for t in recipe.regression(first, theta2, "finetune"))
+    first, dev, data = cfgs[0], torch.device(device), shared or problem(cfgs[0])
+    x, y = data.x.to(dev), data.y.to(dev)
     lanes = []
     for cfg in cfgs:
         spec = recipe.adapter_spec(cfg)
@@ -103,7 +120,7 @@ def finetune_group(cfgs: list[Config], base_weight: Any, device: str = "cpu", on
     engine = BatchedFinetune(base_weight.to(dev), lanes, x, y, schedule.batch_size, evaluations(schedule))
     batches = generator(recipe.adapter_seed(first), "batches_finetune")
     fits = train_lanes(engine, schedule, batches, on_epoch)
-    shift = true_delta(theta, theta2)
+    shift = true_delta(data.theta, data.theta2)
     return [
         recipe.FinetuneResult(
             {key: t.cpu() for key, t in adapter.items()}, state_dict(lane.lora_a.cpu(), lane.lora_b.cpu()), shift, fit.history, fit.divergence
@@ -112,26 +129,24 @@ def finetune_group(cfgs: list[Config], base_weight: Any, device: str = "cpu", on
     ]
 
 
-def group_optima(cfgs: list[Config], base_weight: Any) -> list[recipe.Optimum]:
+def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = None) -> list[recipe.Optimum]:
     """Each trial's finetune optimum for one batched group (shared data, shift and frozen base):
     `recipe.finetune_optimum` for every rank at once, from one projection and one SVD each."""
     import torch
 
     from lora_cli.core import floors
 
-    first = cfgs[0]
-    theta, theta2 = recipe.thetas(first)
-    x, y = recipe.regression(first, theta2, "finetune")
+    data = shared or problem(cfgs[0])
     ranks = [recipe.adapter_spec(cfg).rank for cfg in cfgs]
-    losses = floors.regression_floors(x, torch.addmm(y, x, base_weight.T, alpha=-1), ranks)
-    population = floors.population_floors(theta2.T - base_weight, ranks, first.data.noise_std)
+    losses = floors.regression_floors(data.x, torch.addmm(data.y, data.x, base_weight.T, alpha=-1), ranks)
+    population = floors.population_floors(data.theta2.T - base_weight, ranks, cfgs[0].data.noise_std)
     return [recipe.Optimum(loss, pop) for loss, pop in zip(losses, population)]
 
 
-def group_targets(cfg: Config, base_weight: Any) -> tuple[Any, Any]:
+def group_targets(cfg: Config, base_weight: Any, shared: Problem | None = None) -> tuple[Any, Any]:
     """The true shift and the target θ2ᵀ − W with their SVDs, made once for a group's diagnostics."""
     from lora_cli.core.subspace import Target
     from lora_cli.core.shifts import true_delta
 
-    theta, theta2 = recipe.thetas(cfg)
-    return Target.of(true_delta(theta, theta2)), Target.of(theta2.T - base_weight)
+    data = shared or problem(cfg)
+    return Target.of(true_delta(data.theta, data.theta2)), Target.of(data.theta2.T - base_weight)

@@ -172,9 +172,10 @@ def _run_group(run: RunFolder, group: plan.Group, members: list[Trial], base: tu
     cfgs = [t.config for t in members]
     start = time.perf_counter()
     if group.engine == plan.BATCHED:
-        results = plan.finetune_group(cfgs, weight, runtime.device, on_epoch)
-        optima = plan.group_optima(cfgs, weight) if any(c.finetune.optimum for c in cfgs) else [None] * len(cfgs)
-        shift, target = plan.group_targets(cfgs[0], weight)
+        data = plan.problem(cfgs[0])  # θ, θ2, X2, y2 once for training, optima and diagnostics
+        results = plan.finetune_group(cfgs, weight, runtime.device, on_epoch, data)
+        optima = plan.group_optima(cfgs, weight, data) if any(c.finetune.optimum for c in cfgs) else [None] * len(cfgs)
+        shift, target = plan.group_targets(cfgs[0], weight, data)
         shared = [(lambda o=o: o, lambda d, r, res=res, c=c: _diagnose(d, c, res, shift, target, r)) for o, res, c in zip(optima, results, cfgs)]
         engine = plan.BATCHED
     else:
