@@ -11,11 +11,13 @@ u_k = xb·A_kᵀ and s_k the lane's scaling, each lane's loss mean((s_k·u_k·B_
     dL/du_kᵀ = c·(s_k²·H_k·u_kᵀ − s_k·B_kᵀ·rbᵀ),  H_k = B_kᵀ·B_k  (r_k, r_k)
     dL/dA_k  = dL/du_kᵀ · xb
 
-so a step is four GEMMs over all Σr stacked rows, four batched r×r products per run of
-lanes of equal rank (with √c·s_k folded into scaled copies of u and B, so the Grams come
-out scaled), and one Adam call per run of equal learning rates. No (K, b, d_out) error tensor and no
-d_out×d_in product is formed. Every operation keeps lanes apart (row-wise GEMMs, per-lane
-batched products, elementwise Adam), so a lane that diverges to NaN cannot touch the others;
+so a step is four GEMMs over all Σr stacked rows, one small GEMM for every lane's uᵀu at
+once (the lanes' Grams are its diagonal blocks, read through strided views), three batched
+r×r products per run of lanes of equal rank, and one Adam call per run of equal learning
+rates. The scalings ride on uᵀ's rows (ũ = s·u) and on dL/duᵀ's rows (× c·s) rather than
+on Bᵀ. No (K, b, d_out) error tensor and no d_out×d_in product is formed. Every operation
+keeps lanes apart (row-wise GEMMs, diagonal Gram blocks, per-lane batched products,
+elementwise Adam), so a lane that diverges to NaN cannot touch the others;
 `stop` then zeroes it, and a zero lane has zero gradient and stays zero.
 """
 
@@ -114,30 +116,29 @@ class BatchedFinetune:
             self.bt[self.rows(k)] = lane.lora_b.T
         (first, lr), *rest = lr_segments(lanes, d_in, d_out)
         self.opt = FlatAdam(self.flat, self.grad, lr, lrs=rest or None)
-        self.rows_of_steps = StepRows([self.xr], b, n // b, columns=[[d_in, d_out]])
-        self.scalings = [lane.spec.scaling for lane in lanes]
-        self.root_c = c**0.5
-        per_row = [self.root_c * scaling for scaling, r in zip(self.scalings, ranks) for _ in range(r)]
-        self.row_scale = torch.tensor(per_row, dtype=x.dtype, device=x.device)[:, None]  # √c·s_k on lane k's rows
-        self.ut, self.u_scaled, self.grad_ut = (x.new_empty(rows, b) for _ in range(3))
-        self.bt_scaled = x.new_empty(rows, d_out)
+        self.rows_of_steps = StepRows([self.xr], b, n // b, columns=[[d_in, d_out]], transposed=True)
+        self.scalings, self.c = [lane.spec.scaling for lane in lanes], c
+        per_row = torch.tensor([s for s, r in zip(self.scalings, ranks) for _ in range(r)], dtype=x.dtype, device=x.device)[:, None]
+        self.row_s, self.row_cs = per_row, c * per_row  # s_k and c·s_k on lane k's rows
+        self.ut, self.grad_ut = x.new_empty(rows, b), x.new_empty(rows, b)
+        self.u_rows = self.ut.T  # a view made once
+        self.gram = x.new_empty(rows, rows)  # ũ·ũᵀ: lane k's s²·uᵀu is its k-th diagonal block
         self.moments = Moments(self.x_all, self.residual) if use_moments(x.shape, d_out, len(lanes) * evaluations) else None
         self.buckets = self._buckets(ranks)
 
     def _buckets(self, ranks: list[int]) -> list[tuple[torch.Tensor, ...]]:
         """For each run of lanes of equal rank r (sorted lanes make one run per rank), (lanes, r, ·)
-        views of uᵀ, √c·s·uᵀ (and its transpose), Bᵀ, √c·s·Bᵀ (and its transpose), dL/dBᵀ and
-        dL/duᵀ, and two r×r Gram buffers."""
-        buckets, first = [], 0
+        views of the diagonal blocks of `gram`, of Bᵀ (and its transpose), of ũᵀ, dL/dBᵀ and
+        dL/duᵀ, and an r×r buffer for BᵀB."""
+        buckets, first, total = [], 0, self.starts[-1]
         for k in range(1, len(ranks) + 1):
             if k == len(ranks) or ranks[k] != ranks[first]:
-                rows, shape = slice(self.starts[first], self.starts[k]), (k - first, ranks[first])
-                u3, u_scaled3, bt3, bt_scaled3, grad_bt3, grad_ut3 = (
-                    t[rows].view(*shape, -1) for t in (self.ut, self.u_scaled, self.bt, self.bt_scaled, self.grad_bt, self.grad_ut)
-                )
-                grams = (self.ut.new_empty(*shape, shape[1]), self.ut.new_empty(*shape, shape[1]))
+                r, start = ranks[first], self.starts[first]
+                rows, shape = slice(start, self.starts[k]), (k - first, r)
+                grams = self.gram.as_strided((k - first, r, r), (r * total + r, total, 1), start * total + start)
+                bt3, ut3, grad_bt3, grad_ut3 = (t[rows].view(*shape, -1) for t in (self.bt, self.ut, self.grad_bt, self.grad_ut))
                 # transposed views made once: a view costs as much as a small op
-                buckets.append((u3, u_scaled3, u_scaled3.transpose(1, 2), bt3, bt_scaled3, bt_scaled3.transpose(1, 2), grad_bt3, grad_ut3, *grams))
+                buckets.append((grams, bt3, bt3.transpose(1, 2), ut3, grad_bt3, grad_ut3, self.ut.new_empty(*shape, r)))
                 first = k
         return buckets
 
@@ -147,32 +148,29 @@ class BatchedFinetune:
     @torch.no_grad()
     def run_steps(self, batches: torch.Tensor) -> list[float]:
         last = batches.shape[0] - 1
-        for step, (xb, rb) in enumerate(self.rows_of_steps.epoch(batches.to(self.xr.device))):
-            self._gradients(xb, rb)
+        for step, (xb, rb, xb_t, rb_t) in enumerate(self.rows_of_steps.epoch(batches.to(self.xr.device))):
+            self._gradients(xb, rb, xb_t, rb_t)
             if step == last:
                 losses = self._batch_losses(rb)
             self.opt.step()
         return losses
 
-    def _gradients(self, xb: torch.Tensor, rb: torch.Tensor) -> None:
-        torch.mm(self.a, xb.T, out=self.ut)  # u_kᵀ for every lane, (Σr, b)
-        torch.mul(self.ut, self.row_scale, out=self.u_scaled)  # ũ = √c·s·u
-        torch.mul(self.bt, self.row_scale, out=self.bt_scaled)  # B̃ = √c·s·B
-        self.grad_bt.addmm_(self.u_scaled, rb, beta=0, alpha=-self.root_c)  # −c·s·uᵀ·rb
-        self.grad_ut.addmm_(self.bt_scaled, rb.T, beta=0, alpha=-self.root_c)  # −c·s·Bᵀ·rbᵀ
-        for u3, u_scaled3, u_scaled3_t, bt3, bt_scaled3, bt_scaled3_t, grad_bt3, grad_ut3, gram_u, gram_b in self.buckets:
-            torch.bmm(u_scaled3, u_scaled3_t, out=gram_u)  # c·s²·uᵀu per lane
-            grad_bt3.baddbmm_(gram_u, bt3)
-            torch.bmm(bt_scaled3, bt_scaled3_t, out=gram_b)  # c·s²·BᵀB per lane
-            grad_ut3.baddbmm_(gram_b, u3)
+    def _gradients(self, xb: torch.Tensor, rb: torch.Tensor, xb_t: torch.Tensor, rb_t: torch.Tensor) -> None:
+        torch.mm(self.a, xb_t, out=self.ut)  # u_kᵀ for every lane, (Σr, b)
+        self.ut.mul_(self.row_s)  # ũᵀ = s·uᵀ
+        self.grad_bt.addmm_(self.ut, rb, beta=0, alpha=-self.c)  # −c·s·uᵀ·rb
+        self.grad_ut.addmm_(self.bt, rb_t, beta=0, alpha=-1)  # −Bᵀ·rbᵀ (× c·s below)
+        torch.mm(self.ut, self.u_rows, out=self.gram)  # s²·uᵀu on the diagonal blocks
+        for grams, bt3, bt3_t, ut3, grad_bt3, grad_ut3, gram_b in self.buckets:
+            grad_bt3.baddbmm_(grams, bt3, alpha=self.c)  # + c·s²·uᵀu·Bᵀ
+            torch.bmm(bt3, bt3_t, out=gram_b)  # BᵀB per lane
+            grad_ut3.baddbmm_(gram_b, ut3)  # + BᵀB·s·uᵀ
+        self.grad_ut.mul_(self.row_cs)  # c·s·(s·BᵀB·uᵀ − Bᵀ·rbᵀ)
         torch.mm(self.grad_ut, xb, out=self.grad_a)  # dL/dA, (Σr, d_in)
 
     def _batch_losses(self, rb: torch.Tensor) -> list[float]:
-        """Each lane's MSE on the step's batch, before the step's update."""
-        return [
-            mse_of(torch.addmm(rb, self.ut[self.rows(k)].T, self.bt[self.rows(k)], beta=-1, alpha=s))
-            for k, s in enumerate(self.scalings)
-        ]
+        """Each lane's MSE on the step's batch, before the step's update (ũᵀ holds s·uᵀ)."""
+        return [mse_of(torch.addmm(rb, self.ut[self.rows(k)].T, self.bt[self.rows(k)], beta=-1)) for k in range(self.k)]
 
     @torch.no_grad()
     def evaluate(self) -> list[float]:

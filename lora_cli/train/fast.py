@@ -33,10 +33,11 @@ class StepRows:
     Yields, per step, (b, ·) views of each source's rows, or of column blocks of them
     (`columns`: widths per source), laid out as a per-step gather would lay them out, so the
     arithmetic and its bytes are the same as gathering each step alone. The views are made
-    once: a view costs as much as a small op.
+    once: a view costs as much as a small op. `transposed`: each step's tuple also holds
+    every part's transpose, after the parts.
     """
 
-    def __init__(self, sources: list[torch.Tensor], batch_size: int, steps: int, columns=None):
+    def __init__(self, sources: list[torch.Tensor], batch_size: int, steps: int, columns=None, transposed: bool = False):
         width = sum(t.shape[1] for t in sources)
         self.chunk = max(1, min(steps, GATHER_ELEMENTS // (batch_size * width)))  # steps a gather
         self.sources, self.b = sources, batch_size
@@ -45,7 +46,8 @@ class StepRows:
 
         def step_views(k: int) -> tuple[torch.Tensor, ...]:
             rows = slice(k * batch_size, (k + 1) * batch_size)
-            return tuple(part for buf, cols in zip(self.buffers, columns) for part in buf[rows].split(cols, dim=1))
+            parts = tuple(part for buf, cols in zip(self.buffers, columns) for part in buf[rows].split(cols, dim=1))
+            return parts + tuple(part.T for part in parts) if transposed else parts
 
         self.views = [step_views(k) for k in range(self.chunk)]
 
