@@ -109,7 +109,7 @@ def parameter_bars(params: Parameters) -> Figure:
 def plot_run(run: RunFolder, out_dir: Path | None = None) -> list[Path]:
     """Write every figure that the run's completed stages allow; returns the paths."""
     out_dir = Path(out_dir) if out_dir is not None else run.path
-    figures = _approx_figures(run) if run.kind == "approx" else _pipeline_figures(run)
+    figures = {"approx": _approx_figures, "sweep": _sweep_figures}.get(run.kind, _pipeline_figures)(run)
     if not figures:
         raise RunError(f"{run.path}: no completed stage to plot yet; run a stage first")
     paths = []
@@ -120,7 +120,7 @@ def plot_run(run: RunFolder, out_dir: Path | None = None) -> list[Path]:
         atomic_write(path, buffer.getvalue())
         paths.append(path)
     if out_dir.resolve() == run.path.resolve():  # re-running a stage they draw deletes them
-        drawn = [s for s in ("approx", "pretrain", "finetune") if run.stage(s).get("status") == "complete"]
+        drawn = [s for s in ("approx", "pretrain", "finetune", "sweep") if run.stage(s).get("status") == "complete"]
         run.record_figures({name: drawn for name in figures})
     return paths
 
@@ -170,3 +170,28 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
         figures["delta_singular_values.png"] = spectra(series, r, f"Spectra: what the adapter learned and what it should{angle}")
     return figures
 
+
+
+def _sweep_figures(run: RunFolder) -> dict[str, Figure]:
+    """The sweep's figures from its trials as they stand (complete trials only)."""
+    from lora_cli.config.sweep import load_sweep
+    from lora_cli.stages.kinds import LAYOUTS
+    from lora_cli.stages.sweep_results import rows
+    from lora_cli.store.run_folder import CONFIG
+    from lora_cli.sweep_figures import sweep_figures
+
+    sweep = load_sweep(run.path / CONFIG)
+    table, children = rows(run, sweep), run.children(LAYOUTS)
+    curves = {}
+    for row in table:
+        if row["status"] == "complete":
+            label = ", ".join(f"{key} {row[axis]}" for axis, key in zip(sweep.axes, _short(sweep.axes)))
+            curves[label] = _curve(children[f"trials/{row['trial']}"].metrics(), "finetune", "epoch")
+    return sweep_figures(table, sweep.axes, curves)
+
+
+def _short(axes: tuple[str, ...]) -> list[str]:
+    from lora_cli.config.sweep import labels
+
+    names = labels(list(axes))
+    return [names[a] for a in axes]

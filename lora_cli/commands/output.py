@@ -18,6 +18,7 @@ class Output:
         self.as_json = as_json
         self.out = Console(highlight=False)
         self.err = Console(stderr=True, highlight=False)
+        self._bar: Any = None  # the Rich Progress on screen, shared by nested bars
 
     def note(self, message: str) -> None:
         """A line for the person (which folder, what next); never part of the JSON."""
@@ -42,17 +43,44 @@ class Output:
 
     @contextmanager
     def progress(self, label: str, epochs: int) -> Iterator[Callable[[int, float | None], None]]:
-        """A transient bar on a terminal; a silent callback in logs and CI."""
+        """A transient bar on a terminal (under the `overall` bar when one is up); a silent
+        callback in logs and CI."""
         if not self.err.is_terminal:
             yield lambda epoch, loss: None
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn())
-        with Progress(*columns, console=self.err, transient=True) as bar:
+        with self._bars() as bar:
             task = bar.add_task(label, total=epochs, loss="")
 
             def on_epoch(epoch: int, loss: float | None) -> None:
                 bar.update(task, completed=epoch, **({"loss": f"loss {loss:.4g}"} if loss is not None else {}))
 
-            yield on_epoch
+            try:
+                yield on_epoch
+            finally:
+                bar.remove_task(task)
+
+    @contextmanager
+    def overall(self, label: str, total: int) -> Iterator[Callable[[int], None]]:
+        """A transient bar over many pieces of work (a sweep's trials) that the `progress` bars
+        of each piece show under; the callback takes how many are done. Silent off a terminal."""
+        if not self.err.is_terminal:
+            yield lambda done: None
+            return
+        with self._bars() as bar:
+            task = bar.add_task(label, total=total, loss="")
+            yield lambda done: bar.update(task, completed=done)
+
+    @contextmanager
+    def _bars(self) -> Iterator[Any]:
+        if self._bar is not None:
+            yield self._bar
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn())
+        with Progress(*columns, console=self.err, transient=True) as bar:
+            self._bar = bar
+            try:
+                yield bar
+            finally:
+                self._bar = None

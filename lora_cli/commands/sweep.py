@@ -24,6 +24,7 @@ ResumeDirOpt = Annotated[
 ]
 DryRunOpt = flag_option("--dry-run", "Print the trials, their groups, the memory and the expected time; train nothing.")
 FailFastOpt = flag_option("--fail-fast", "Stop at the first failed trial (default: record it and go on).")
+NoPlotOpt = flag_option("--no-plot", "Skip the figures (sweep_rank.png, sweep_curves.png, sweep_heatmap.png; lora plot draws them later).")
 
 
 @shared("engine", "device", "threads", "force", "as_json")
@@ -36,10 +37,11 @@ def sweep(
     resume: ResumeDirOpt = None,
     dry_run: DryRunOpt = False,
     fail_fast: FailFastOpt = False,
+    no_plot: NoPlotOpt = False,
     *,
     opts: Any,
 ) -> None:
-    """Train a grid of adapters over one shared base; results.csv and a table sorted by gap.
+    """Train a grid of adapters over one shared base; results.csv, figures and a table sorted by gap.
 
     Trials that share the data, the shift and the batch order train together on the batched
     engine (--engine auto); DoRA, PiSSA and OLoRA trials run one by one.
@@ -69,12 +71,17 @@ def sweep(
         folder = stages.create_sweep(sw, run_dir, runs_root(), opts.force)
         out.note(f"Sweep folder: {folder.path}")
     _use_threads(sw, rt.threads)
-    with resume_hint(f"lora sweep --resume {folder.path}"):
-        rows = stages.run_sweep(folder, sw, rt, out.progress, base, fail_fast, out.note)
+    with resume_hint(f"lora sweep --resume {folder.path}"), out.overall("trials done", len(sw.trials)) as trials_done:
+        rows = stages.run_sweep(folder, sw, rt, out.progress, base, fail_fast, out.note, trials_done)
     from lora_cli import sweep_tables
 
     out.show(sweep_tables.summary_table(rows, sw.axes))
-    out.emit({"sweep_dir": str(folder.path), "axes": list(sw.axes), "trials": rows})
+    result = {"sweep_dir": str(folder.path), "axes": list(sw.axes), "trials": rows}
+    if not no_plot and any(row["status"] == "complete" for row in rows):
+        from lora_cli.commands.folders import write_plots
+
+        result["figures"] = write_plots(folder, out)
+    out.emit(result)
     failed = sum(row["status"] == "failed" for row in rows)
     out.note(f"{len(rows) - failed} of {len(rows)} trials complete; results in {folder.path}/results.csv")
 

@@ -76,9 +76,12 @@ def done_trials(run: RunFolder) -> set[str]:
 
 
 def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress, base_dir: Path | None = None,
-              fail_fast: bool = False, note: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Train every trial not yet complete, group by group, recording each; the results rows."""
+              fail_fast: bool = False, note: Callable[[str], None] = print,
+              trials_done: Callable[[int], None] = lambda done: None) -> list[dict[str, Any]]:
+    """Train every trial not yet complete, group by group, recording each; the results rows.
+    `trials_done` hears how many trials are finished (complete or failed) after each group."""
     done = done_trials(run)
+    trials_done(len(done))
     run.update_entries("trials", {t: {"status": "complete"} for t in done})
     todo = [t for t in sweep.trials if t.id not in done]
     groups = plan.plan([t.config for t in todo], runtime.engine)
@@ -92,8 +95,10 @@ def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress
             label = f"group {number}/{len(groups)}: {len(members)} trial{'s' * (len(members) > 1)} on the {group.engine} engine"
             with progress(label, members[0].config.finetune.epochs) as on_epoch:
                 failed = _run_group(run, group, members, base, runtime, on_epoch)
+            finished = len(done) + sum(len(g.trials) for g in groups[:number])
             write_results(run, sweep)
-            note(f"{label}: {len(members) - len(failed)} complete, {len(failed)} failed")
+            trials_done(finished)
+            note(f"{label}: {len(members) - len(failed)} complete, {len(failed)} failed ({finished} of {len(sweep.trials)} trials done)")
             if failed and fail_fast:
                 raise RunError(f"trial {failed[0]} failed and --fail-fast stops the sweep; continue with --resume")
     except (KeyboardInterrupt, Interrupted) as exc:

@@ -3,6 +3,7 @@
 import json
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,6 +62,16 @@ def test_diverging_trials_are_failed_and_the_others_complete(swept):
     assert (sweep["status"], sweep["complete"], sweep["failed"], sweep["trials"]) == ("complete", 2, 2, 4)
 
 
+def test_figures_are_drawn_and_lora_plot_redraws_them(swept, tmp_path):
+    folder, report = swept
+    names = {"sweep_rank.png", "sweep_curves.png", "sweep_heatmap.png"}  # two axes: a heatmap too
+    assert {Path(p).name for p in report["figures"]} == names == set(_manifest(folder)["figures"])
+    assert all((folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in names)
+    redrawn = lora("plot", folder, "--out", tmp_path / "figures", "--json")
+    assert redrawn.exit_code == 0, redrawn.output
+    assert {p.name for p in (tmp_path / "figures").iterdir()} == names
+
+
 def test_a_trial_folder_stands_alone(swept):
     folder, report = swept
     trial = next(row for row in report["trials"] if row["status"] == "complete" and row["adapter.rank"] == 2)
@@ -101,7 +112,7 @@ def test_resume_refuses_a_changed_spec(swept, tmp_path):
 
 
 def test_fail_fast_stops_at_the_first_failure(tmp_path):
-    result = lora("sweep", SMOKE, *GRID, "--run-dir", tmp_path / "s", "--fail-fast")
+    result = lora("sweep", SMOKE, *GRID, "--run-dir", tmp_path / "s", "--fail-fast", "--no-plot")
     assert result.exit_code == 1 and "--fail-fast stops the sweep" in result.stderr
 
 
@@ -117,17 +128,18 @@ def test_dry_run_plans_without_writing(tmp_path, runs_dir):
 def test_sigkill_mid_sweep_then_resume_ends_as_an_uninterrupted_sweep(tmp_path):
     spec = tmp_path / "long.yaml"
     spec.write_text(LONG)
-    whole = lora_process("sweep", str(spec), "--run-dir", str(tmp_path / "whole"))
+    whole = lora_process("sweep", str(spec), "--run-dir", str(tmp_path / "whole"), "--no-plot")
     assert whole.wait() == 0, whole.stderr.read()
     killed_dir = tmp_path / "killed"
-    proc = lora_process("sweep", str(spec), "--run-dir", str(killed_dir))
+    proc = lora_process("sweep", str(spec), "--run-dir", str(killed_dir), "--no-plot")
     done = lambda: sum(e.get("status") == "complete" for e in _safe_trials(killed_dir).values()) >= 2  # noqa: E731
     wait_for(done, proc, "two trials completed")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     statuses = [e["status"] for e in _safe_trials(killed_dir).values()]
     assert "pending" in statuses or "running" in statuses, "the kill came after the sweep ended; make LONG longer"
-    resumed = lora_process("sweep", "--resume", str(killed_dir))
+    resumed = lora_process("sweep", "--resume", str(killed_dir), "--no-plot")
+    assert not list(killed_dir.glob("*.png"))
     assert resumed.wait() == 0, resumed.stderr.read()
     expected, got = _results(tmp_path / "whole"), _results(killed_dir)
     assert list(got) == list(expected)

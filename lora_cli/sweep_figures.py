@@ -1,0 +1,167 @@
+"""A sweep's figures, from its results rows and its trials' loss histories.
+
+    sweep_rank.png      final loss (solid) and the best any rank-r update reaches (dashed)
+                        against the adapter's rank, one colour per variant (log scales)
+    sweep_curves.png    every trial's full-data loss against the epoch, overlaid
+    sweep_heatmap.png   the final loss over two swept axes, the optimum under each number
+
+A variant is one combination of the axes other than the x axis. Axes named `seed` are
+replicates: their trials are averaged and the spread drawn as a bar from min to max.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import fmean
+from typing import Any
+
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from lora_cli.config.sweep import labels
+from lora_cli.tables import fmt_loss
+
+RANK = "adapter.rank"
+
+
+def is_replicate(axis: str) -> bool:
+    return axis.rsplit(".", 1)[-1] == "seed"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One x value of one variant: `key`'s mean over the replicates and their min and max."""
+
+    x: Any
+    mean: float
+    low: float
+    high: float
+
+
+def factors(axes: tuple[str, ...]) -> list[str]:
+    """The axes a figure tells apart (replicate axes are averaged over, unless nothing else is swept)."""
+    kept = [a for a in axes if not is_replicate(a)]
+    return kept or list(axes)
+
+
+def variant_series(rows: list[dict[str, Any]], axes: tuple[str, ...], x_axis: str, key: str) -> dict[str, list[Point]]:
+    """For each variant (its label names the other axes' values), its Points in x order;
+    complete trials with a number under `key` only."""
+    names, others = labels(list(axes)), [a for a in factors(axes) if a != x_axis]
+    groups: dict[str, dict[Any, list[float]]] = {}
+    for row in rows:
+        if row["status"] == "complete" and row.get(key) is not None:
+            label = ", ".join(f"{names[a]} {row[a]}" for a in others) or "all trials"
+            groups.setdefault(label, {}).setdefault(row[x_axis], []).append(row[key])
+    order = {value: i for i, value in enumerate(dict.fromkeys(row[x_axis] for row in rows))}
+    return {
+        label: [Point(x, fmean(v), min(v), max(v)) for x, v in sorted(by_x.items(), key=lambda item: order[item[0]])]
+        for label, by_x in groups.items()
+    }
+
+
+def loss_against_rank(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> Figure:
+    """Final loss and optimum against the adapter's rank (or the first axis when rank is not
+    swept) for each variant, log scales."""
+    kept = factors(axes)
+    x_axis = RANK if RANK in kept else kept[0]
+    finals, optima = variant_series(rows, axes, x_axis, "final_loss"), variant_series(rows, axes, x_axis, "optimal_loss")
+    numeric = all(isinstance(p.x, (int, float)) and not isinstance(p.x, bool) and p.x > 0 for s in finals.values() for p in s)
+    position = (lambda x: x) if numeric else {x: i for i, x in enumerate(dict.fromkeys(r[x_axis] for r in rows))}.__getitem__
+    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (label, points) in enumerate(finals.items()):
+        colour = f"C{i % 10}"
+        xs = [position(p.x) for p in points]
+        ax.errorbar(xs, [p.mean for p in points], yerr=_spread(points), color=colour, marker="o", markersize=4, capsize=3, label=label)
+        best = optima.get(label, [])
+        ax.plot([position(p.x) for p in best], [p.mean for p in best], color=colour, linestyle="--", linewidth=1)
+    ax.set_yscale("log")
+    if numeric:
+        ax.set_xscale("log", base=2)
+    ticks = list(dict.fromkeys(r[x_axis] for r in rows))
+    ax.set_xticks([position(x) for x in ticks], [str(x) for x in ticks])
+    ax.set_xlabel(labels(list(axes))[x_axis])
+    ax.set_ylabel("final MSE (log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1))
+    ax.legend(handles, [*names, "optimum (same colour): best rank-r update"], fontsize=7)
+    ax.set_title("Final loss beside the optimum")
+    return fig
+
+
+def _spread(points: list[Point]) -> list[list[float]] | None:
+    if all(p.low == p.high for p in points):
+        return None
+    return [[p.mean - p.low for p in points], [p.high - p.mean for p in points]]
+
+
+def curves_figure(curves: dict[str, tuple[list[int], list[float]]]) -> Figure:
+    """Every trial's loss against the epoch on a log scale, overlaid."""
+    fig = Figure(figsize=(8.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (label, (epochs, losses)) in enumerate(curves.items()):
+        ax.plot(epochs, losses, color=f"C{i % 10}", linestyle=("-", "--", ":", "-.")[i // 10 % 4], linewidth=1.2, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("full-data MSE (log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=1 + len(curves) // 18, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(f"Loss curves of {len(curves)} trials")
+    return fig
+
+
+def heatmap_figure(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> Figure | None:
+    """The final loss (mean over replicates) over exactly two swept axes, on a log colour
+    scale, each cell's optimum under its number; None unless two axes are told apart."""
+    kept = factors(axes)
+    if len(kept) != 2:
+        return None
+    row_axis, col_axis = kept
+    finals, optima = variant_series(rows, axes, col_axis, "final_loss"), variant_series(rows, axes, col_axis, "optimal_loss")
+    names = labels(list(axes))
+    row_values = list(dict.fromkeys(r[row_axis] for r in rows))
+    col_values = list(dict.fromkeys(r[col_axis] for r in rows))
+    grid = [[float("nan")] * len(col_values) for _ in row_values]
+    best = [[None] * len(col_values) for _ in row_values]
+    for i, value in enumerate(row_values):
+        label = f"{names[row_axis]} {value}"
+        for point in finals.get(label, []):
+            grid[i][col_values.index(point.x)] = point.mean
+        for point in optima.get(label, []):
+            best[i][col_values.index(point.x)] = point.mean
+    return _draw_heatmap(grid, best, row_values, col_values, names[row_axis], names[col_axis])
+
+
+def _draw_heatmap(grid, best, row_values, col_values, row_name: str, col_name: str) -> Figure | None:
+    positive = [v for line in grid for v in line if v == v and v > 0]
+    if not positive:
+        return None
+    fig = Figure(figsize=(1.3 * len(col_values) + 2.5, 0.75 * len(row_values) + 1.8), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(grid, cmap="viridis", norm=LogNorm(min(positive), max(positive)), aspect="auto")
+    for i, line in enumerate(grid):
+        for j, value in enumerate(line):
+            if value == value:
+                text = fmt_loss(value) + (f"\nopt {fmt_loss(best[i][j])}" if best[i][j] is not None else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if value < max(positive) ** 0.5 * min(positive) ** 0.5 else "black")
+    ax.set_xticks(range(len(col_values)), [str(v) for v in col_values])
+    ax.set_yticks(range(len(row_values)), [str(v) for v in row_values])
+    ax.set_xlabel(col_name)
+    ax.set_ylabel(row_name)
+    fig.colorbar(image, ax=ax, label="final MSE (log scale)")
+    ax.set_title("Final loss (optimum below)")
+    return fig
+
+
+def sweep_figures(rows: list[dict[str, Any]], axes: tuple[str, ...], curves: dict[str, tuple[list[int], list[float]]]) -> dict[str, Figure]:
+    """The figures the sweep's results allow, by file name."""
+    if not any(row["status"] == "complete" for row in rows):
+        return {}
+    figures = {"sweep_rank.png": loss_against_rank(rows, axes), "sweep_curves.png": curves_figure(curves)}
+    heatmap = heatmap_figure(rows, axes)
+    if heatmap is not None:
+        figures["sweep_heatmap.png"] = heatmap
+    return figures
