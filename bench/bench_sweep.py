@@ -4,18 +4,26 @@
                                                batched vs one after another; then s/epoch per trial for K = 1, 4, 16, 64
     python bench/bench_sweep.py --epochs 20    shorter (the ratio's data generation share grows)
     python bench/bench_sweep.py --json out.json
+    python bench/bench_sweep.py --commands     also the whole commands: 16 `lora finetune` processes, one after
+                                               another, against one `lora sweep --base` (≈ 2 more minutes)
 
 Both sides train the blog's finetune problem (n = 10000, d = 1001 x 1000, batch 128) on the
 same base (W = θᵀ, where pretraining ends) with the same data, inits and batches. "Engine time"
 is the recipe call: data, init, training and every full-data evaluation, as `lora finetune`
-and `lora sweep` run them; the base, the optimum and the files are left out on both sides.
+and `lora sweep` run them; the base, the optimum and the files are left out on both sides. `--commands` times what a
+user waits for instead: each side as real processes on one pretrained base folder, every
+optimum, diagnostic and file included (the sweep with --no-plot: the finetunes draw nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,10 +75,39 @@ def fast_epoch(base, epochs: int = 6) -> float:
     return (stamps[epochs - 1] - stamps[1]) / (epochs - 2)
 
 
+def lora(*args: str, cwd: Path) -> float:
+    """Wall seconds of one `lora …` process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "lora_cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"lora {' '.join(args)} failed: {done.stderr.strip()}")
+    return time.perf_counter() - start
+
+
+def commands(epochs: int) -> dict:
+    """16 `lora finetune` processes (each on its own copy of one pretrained folder) against
+    one `lora sweep --base` of the same 16 trials."""
+    sets = ["--set", f"finetune.epochs={epochs}", "--set", "finetune.log_every=10"]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        lora("pretrain", "--config", str(ROOT / "configs" / "posit.yaml"), "--run-dir", "base", cwd=work)
+        sequential = 0.0
+        for rank in (1, 2, 4, 8):
+            for alpha in (1, 2, 4, 8):
+                folder = f"trial-{rank}-{alpha}"
+                shutil.copytree(work / "base", work / folder)
+                sequential += lora("finetune", "--run-dir", folder, "--rank", str(rank), "--alpha", str(alpha), *sets, cwd=work)
+        grid = ["--grid", "adapter.rank=1,2,4,8", "--grid", "adapter.alpha=1,2,4,8"]
+        swept = lora("sweep", str(ROOT / "configs" / "posit.yaml"), "--base", "base", *grid, *sets, "--run-dir", "sweep", "--no-plot", cwd=work)
+    return {"processes_s": sequential, "sweep_s": swept, "ratio": sequential / swept}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--commands", action="store_true", help="also time the whole commands (16 processes against one sweep)")
     args = parser.parse_args()
     import torch
 
@@ -82,6 +119,8 @@ def main() -> None:
     result = {"threads": count, "cpu": _cpu(), "torch": torch.__version__, "sixteen": sixteen(args.epochs, base)}
     result["fast_rank4_s_per_epoch"] = fast_epoch(base)
     result["per_trial"] = {k: per_trial_epoch(k, base) for k in (1, 4, 16, 64)}
+    if args.commands:
+        result["commands"] = commands(args.epochs)
     _print(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -105,6 +144,12 @@ def _print(result: dict) -> None:
     for k, t in result["per_trial"].items():
         table.add_row(str(k), f"{t:.4f}", f"{result['fast_rank4_s_per_epoch'] / t:.1f}x")
     console.print(table)
+    if "commands" in result:
+        c = result["commands"]
+        console.print(
+            f"Whole commands: 16 `lora finetune` processes one after another {c['processes_s']:.1f} s, "
+            f"one `lora sweep --base` {c['sweep_s']:.1f} s: {c['ratio']:.1f}x"
+        )
 
 
 def _cpu() -> str:
