@@ -28,6 +28,14 @@ class LoraGroup(TyperGroup):
     def get_help_option(self, ctx: Any) -> Any:
         return _plain_help_option(super().get_help_option(ctx))
 
+    def resolve_command(self, ctx: Any, args: Any) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):  # started by torchrun
+            from lora_cli.distributed import refuse_unshared
+
+            refuse_unshared(command.name)
+        return name, command, rest
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
@@ -78,8 +86,10 @@ def _fail(message: str, code: int) -> None:
     from rich.markup import escape
 
     err = Console(stderr=True, highlight=False)
+    world = os.environ.get("WORLD_SIZE", "1")
+    where = f" (rank {os.environ.get('RANK', '?')} of {world})" if world not in ("", "1") else ""
     for line in message.splitlines() or [""]:
-        err.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+        err.print(f"[bold red]error{where}:[/] {escape(line)}", soft_wrap=True)
     sys.exit(code)
 
 

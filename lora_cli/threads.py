@@ -14,7 +14,8 @@ two cores busy). So:
 
 The count depends only on the config and the machine, never on the momentary load, so the
 same config gives the same bytes on a busy machine as on an idle one. `--threads N` or
-LORA_THREADS=N overrides it.
+LORA_THREADS=N overrides it. Under torchrun (WORLD_SIZE > 1) each process takes
+OMP_NUM_THREADS when set (torchrun sets 1 when it is unset), so N processes share the cores.
 """
 
 from __future__ import annotations
@@ -40,14 +41,19 @@ def cores() -> int:
 
 
 def requested(flag: int | None) -> int | None:
-    """--threads when given, else LORA_THREADS when set, else None (choose by work)."""
+    """--threads when given, else LORA_THREADS when set, else OMP_NUM_THREADS under torchrun,
+    else None (choose by work)."""
     if flag is not None:
         return flag
-    text = os.environ.get("LORA_THREADS", "").strip()
+    name = "LORA_THREADS"
+    text = os.environ.get(name, "").strip()
+    if not text and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        name = "OMP_NUM_THREADS"
+        text = os.environ.get(name, "").strip()
     if not text:
         return None
     if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f"LORA_THREADS = {text!r} is not allowed: must be a whole number ≥ 1 (or unset)")
+        raise ConfigError(f"{name} = {text!r} is not allowed: must be a whole number ≥ 1 (or unset)")
     return int(text)
 
 

@@ -3,7 +3,8 @@ interruption, write figures. Commands import this module, never each other."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,32 @@ def show_record(out: Output, record: Any, shape: tuple[int, int] = (0, 0)) -> No
     from lora_cli import tables
 
     out.show(*tables.stage_tables(record, shape))
+
+
+@contextmanager
+def shared_work(rt: Any, as_json: bool) -> Iterator[tuple[Any, Output, Callable[..., None] | None]]:
+    """The command's runtime and output, under torchrun too (see lora_cli.distributed).
+
+    Rank 0 (and a lone process) gets `lead(run, cfg, stages, resume)`, to call once its run
+    folder is open: it tells the other ranks where and what to train. The other ranks train
+    as followers (stages/follower.py) inside this block, print nothing, and get None.
+    """
+    from lora_cli import distributed
+
+    with distributed.session(rt.device) as world:
+        rt = dataclasses.replace(rt, world=world)
+        out = Output(as_json, quiet=not world.main)
+        if world.main:
+
+            def lead(run: Any, cfg: Any, stages: tuple[str, ...], resume: bool) -> None:
+                if world.size > 1:
+                    from lora_cli.stages.follower import plan_for
+
+                    distributed.broadcast(plan_for(run, cfg, stages, resume), world)
+
+            yield rt, out, lead
+        else:
+            from lora_cli.stages.follower import follow
+
+            follow(distributed.broadcast(None, world), rt)
+            yield rt, out, None

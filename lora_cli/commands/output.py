@@ -12,17 +12,19 @@ from rich.markup import escape
 
 
 class Output:
-    """One per command invocation. With --json, stdout holds exactly one JSON object."""
+    """One per command invocation. With --json, stdout holds exactly one JSON object.
+    `quiet` (ranks other than 0 under torchrun): nothing at all; errors still reach stderr."""
 
-    def __init__(self, as_json: bool):
-        self.as_json = as_json
+    def __init__(self, as_json: bool, quiet: bool = False):
+        self.as_json, self.quiet = as_json, quiet
         self.out = Console(highlight=False)
         self.err = Console(stderr=True, highlight=False)
         self._bar: Any = None  # the Rich Progress on screen, shared by nested bars
 
     def note(self, message: str) -> None:
         """A line for the person (which folder, what next); never part of the JSON."""
-        self.err.print(escape(message), soft_wrap=True, style="cyan")
+        if not self.quiet:
+            self.err.print(escape(message), soft_wrap=True, style="cyan")
 
     def status(self, message: str) -> None:
         """What slow work is under way, on a terminal only (logs get the result, not the waiting)."""
@@ -30,12 +32,12 @@ class Output:
             self.note(message)
 
     def show(self, *items: RenderableType) -> None:
-        if not self.as_json:
+        if not (self.as_json or self.quiet):
             for item in items:
                 self.out.print(item)
 
     def emit(self, result: dict[str, Any]) -> None:
-        if self.as_json:
+        if self.as_json and not self.quiet:
             from lora_cli.store.files import dumps
 
             # plain write: Rich would wrap a long line at the console width; strict JSON (no NaN)
@@ -45,7 +47,7 @@ class Output:
     def progress(self, label: str, epochs: int) -> Iterator[Callable[[int, float | None], None]]:
         """A transient bar on a terminal (under the `overall` bar when one is up); a silent
         callback in logs and CI."""
-        if not self.err.is_terminal:
+        if self.quiet or not self.err.is_terminal:
             yield lambda epoch, loss: None
             return
         with self._bars() as bar:
@@ -63,7 +65,7 @@ class Output:
     def overall(self, label: str, total: int) -> Iterator[Callable[[int], None]]:
         """A transient bar over many pieces of work (a sweep's trials) that the `progress` bars
         of each piece show under; the callback takes how many are done. Silent off a terminal."""
-        if not self.err.is_terminal:
+        if self.quiet or not self.err.is_terminal:
             yield lambda done: None
             return
         with self._bars() as bar:

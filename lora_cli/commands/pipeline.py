@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from lora_cli.commands.folders import adapter_runtime, create_run, engine_flag, open_run, resume_hint, runtime, show_record, write_plots
+from lora_cli.commands.folders import adapter_runtime, create_run, engine_flag, open_run, resume_hint, runtime, shared_work, show_record, write_plots
 from lora_cli.commands.options import (
     ConfigOpt,
     NewRunDirOpt,
@@ -37,20 +37,23 @@ def pretrain(
     Example: lora pretrain -c configs/smoke.yaml --epochs 10
     """
     overrides = collect_overrides(sets, {"--epochs": (("pretrain.epochs",), epochs), "--seed": (("seed",), seed)})
-    out, rt = Output(opts.as_json), runtime(opts.engine, opts.device, opts.threads)
-    from lora_cli.config.loading import load_config
-    from lora_cli.stages import kinds, pipeline as stages
+    with shared_work(runtime(opts.engine, opts.device, opts.threads), opts.as_json) as (rt, out, lead):
+        if lead is None:
+            return
+        from lora_cli.config.loading import load_config
+        from lora_cli.stages import kinds, pipeline as stages
 
-    if opts.resume:
-        _no_changes_on_resume(config is not None or bool(overrides))
-        run = open_run(run_dir, out)
-        cfg = kinds.run_config(run)
-    else:
-        cfg = load_config(config, overrides)
-        run = create_run(cfg, run_dir, opts.force, out, PIPELINE)
-    with resume_hint(f"lora pretrain --resume --run-dir {run.path}{engine_flag(rt)}"):
-        with out.progress("pretrain", cfg.pretrain.epochs) as on_epoch:
-            record = stages.pretrain_stage(run, cfg, rt, on_epoch, opts.resume, out.status)
+        if opts.resume:
+            _no_changes_on_resume(config is not None or bool(overrides))
+            run = open_run(run_dir, out)
+            cfg = kinds.run_config(run)
+        else:
+            cfg = load_config(config, overrides)
+            run = create_run(cfg, run_dir, opts.force, out, PIPELINE)
+        lead(run, cfg, ("pretrain",), opts.resume)
+        with resume_hint(f"lora pretrain --resume --run-dir {run.path}{engine_flag(rt)}"):
+            with out.progress("pretrain", cfg.pretrain.epochs) as on_epoch:
+                record = stages.pretrain_stage(run, cfg, rt, on_epoch, opts.resume, out.status)
     show_record(out, record, (cfg.data.d_in, cfg.data.d_out))
     out.emit(record.to_json())
     out.note(f"Next: lora finetune --rank {cfg.adapter.rank} --run-dir {run.path}")
@@ -134,17 +137,20 @@ def run(
     from lora_cli.stages import kinds, pipeline as stages
 
     cfg = load_config(config, collect_overrides(sets, flags))
-    out, rt = Output(opts.as_json), runtime(opts.engine, opts.device, opts.threads)
-    adapter_runtime(rt, cfg, out)  # refuse an engine that cannot train the adapter before any work
-    if opts.resume:
-        folder = open_run(run_dir, out)
-        if kinds.run_config(folder) != cfg:
-            raise ConfigError(f"{config}: differs from {folder.path}/config.yaml; resume with the run's own config, or start a new run")
-    else:
-        folder = create_run(cfg, run_dir, opts.force, out, PIPELINE)
-    with resume_hint(f"lora run {config} --resume --run-dir {folder.path}{engine_flag(rt)}"):
-        show = lambda record: show_record(out, record, (cfg.data.d_in, cfg.data.d_out))  # noqa: E731
-        records = stages.run_all(folder, cfg, rt, opts.resume, out.progress, show, out.status)
+    with shared_work(runtime(opts.engine, opts.device, opts.threads), opts.as_json) as (rt, out, lead):
+        if lead is None:
+            return
+        adapter_runtime(rt, cfg, out)  # refuse an engine that cannot train the adapter before any work
+        if opts.resume:
+            folder = open_run(run_dir, out)
+            if kinds.run_config(folder) != cfg:
+                raise ConfigError(f"{config}: differs from {folder.path}/config.yaml; resume with the run's own config, or start a new run")
+        else:
+            folder = create_run(cfg, run_dir, opts.force, out, PIPELINE)
+        lead(folder, cfg, ("pretrain", "finetune"), opts.resume)
+        with resume_hint(f"lora run {config} --resume --run-dir {folder.path}{engine_flag(rt)}"):
+            show = lambda record: show_record(out, record, (cfg.data.d_in, cfg.data.d_out))  # noqa: E731
+            records = stages.run_all(folder, cfg, rt, opts.resume, out.progress, show, out.status)
     result: dict[str, Any] = {"run_dir": str(folder.path), "stages": {name: r.to_json() for name, r in records.items()}}
     if opts.plot:
         result["figures"] = write_plots(folder, out)

@@ -19,7 +19,7 @@ from lora_cli.core.modules import LoRALinear, linear_from_weight
 from lora_cli.core.inits import INITS, init_adapter, init_linear_weight
 from lora_cli.core.rng import generator
 from lora_cli.core.shifts import ShiftSpec, shift_theta, true_delta
-from lora_cli.train.engines import Runtime, engine_for
+from lora_cli.train.engines import ENGINES, Runtime, choose_engine, parallel_kwargs
 from lora_cli.train.loop import CheckpointCallback, Divergence, EpochCallback, History, Schedule, TrainState, train
 
 
@@ -135,7 +135,8 @@ def pretrain(
     dev = torch.device(runtime.device)
     x, y = (t.to(dev) for t in regression(cfg, thetas(cfg)[0], "pretrain"))
     w0 = init_linear_weight(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "init_base")).to(dev)
-    engine = engine_for(runtime.engine).pretrain(w0, x, y, cfg.pretrain.lr, cfg.pretrain.batch_size)
+    name = choose_engine(runtime.engine)[0]
+    engine = ENGINES[name].pretrain(w0, x, y, cfg.pretrain.lr, cfg.pretrain.batch_size, **parallel_kwargs(name, runtime.world))
     batches = generator(cfg.seed, "batches_pretrain")
     fit = train(engine, schedule(cfg.pretrain), batches, on_epoch, resume, on_checkpoint)
     return PretrainResult(engine.weight().cpu(), fit.history, fit.divergence)
@@ -156,8 +157,9 @@ def finetune(
     spec = adapter_spec(cfg)
     seed = adapter_seed(cfg)
     lora_a, lora_b, frozen = init_adapter(base_weight, spec, generator(seed, "init_adapter"))
-    entry = engine_for(runtime.engine, spec)
-    engine = entry.finetune(frozen.to(dev), spec, lora_a.to(dev), lora_b.to(dev), x, y, cfg.finetune.lr, cfg.finetune.batch_size)
+    name = choose_engine(runtime.engine, spec)[0]
+    parallel = parallel_kwargs(name, runtime.world)
+    engine = ENGINES[name].finetune(frozen.to(dev), spec, lora_a.to(dev), lora_b.to(dev), x, y, cfg.finetune.lr, cfg.finetune.batch_size, **parallel)
     fit = train(engine, schedule(cfg.finetune), generator(seed, "batches_finetune"), on_epoch, resume, on_checkpoint)
     adapter = {key: t.cpu() for key, t in engine.adapter().items()}
     initial = lora.state_dict(lora_a, lora_b)

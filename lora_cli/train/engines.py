@@ -24,15 +24,16 @@ class EngineEntry:
     pretrain: Callable[..., Any]  # (w0, x, y, lr, batch_size) -> an Engine with .weight()
     finetune: Callable[..., Any]  # (base_w, spec, lora_A, lora_B, x, y, lr, batch_size) -> one with .adapter()
     supports: Callable[[Any], str | None] = lambda spec: None  # why it cannot train `spec`, or None
+    parallel: bool = False  # its builders take world= and train data-parallel under torchrun
 
 
 def _lazy(module: str, name: str) -> Callable[..., Any]:
     """A constructor imported on first use, so that listing engines needs no torch."""
 
-    def build(*args: Any) -> Any:
+    def build(*args: Any, **kwargs: Any) -> Any:
         import importlib
 
-        return getattr(importlib.import_module(module), name)(*args)
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
     return build
 
@@ -43,6 +44,7 @@ ENGINES: dict[str, EngineEntry] = {
         _lazy("lora_cli.train.fast", "FastPretrain"),
         _lazy("lora_cli.train.fast", "FastFinetune"),
         lambda spec: "it has no hand-written DoRA gradients" if spec.dora else None,
+        parallel=True,
     ),
     "reference": EngineEntry(
         "plain autograd and torch.optim.Adam, as the blog",
@@ -78,6 +80,17 @@ def choose_engine(name: str, spec: Any = None) -> tuple[str, str | None]:
     return chosen, f"Training on the {chosen} engine: the {first} engine cannot train this adapter ({ENGINES[first].supports(spec)})"
 
 
+def parallel_kwargs(name: str, world: Any) -> dict[str, Any]:
+    """What makes engine `name` train data-parallel over `world` (nothing in one process);
+    ConfigError for an engine that trains in one process only."""
+    if world is None or world.size == 1:
+        return {}
+    if not ENGINES[name].parallel:
+        able = [other for other, e in ENGINES.items() if e.parallel]
+        raise ConfigError(f"--engine {name}: trains in one process; under torchrun use --engine {' or '.join(able)} (DoRA needs one process)")
+    return {"world": world}
+
+
 def engine_for(name: str, spec: Any = None) -> EngineEntry:
     """The entry that trains `spec` (None: the base) under --engine `name`, "auto" included."""
     return ENGINES[choose_engine(name, spec)[0]]
@@ -90,6 +103,7 @@ class Runtime:
     engine: str = AUTO  # or a name in ENGINES; a stage resolves it with choose_engine
     device: str = "cpu"  # a resolved torch device name: cpu or cuda
     threads: int | None = None  # CPU threads; None = choose by the size of a step
+    world: Any = None  # distributed.World under torchrun (None: one process)
 
 
 def resolve_runtime(engine: str = AUTO, device: str = "auto", threads: int | None = None) -> Runtime:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 
 from lora_cli.core.adapter import state_dict
+from lora_cli.distributed import World, all_reduce_
+from lora_cli.errors import ConfigError
 
 
 # Rows gathered per index_select: a whole run of steps at once, so the one op that runs in
@@ -104,6 +106,33 @@ class FlatAdam:
             )
 
 
+class Share:
+    """One rank's part of data-parallel training: its contiguous rows of every batch; its
+    gradients, computed with the whole batch's 1/b, summed over the ranks so that every rank
+    takes the one-process step (shares differ by at most a row, and the sum weighs each row
+    once). In one process it is the whole batch and sums nothing."""
+
+    def __init__(self, world: World, batch_size: int):
+        if world.size > batch_size:
+            raise ConfigError(f"{world.size} processes cannot share batches of {batch_size} rows; use at most {batch_size} processes")
+        self.world, self.batch_size, self.part = world, batch_size, world.rows(batch_size)
+        self.size = self.part.stop - self.part.start
+
+    def of(self, batches: torch.Tensor) -> torch.Tensor:
+        """(steps, b) row indices -> this rank's (steps, b_rank)."""
+        return batches if self.world.size == 1 else batches[:, self.part].contiguous()
+
+    def sum_(self, grad: torch.Tensor) -> None:
+        all_reduce_(grad, self.world)
+
+    def mse(self, err: torch.Tensor, factor: float) -> float:
+        """The whole batch's mean((err / factor)²) from each rank's rows of `err`."""
+        if self.world.size == 1:
+            return mse_of(err.clone()) / factor**2
+        total = all_reduce_(err.double().square().sum().reshape(1), self.world)
+        return total.item() / factor**2 / (self.batch_size * err.shape[1])
+
+
 def mse_of(error: torch.Tensor) -> float:
     """mean(error²), summed as F.mse_loss sums (vector_norm accumulates in float32 and was
     0.1–0.5 % off at the blog's size). Squares `error` in place: pass a temporary."""
@@ -115,24 +144,28 @@ class FastPretrain:
 
     name = "fast"
 
-    def __init__(self, w0: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int):
+    def __init__(self, w0: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int, world: World = World()):
+        """`world`: under torchrun, this rank takes its share of each batch's rows and the
+        gradients are summed over the ranks (`Share`)."""
         self.x, self.y, self.n = x, y, x.shape[0]
         b, d_out = batch_size, y.shape[1]
         self.scale = 2.0 / (b * d_out)
         self.w, self.grad = w0.clone(), torch.empty_like(w0)
         self.opt = FlatAdam(self.w, self.grad, lr)
-        self.rows = StepRows([x, y], b, self.n // b)
-        self.err = y.new_empty(b, d_out)  # scale·(xb·Wᵀ − yb) = dL/dpred
+        self.share = Share(world, b)
+        self.rows = StepRows([x, y], self.share.size, self.n // b)
+        self.err = y.new_empty(self.share.size, d_out)  # scale·(xb·Wᵀ − yb) = dL/dpred
         self.w_t, self.err_t = self.w.T, self.err.T  # transposed views made once: a view costs as much as a small op
 
     @torch.no_grad()
     def run_steps(self, batches: torch.Tensor) -> float:
         scale, err = self.scale, self.err
-        for xb, yb in self.rows.epoch(batches.to(self.x.device)):
+        for xb, yb in self.rows.epoch(self.share.of(batches.to(self.x.device))):
             torch.addmm(yb, xb, self.w_t, beta=-scale, alpha=scale, out=err)  # (b, d_out)
             torch.mm(self.err_t, xb, out=self.grad)  # (d_out, b)·(b, d_in): dL/dW
+            self.share.sum_(self.grad)
             self.opt.step()
-        return mse_of(err.clone()) / scale**2
+        return self.share.mse(err, scale)
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -166,7 +199,7 @@ class FastFinetune:
     name = "fast"
 
     @torch.no_grad()
-    def __init__(self, base_w, spec, a0, b0, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int):
+    def __init__(self, base_w, spec, a0, b0, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int, world: World = World()):
         n, d_in = x.shape
         d_out, r, b = y.shape[1], a0.shape[0], batch_size
         self.n, self.s, self.scale = n, spec.scaling, 2.0 / (b * d_out)
@@ -180,9 +213,10 @@ class FastFinetune:
         self.lora_b.copy_(b0)
         lrs = [(r * d_in, lr * spec.lr_ratio)] if spec.lr_ratio != 1 else None  # LoRA+: lora_B's rate
         self.opt = FlatAdam(self.flat, self.grad, lr, lrs=lrs)
-        self.rows = StepRows([self.xr], b, n // b, columns=[[d_in, d_out]])
-        self.u, self.grad_u = x.new_empty(b, r), x.new_empty(b, r)
-        self.err = y.new_empty(b, d_out)  # s·scale·(s·u·Bᵀ − rb) = s·dL/dpred
+        self.share = Share(world, b)  # this rank's rows of each batch (all of them in one process)
+        self.rows = StepRows([self.xr], self.share.size, n // b, columns=[[d_in, d_out]])
+        self.u, self.grad_u = x.new_empty(self.share.size, r), x.new_empty(self.share.size, r)
+        self.err = y.new_empty(self.share.size, d_out)  # s·scale·(s·u·Bᵀ − rb) = s·dL/dpred
         self.a_t, self.b_t = self.lora_a.T, self.lora_b.T  # views made once
         self.err_t, self.grad_u_t = self.err.T, self.grad_u.T
 
@@ -190,14 +224,15 @@ class FastFinetune:
     def run_steps(self, batches: torch.Tensor) -> float:
         s, scale, u, grad_u, err = self.s, self.scale, self.u, self.grad_u, self.err
         err_t, grad_u_t = self.err_t, self.grad_u_t
-        for xb, rb in self.rows.epoch(batches.to(self.xr.device)):
+        for xb, rb in self.rows.epoch(self.share.of(batches.to(self.xr.device))):
             torch.mm(xb, self.a_t, out=u)  # (b, r)
             torch.addmm(rb, u, self.b_t, beta=-s * scale, alpha=s * s * scale, out=err)
             torch.mm(err_t, u, out=self.grad_b)  # dL/dB = s·errᵀ·u, (d_out, r)
             torch.mm(err, self.lora_b, out=grad_u)  # dL/du = s·err·B, (b, r)
             torch.mm(grad_u_t, xb, out=self.grad_a)  # dL/dA = (dL/du)ᵀ·xb, (r, d_in)
+            self.share.sum_(self.grad)
             self.opt.step()
-        return mse_of(err.clone()) / (s * scale) ** 2
+        return self.share.mse(err, s * scale)
 
     @torch.no_grad()
     def evaluate(self) -> float:

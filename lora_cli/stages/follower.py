@@ -1,0 +1,61 @@
+"""Ranks other than 0 under torchrun: the same training as rank 0, on their share of each
+batch, writing nothing.
+
+Rank 0 opens or creates the run folder, then tells the others (`Plan`, broadcast once) where
+it is, the config and which stages will train. Each follower trains those stages with the
+same seeds and batch order, so every all-reduced step is the step rank 0 takes; rank 0 alone
+records, checkpoints and prints. A follower resuming reads the checkpoint rank 0 reads
+(the run folder must be on a filesystem every process sees).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from lora_cli.config.loading import load_config
+from lora_cli.recipes import pipeline as recipe
+from lora_cli.stages.common import resume_state, use_threads
+from lora_cli.stages.kinds import LAYOUTS
+from lora_cli.stages.pipeline import load_base
+from lora_cli.store.run_folder import RunFolder
+from lora_cli.train.engines import Runtime, choose_engine
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What rank 0 tells the followers: the run folder, its config and the stages to train."""
+
+    path: str
+    config: dict[str, Any]
+    train: tuple[str, ...]
+    resume: bool = False
+
+
+def plan_for(run: RunFolder, cfg: Any, stages: tuple[str, ...], resume: bool) -> Plan:
+    """The plan for `stages` in `run`: with `resume`, the stages already complete are left out."""
+    todo = tuple(s for s in stages if not (resume and run.stage(s).get("status") == "complete"))
+    return Plan(str(run.path), cfg.to_dict(), todo, resume)
+
+
+def follow(plan: Plan, runtime: Runtime) -> None:
+    """Train the plan's stages as a follower."""
+    cfg = load_config(base=plan.config)
+    run = RunFolder.open(Path(plan.path), LAYOUTS, lock=None)
+    base = None
+    for stage in plan.train:
+        if stage == "pretrain":
+            base = _train(run, cfg, runtime, "pretrain", None, plan.resume).weight
+        elif stage == "finetune":
+            _train(run, cfg, runtime, "finetune", base if base is not None else load_base(run, cfg), plan.resume)
+
+
+def _train(run: RunFolder, cfg: Any, runtime: Runtime, stage: str, base: Any, resume: bool) -> Any:
+    use_threads(cfg, stage, runtime.threads)
+    spec = recipe.adapter_spec(cfg) if stage == "finetune" else None
+    runtime = dataclasses.replace(runtime, engine=choose_engine(runtime.engine, spec)[0])
+    state = resume_state(run, stage, runtime.engine) if resume else None
+    if stage == "pretrain":
+        return recipe.pretrain(cfg, runtime, None, state, None)
+    return recipe.finetune(cfg, base, runtime, None, state, None)

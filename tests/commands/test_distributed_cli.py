@@ -1,0 +1,103 @@
+"""Two CPU processes under torchrun (gloo): data-parallel training equals one process, only
+rank 0 writes and prints, and a failing rank ends the job in seconds with its error."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.commands.procs import stage, wait_for
+from tests.conftest import ROOT, SMOKE
+
+# noise keeps every loss well above float32 rounding; 33-row batches split 17 + 16 over two ranks
+UNEQUAL = ["--set", "data.noise_std=0.1", "--set", "pretrain.batch_size=33", "--set", "finetune.batch_size=33"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "LORA_DIST_TIMEOUT": "60"}
+
+
+def torchrun(*args, nproc=2, **popen):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "lora_cli", *map(str, args)]
+    return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def alone(*args):
+    done = subprocess.run([sys.executable, "-m", "lora_cli", *map(str, args)], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _losses(report, name):
+    return [row["loss"] for row in report["stages"][name]["history"]]
+
+
+def test_data_parallel_run_equals_one_process_with_unequal_shards(tmp_path):
+    one = alone("run", SMOKE, *UNEQUAL, "--run-dir", tmp_path / "one", "--json")
+    proc = torchrun("run", SMOKE, *UNEQUAL, "--run-dir", tmp_path / "two", "--json")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    two = json.loads(out)  # one JSON object: rank 1 printed nothing
+    assert err.count("Run folder:") == 1 and err.count("All stages complete") == 1
+    for name in ("pretrain", "finetune"):
+        assert _losses(two, name) == pytest.approx(_losses(one, name), rel=1e-5), name
+    assert two["stages"]["finetune"]["threads"] == 1  # torchrun's OMP_NUM_THREADS=1 per rank
+    from safetensors.torch import load_file
+
+    for path in ("base.safetensors", "adapter/adapter_model.safetensors"):
+        a, b = load_file(tmp_path / "one" / path), load_file(tmp_path / "two" / path)
+        assert all((a[k] - b[k]).abs().max() <= 1e-5 for k in a), path
+
+
+def test_a_command_that_cannot_share_work_fails_on_every_rank_in_one_line(tmp_path):
+    start = time.monotonic()
+    proc = torchrun("merge", "--run-dir", tmp_path / "none")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and time.monotonic() - start < 60
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert sorted(line.split(":")[0] for line in lines) == ["error (rank 0 of 2)", "error (rank 1 of 2)"]
+    assert all("runs in one process; start it without torchrun" in line for line in lines)
+
+
+def test_killing_one_rank_ends_the_job_and_resume_completes_it(tmp_path):
+    run_dir = tmp_path / "run"
+    long = ["--set", "pretrain.epochs=400", "--set", "pretrain.checkpoint_every=5", *UNEQUAL]
+    proc = torchrun("pretrain", "-c", SMOKE, *long, "--run-dir", run_dir, start_new_session=True)
+    wait_for(lambda: (run_dir / "checkpoints" / "pretrain.safetensors").is_file(), proc, "a checkpoint")
+    follower = _follower_pid(proc.pid)
+    killed = time.monotonic()
+    os.kill(follower, signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and time.monotonic() - killed < 60, err
+    resumed = torchrun("pretrain", "--resume", "--run-dir", run_dir, "--json")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    record = json.loads(out)
+    assert record["resumed_from_epoch"] >= 5 and record["history"][-1]["epoch"] == 400
+    assert stage(run_dir, "pretrain")["status"] == "complete"
+
+
+def _follower_pid(launcher: int) -> int:
+    """The worker torchrun started with RANK=1."""
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        for pid in _descendants(launcher):
+            try:
+                environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if b"RANK=1" in environ:
+                return pid
+        time.sleep(0.05)
+    pytest.fail("no worker with RANK=1 appeared")
+
+
+def _descendants(pid: int) -> list[int]:
+    children = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            children += [int(c) for c in open(f"/proc/{pid}/task/{task}/children").read().split()]
+    except OSError:
+        return []
+    return children + [d for c in children for d in _descendants(c)]
