@@ -117,6 +117,14 @@ def broadcast(value: Any, world: World) -> Any:
     return box[0]
 
 
+def barrier(world: World) -> None:
+    """Wait until every rank gets here (nothing to do in one process)."""
+    if world.size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def shard(costs: list[float], size: int) -> list[int]:
     """The rank for each piece of work: longest first onto the least-loaded rank (ties to the
     lower rank), so every process computes the same balanced assignment."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -50,29 +51,26 @@ def sweep(
     Example: lora sweep configs/smoke.yaml --grid adapter.rank=1,2,4 --grid adapter.scaling=standard,rslora
     Example: lora sweep --resume runs/rank-vs-shift-sweep-20261125T120000Z
     """
-    from lora_cli.config.sweep import load_sweep
+    from lora_cli import distributed
     from lora_cli.stages import sweep as stages
 
-    out = Output(opts.as_json)
-    if resume is not None:
-        if grid or sets or run_dir or base:
-            raise ConfigError("--resume finishes a sweep exactly as it was started; leave out --grid, --set, --run-dir and --base")
-        folder, sw = stages.open_sweep(resume, spec)
-    elif spec is None:
-        raise ConfigError("give a sweep spec or a config to sweep with --grid, e.g. lora sweep configs/sweeps/rank-vs-shift.yaml")
-    else:
-        sw = load_sweep(spec, [_axis(text) for text in grid or []], collect_overrides(sets, {}))
     rt = runtime(opts.engine, opts.device, opts.threads)
-    plan = _plan(sw, rt.engine)
-    if dry_run:
-        return _show_plan(out, sw, plan)
-    _check_memory(plan)
-    if resume is None:
-        folder = stages.create_sweep(sw, run_dir, runs_root(), opts.force)
-        out.note(f"Sweep folder: {folder.path}")
-    _use_threads(sw, rt.threads)
-    with resume_hint(f"lora sweep --resume {folder.path}"), out.overall("trials done", len(sw.trials)) as trials_done:
-        rows = stages.run_sweep(folder, sw, rt, out.progress, base, fail_fast, out.note, trials_done)
+    with distributed.session(rt.device) as world:
+        out, rt = Output(opts.as_json, quiet=not world.main), dataclasses.replace(rt, world=world)
+        if not world.main:  # a follower: rank 0 makes or opens the sweep folder and says where
+            path = distributed.broadcast(None, world)
+            if path:
+                folder, sw = stages.open_shared(Path(path))
+                _use_threads(sw, rt.threads)
+                stages.run_sweep(folder, sw, rt, out.progress, base, fail_fast, out.note)
+            return
+        sw, folder = _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, opts.force, rt, out)
+        distributed.broadcast(str(folder.path) if folder else "", world)
+        if folder is None:
+            return
+        _use_threads(sw, rt.threads)
+        with resume_hint(f"lora sweep --resume {folder.path}"), out.overall("trials done", len(sw.trials)) as trials_done:
+            rows = stages.run_sweep(folder, sw, rt, out.progress, base, fail_fast, out.note, trials_done)
     from lora_cli import sweep_tables
 
     out.show(sweep_tables.summary_table(rows, sw.axes))
@@ -84,6 +82,30 @@ def sweep(
     out.emit(result)
     failed = sum(row["status"] == "failed" for row in rows)
     out.note(f"{len(rows) - failed} of {len(rows)} trials complete; results in {folder.path}/results.csv")
+
+
+def _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, force, rt, out) -> tuple[Any, Any]:
+    """The sweep and its folder (made, or opened with --resume); no folder for --dry-run."""
+    from lora_cli.config.sweep import load_sweep
+    from lora_cli.stages import sweep as stages
+
+    if resume is not None:
+        if grid or sets or run_dir or base:
+            raise ConfigError("--resume finishes a sweep exactly as it was started; leave out --grid, --set, --run-dir and --base")
+        folder, sw = stages.open_sweep(resume, spec)
+    elif spec is None:
+        raise ConfigError("give a sweep spec or a config to sweep with --grid, e.g. lora sweep configs/sweeps/rank-vs-shift.yaml")
+    else:
+        sw = load_sweep(spec, [_axis(text) for text in grid or []], collect_overrides(sets, {}))
+    plan = _plan(sw, rt.engine)
+    if dry_run:
+        _show_plan(out, sw, plan)
+        return sw, None
+    _check_memory(plan)
+    if resume is None:
+        folder = stages.create_sweep(sw, run_dir, runs_root(), force)
+        out.note(f"Sweep folder: {folder.path}")
+    return sw, folder
 
 
 def _axis(text: str) -> tuple[str, list[Any]]:

@@ -59,3 +59,8 @@ def _train(run: RunFolder, cfg: Any, runtime: Runtime, stage: str, base: Any, re
     if stage == "pretrain":
         return recipe.pretrain(cfg, runtime, None, state, None)
     return recipe.finetune(cfg, base, runtime, None, state, None)
+
+
+def train_base(cfg: Any, runtime: Runtime) -> Any:
+    """A follower's part of pretraining a sweep's base (rank 0 writes it); the weight."""
+    return _train(None, cfg, runtime, "pretrain", None, False).weight

@@ -22,11 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lora_cli import distributed
 from lora_cli.config.sweep import Sweep, Trial, load_sweep
 from lora_cli.config.yamlio import dump_yaml
 from lora_cli.errors import ConfigError, DivergenceError, Interrupted, RunError, signal_name
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.recipes import sweep as plan
+from lora_cli.resources import group_estimate
 from lora_cli.stages import kinds
 from lora_cli.stages.pipeline import load_base, pretrain_stage, record_finetune
 from lora_cli.stages.recording import recording
@@ -66,47 +68,93 @@ def open_sweep(path: Path, spec: Path | None) -> tuple[RunFolder, Sweep]:
     return run, stored
 
 
-def done_trials(run: RunFolder) -> set[str]:
-    """Trials whose folder says finetune complete (the sweep's manifest may lag a kill)."""
-    done = set()
-    for rel, child in run.children(kinds.LAYOUTS).items():
-        if rel.startswith("trials/") and child.stage("finetune").get("status") == "complete":
-            done.add(rel.removeprefix("trials/"))
+def open_shared(path: Path) -> tuple[RunFolder, Sweep]:
+    """The sweep folder rank 0 holds, for another rank under torchrun (no lock: rank 0 has it)."""
+    run = RunFolder.open(path, kinds.LAYOUTS, lock=None)
+    return run, load_sweep(run.path / CONFIG)
+
+
+def done_trials(run: RunFolder, sweep: Sweep) -> set[str]:
+    """Trials whose own folder says finetune complete, registered as children on the way (a
+    sharded sweep's other ranks write trial folders without touching the sweep's manifest)."""
+    done, found = set(), {}
+    for trial in sweep.trials:
+        status = _trial_status(run, trial)
+        if status is not None:
+            found[f"trials/{trial.id}"] = {"kind": "pipeline", "name": trial.config.name}
+        if status == "complete":
+            done.add(trial.id)
+    run.update_entries("children", found)
     return done
+
+
+def _trial_status(run: RunFolder, trial: Trial) -> str | None:
+    """The finetune status in trials/<id>/manifest.json, None when there is no such folder."""
+    return _status(run.path / "trials" / trial.id, "finetune")
 
 
 def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress, base_dir: Path | None = None,
               fail_fast: bool = False, note: Callable[[str], None] = print,
               trials_done: Callable[[int], None] = lambda done: None) -> list[dict[str, Any]]:
     """Train every trial not yet complete, group by group, recording each; the results rows.
-    `trials_done` hears how many trials are finished (complete or failed) after each group."""
-    done = done_trials(run)
+    `trials_done` hears how many trials are finished (complete or failed) after each group.
+    Under torchrun every rank calls this with the same `run` (rank 0 made it): the groups are
+    shared out by estimated cost, each rank writes only its own trials' folders, and rank 0
+    waits for the others' trials on disk before writing the manifest and the results."""
+    world = runtime.world or distributed.World()
+    done = distributed.broadcast(done_trials(run, sweep) if world.main else None, world)
     trials_done(len(done))
-    run.update_entries("trials", {t: {"status": "complete"} for t in done})
     todo = [t for t in sweep.trials if t.id not in done]
     groups = plan.plan([t.config for t in todo], runtime.engine)
-    run.start_stage(STAGE)  # also sweeps what a killed write left (results are rewritten after each group)
-    run.update_stage(STAGE, trials=len(sweep.trials))
+    owner = distributed.shard([group_estimate([todo[i].config for i in g.trials], g.engine == plan.BATCHED)[1] for g in groups], world.size)
+    if world.main:
+        run.start_stage(STAGE)  # also sweeps what a killed write left (results are rewritten after each group)
+        run.update_stage(STAGE, trials=len(sweep.trials), processes=world.size)
     bases: dict[str, tuple[Any, RunFolder]] = {}
     try:
         for number, group in enumerate(groups, 1):
             members = [todo[i] for i in group.trials]
             base = _base(run, sweep, members[0].config, runtime, base_dir, bases, progress, note)
+            if owner[number - 1] != world.rank:
+                continue
             label = f"group {number}/{len(groups)}: {len(members)} trial{'s' * (len(members) > 1)} on the {group.engine} engine"
             with progress(label, members[0].config.finetune.epochs) as on_epoch:
                 failed = _run_group(run, group, members, base, runtime, on_epoch)
-            finished = len(done) + sum(len(g.trials) for g in groups[:number])
-            write_results(run, sweep)
-            trials_done(finished)
+            finished = len(done) + sum(len(g.trials) for g, o in zip(groups[:number], owner) if o == world.rank)
+            if world.main:
+                write_results(run, sweep)
+                trials_done(finished)
             note(f"{label}: {len(members) - len(failed)} complete, {len(failed)} failed ({finished} of {len(sweep.trials)} trials done)")
             if failed and fail_fast:
                 raise RunError(f"trial {failed[0]} failed and --fail-fast stops the sweep; continue with --resume")
+        if not world.main:
+            return []
+        _gather(run, sweep, [todo[i] for g, o in zip(groups, owner) if o != 0 for i in g.trials], trials_done)
     except (KeyboardInterrupt, Interrupted) as exc:
+        if not world.main:
+            raise
         raise _interrupted(run, sweep, exc) from None
     rows = write_results(run, sweep)
     counts = {status: sum(row["status"] == status for row in rows) for status in ("complete", "failed")}
     run.update_stage(STAGE, status="complete", finished=utc_now(), **counts)
     return rows
+
+
+def _gather(run: RunFolder, sweep: Sweep, others: list[Trial], trials_done: Callable[[int], None]) -> None:
+    """Rank 0: wait until every trial the other ranks train has finished in its own folder (if a
+    rank dies, torchrun stops this one too), then record their statuses and folders."""
+    pending = {t.id: t for t in others}
+    while pending:
+        for trial_id, trial in list(pending.items()):
+            if _trial_status(run, trial) in ("complete", "failed"):
+                child = RunFolder.open(run.path / "trials" / trial_id, kinds.LAYOUTS, lock=None).stage("finetune")
+                entry = {"status": child["status"], "finished": child.get("finished")}
+                run.update_entries("trials", {trial_id: entry | ({"error": child.get("error")} if child["status"] == "failed" else {})})
+                del pending[trial_id]
+        if pending:
+            time.sleep(0.2)
+    done_trials(run, sweep)
+    trials_done(len(sweep.trials))
 
 
 def _interrupted(run: RunFolder, sweep: Sweep, exc: BaseException) -> Interrupted:
@@ -140,28 +188,46 @@ def _given_base(base_dir: Path, cfg) -> tuple[Any, RunFolder]:
 
 
 def _own_base(run, sweep, cfg, runtime, progress, note) -> tuple[Any, RunFolder]:
+    """bases/base-<n>, pretrained now unless complete; under torchrun every rank trains it
+    data-parallel and rank 0 writes it."""
+    world = runtime.world or distributed.World()
     keys = list(dict.fromkeys(plan.pretrain_key(t.config) for t in sweep.trials))
     rel = f"bases/base-{keys.index(plan.pretrain_key(cfg))}"
-    if rel in run.manifest().get("children", {}):
-        folder = RunFolder.open(run.path / rel, kinds.LAYOUTS, lock=None)
-        if folder.stage("pretrain").get("status") == "complete":
-            return load_base(folder, cfg), folder
-    folder = _fresh_child(run, rel, cfg)
-    with progress(f"pretraining the base ({rel})", cfg.pretrain.epochs) as on_epoch:
-        pretrain_stage(folder, cfg, runtime, on_epoch)
-    note(f"Pretrained the base for {len([t for t in sweep.trials if plan.pretrain_key(t.config) == plan.pretrain_key(cfg)])} trials: {folder.path}")
+    if _status(run.path / rel, "pretrain") != "complete":
+        if world.main:
+            folder = _fresh_child(run, rel, cfg)
+            with progress(f"pretraining the base ({rel})", cfg.pretrain.epochs) as on_epoch:
+                pretrain_stage(folder, cfg, runtime, on_epoch)
+            users = sum(plan.pretrain_key(t.config) == plan.pretrain_key(cfg) for t in sweep.trials)
+            note(f"Pretrained the base for {users} trials: {folder.path}")
+        else:
+            from lora_cli.stages.follower import train_base
+
+            train_base(cfg, runtime)
+        distributed.barrier(world)  # the others read what rank 0 wrote
+    folder = RunFolder.open(run.path / rel, kinds.LAYOUTS, lock=None)
     return load_base(folder, cfg), folder
 
 
-def _fresh_child(run: RunFolder, rel: str, cfg) -> RunFolder:
+def _status(path: Path, stage: str) -> str | None:
+    """A stage's status in the run folder at `path`; None when there is no run folder there."""
+    if not (path / "manifest.json").is_file():
+        return None
+    try:
+        return RunFolder.open(path, kinds.LAYOUTS, lock=None).stage(stage).get("status", "pending")
+    except RunError:
+        return None
+
+
+def _fresh_child(run: RunFolder, rel: str, cfg, register: bool = True) -> RunFolder:
     remove_tree(run.path / rel)
     header = {"kind": "pipeline", "name": cfg.name, "seed": cfg.seed, "versions": kinds.versions()}
-    return run.create_child(rel, kinds.LAYOUTS["pipeline"], header, kinds.config_text(cfg))
+    return run.create_child(rel, kinds.LAYOUTS["pipeline"], header, kinds.config_text(cfg), register)
 
 
-def _trial_folder(run: RunFolder, trial: Trial, base: RunFolder) -> RunFolder:
+def _trial_folder(run: RunFolder, trial: Trial, base: RunFolder, register: bool = True) -> RunFolder:
     """trials/<id>/ with the base's pretrain stage (record, metrics, base.safetensors linked) and finetune running."""
-    child = _fresh_child(run, f"trials/{trial.id}", trial.config)
+    child = _fresh_child(run, f"trials/{trial.id}", trial.config, register)
     child.adopt_file(kinds.BASE, base.path / kinds.BASE)
     child.update_stage("pretrain", **base.stage("pretrain"), shared_from=str(base.path))
     child.add_metrics([row for row in base.metrics() if row.get("stage") == "pretrain"])
@@ -172,8 +238,10 @@ def _trial_folder(run: RunFolder, trial: Trial, base: RunFolder) -> RunFolder:
 def _run_group(run: RunFolder, group: plan.Group, members: list[Trial], base: tuple[Any, RunFolder], runtime: Runtime, on_epoch) -> list[str]:
     """Train one group and record each trial; the ids of trials that failed."""
     weight, base_folder = base
-    children = [_trial_folder(run, t, base_folder) for t in members]
-    run.update_entries("trials", {t.id: {"status": "running", "engine": group.engine, "started": utc_now()} for t in members})
+    main = runtime.world is None or runtime.world.main
+    record = run.update_entries if main else (lambda section, entries: None)  # rank 0 alone writes the sweep's manifest
+    children = [_trial_folder(run, t, base_folder, main) for t in members]
+    record("trials", {t.id: {"status": "running", "engine": group.engine, "started": utc_now()} for t in members})
     cfgs = [t.config for t in members]
     start = time.perf_counter()
     if group.engine == plan.BATCHED:
@@ -185,7 +253,7 @@ def _run_group(run: RunFolder, group: plan.Group, members: list[Trial], base: tu
         engine = plan.BATCHED
     else:
         engine = group.engine
-        results = [recipe.finetune(cfgs[0], weight, dataclasses.replace(runtime, engine=engine), on_epoch)]
+        results = [recipe.finetune(cfgs[0], weight, dataclasses.replace(runtime, engine=engine, world=None), on_epoch)]
         shared = [(None, None)]
     seconds = (time.perf_counter() - start) / len(members)
     failed = []
@@ -194,10 +262,10 @@ def _run_group(run: RunFolder, group: plan.Group, members: list[Trial], base: tu
         try:
             with recording(child, "finetune"):
                 record_finetune(child, trial.config, weight, result, seconds, fields, optimum, diagnose)
-            run.update_entries("trials", {trial.id: {"status": "complete", "finished": utc_now()}})
+            record("trials", {trial.id: {"status": "complete", "finished": utc_now()}})
         except DivergenceError as exc:
             failed.append(trial.id)
-            run.update_entries("trials", {trial.id: {"status": "failed", "error": str(exc), "finished": utc_now()}})
+            record("trials", {trial.id: {"status": "failed", "error": str(exc), "finished": utc_now()}})
     return failed
 
 

@@ -120,10 +120,12 @@ class RunFolder(RunFiles):
 
     # ---- child folders (a sweep's trials) --------------------------------------
 
-    def create_child(self, rel: str, layout: Layout, header: dict[str, Any], config_text: str) -> RunFolder:
-        """A run folder of its own at `rel` inside this one, listed in this manifest's children.
-        It takes no lock of its own: whoever holds this folder holds its children."""
+    def create_child(self, rel: str, layout: Layout, header: dict[str, Any], config_text: str, register: bool = True) -> RunFolder:
+        """A run folder of its own at `rel` inside this one, listed in this manifest's children
+        (unless not `register`: the holder lists it later). It takes no lock of its own."""
         child = RunFolder.create(layout, header, config_text, self.path / rel, self.path, lock=False)
+        if not register:
+            return child
         m = self.manifest()
         m.setdefault("children", {})[rel] = {"kind": header.get("kind"), "name": header.get("name")}
         self._write_manifest(m)

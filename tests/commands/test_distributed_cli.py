@@ -101,3 +101,29 @@ def _descendants(pid: int) -> list[int]:
     except OSError:
         return []
     return children + [d for c in children for d in _descendants(c)]
+
+
+def test_a_sharded_sweep_equals_one_process_and_resumes_at_another_world_size(tmp_path):
+    grid = ["--grid", "adapter.rank=1,2", "--grid", "adapter.init=normal,pissa", "--set", "data.noise_std=0.1", "--no-plot", "--json"]
+    one = alone("sweep", SMOKE, *grid, "--run-dir", tmp_path / "one")
+    proc = torchrun("sweep", SMOKE, *grid, "--run-dir", tmp_path / "two")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    two = json.loads(out)
+    expected = {row["trial"]: row for row in one["trials"]}
+    assert [row["trial"] for row in two["trials"]] == list(expected)
+    for row in two["trials"]:  # three groups (one batched, two alone) over two ranks
+        assert row["status"] == "complete" and row["final_loss"] == pytest.approx(expected[row["trial"]]["final_loss"], rel=1e-5)
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert {f"trials/{t}" for t in expected} <= set(manifest["children"])
+    assert manifest["stages"]["sweep"]["processes"] == 2
+    # a trial killed mid-way under two processes, finished by one
+    redo = two["trials"][-1]["trial"]
+    child = tmp_path / "two" / "trials" / redo / "manifest.json"
+    data = json.loads(child.read_text())
+    data["stages"]["finetune"]["status"] = "running"
+    child.write_text(json.dumps(data))
+    resumed = alone("sweep", "--resume", tmp_path / "two", "--no-plot", "--json")
+    rows = {row["trial"]: row for row in resumed["trials"]}
+    assert all(row["status"] == "complete" for row in rows.values())
+    assert rows[redo]["final_loss"] == pytest.approx(expected[redo]["final_loss"], rel=1e-5)
