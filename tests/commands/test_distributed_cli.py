@@ -127,3 +127,16 @@ def test_a_sharded_sweep_equals_one_process_and_resumes_at_another_world_size(tm
     rows = {row["trial"]: row for row in resumed["trials"]}
     assert all(row["status"] == "complete" for row in rows.values())
     assert rows[redo]["final_loss"] == pytest.approx(expected[redo]["final_loss"], rel=1e-5)
+
+
+def test_on_a_given_base_a_sharded_sweep_writes_the_same_bytes(tmp_path):
+    alone("pretrain", "-c", SMOKE, "--run-dir", tmp_path / "base", "--json")
+    grid = ["--grid", "adapter.rank=1,2", "--grid", "adapter.init=normal,pissa", "--base", tmp_path / "base", "--no-plot", "--json"]
+    alone("sweep", SMOKE, *grid, "--run-dir", tmp_path / "one")
+    proc = torchrun("sweep", SMOKE, *grid, "--run-dir", tmp_path / "two")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    adapters = sorted((tmp_path / "one" / "trials").glob("*/adapter/adapter_model.safetensors"))
+    assert len(adapters) == 4  # same groups, one thread a process on both sides: bit for bit
+    for path in adapters:
+        assert path.read_bytes() == (tmp_path / "two" / path.relative_to(tmp_path / "one")).read_bytes(), path
