@@ -75,17 +75,23 @@ def open_shared(path: Path) -> tuple[RunFolder, Sweep]:
 
 
 def done_trials(run: RunFolder, sweep: Sweep) -> set[str]:
-    """Trials whose own folder says finetune complete, registered as children on the way (a
-    sharded sweep's other ranks write trial folders without touching the sweep's manifest)."""
+    """Trials whose own folder says finetune complete (the sweep's manifest may lag a kill),
+    marked complete there, and every trial folder found registered as a child (a sharded
+    sweep's other ranks write trial folders without touching the sweep's manifest)."""
     done, found = set(), {}
     for trial in sweep.trials:
         status = _trial_status(run, trial)
         if status is not None:
-            found[f"trials/{trial.id}"] = {"kind": "pipeline", "name": trial.config.name}
+            found[f"trials/{trial.id}"] = _child_entry(trial)
         if status == "complete":
             done.add(trial.id)
     run.update_entries("children", found)
+    run.update_entries("trials", {t: {"status": "complete"} for t in done})
     return done
+
+
+def _child_entry(trial: Trial) -> dict[str, Any]:
+    return {"kind": "pipeline", "name": trial.config.name}
 
 
 def _trial_status(run: RunFolder, trial: Trial) -> str | None:
@@ -145,15 +151,15 @@ def _gather(run: RunFolder, sweep: Sweep, others: list[Trial], trials_done: Call
     rank dies, torchrun stops this one too), then record their statuses and folders."""
     pending = {t.id: t for t in others}
     while pending:
-        for trial_id, trial in list(pending.items()):
-            if _trial_status(run, trial) in ("complete", "failed"):
-                child = RunFolder.open(run.path / "trials" / trial_id, kinds.LAYOUTS, lock=None).stage("finetune")
-                entry = {"status": child["status"], "finished": child.get("finished")}
-                run.update_entries("trials", {trial_id: entry | ({"error": child.get("error")} if child["status"] == "failed" else {})})
+        for trial_id in list(pending):
+            record = _stage_record(run.path / "trials" / trial_id, "finetune") or {}
+            if record.get("status") in ("complete", "failed"):
+                entry = {"status": record["status"], "finished": record.get("finished")}
+                run.update_entries("trials", {trial_id: entry | ({"error": record.get("error")} if record["status"] == "failed" else {})})
                 del pending[trial_id]
         if pending:
             time.sleep(0.2)
-    done_trials(run, sweep)
+    run.update_entries("children", {f"trials/{t.id}": _child_entry(t) for t in others})
     trials_done(len(sweep.trials))
 
 
@@ -211,10 +217,16 @@ def _own_base(run, sweep, cfg, runtime, progress, note) -> tuple[Any, RunFolder]
 
 def _status(path: Path, stage: str) -> str | None:
     """A stage's status in the run folder at `path`; None when there is no run folder there."""
+    record = _stage_record(path, stage)
+    return record.get("status", "pending") if record is not None else None
+
+
+def _stage_record(path: Path, stage: str) -> dict[str, Any] | None:
+    """A stage's manifest record in the run folder at `path`; None when there is no run folder there."""
     if not (path / "manifest.json").is_file():
         return None
     try:
-        return RunFolder.open(path, kinds.LAYOUTS, lock=None).stage(stage).get("status", "pending")
+        return RunFolder.open(path, kinds.LAYOUTS, lock=None).stage(stage)
     except RunError:
         return None
 

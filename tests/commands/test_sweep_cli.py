@@ -103,6 +103,23 @@ def test_resume_runs_only_what_is_not_complete(swept, tmp_path):
     assert [row["status"] for row in after.values()] == [row["status"] for row in before.values()]
 
 
+def test_resume_trusts_a_trial_folder_over_a_manifest_that_lags_a_kill(swept, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(swept[0], folder)
+    before = _results(folder)
+    lagging = next(t for t, row in before.items() if row["status"] == "complete")
+    manifest = _manifest(folder)
+    manifest["trials"][lagging]["status"] = "running"  # killed after the trial's folder was complete
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    adapter = folder / "trials" / lagging / "adapter" / "adapter_model.safetensors"
+    kept = adapter.stat().st_mtime_ns
+    result = lora("sweep", "--resume", folder, "--no-plot")
+    assert result.exit_code == 0, result.output
+    after = _results(folder)
+    assert after[lagging]["status"] == "complete" and after[lagging]["final_loss"] == before[lagging]["final_loss"]
+    assert adapter.stat().st_mtime_ns == kept
+
+
 def test_resume_refuses_a_changed_spec(swept, tmp_path):
     spec = tmp_path / "changed.yaml"
     spec.write_text(f"base: {SMOKE}\ngrid: {{adapter.rank: [1, 4], finetune.lr: [0.02, 1.0e6]}}\n")
