@@ -174,24 +174,17 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
 
 def _sweep_figures(run: RunFolder) -> dict[str, Figure]:
     """The sweep's figures from its trials as they stand (complete trials only)."""
-    from lora_cli.config.sweep import load_sweep
+    from lora_cli.config.sweep import labels, load_sweep
     from lora_cli.stages.kinds import LAYOUTS
     from lora_cli.stages.sweep_results import rows
     from lora_cli.store.run_folder import CONFIG
     from lora_cli.sweep_figures import sweep_figures
 
     sweep = load_sweep(run.path / CONFIG)
-    table, children = rows(run, sweep), run.children(LAYOUTS)
+    table, children, names = rows(run, sweep), run.children(LAYOUTS), labels(list(sweep.axes))
     curves = {}
     for row in table:
         if row["status"] == "complete":
-            label = ", ".join(f"{key} {row[axis]}" for axis, key in zip(sweep.axes, _short(sweep.axes)))
+            label = ", ".join(f"{names[axis]} {row[axis]}" for axis in sweep.axes)
             curves[label] = _curve(children[f"trials/{row['trial']}"].metrics(), "finetune", "epoch")
     return sweep_figures(table, sweep.axes, curves)
-
-
-def _short(axes: tuple[str, ...]) -> list[str]:
-    from lora_cli.config.sweep import labels
-
-    names = labels(list(axes))
-    return [names[a] for a in axes]

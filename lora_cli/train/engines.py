@@ -91,11 +91,6 @@ def parallel_kwargs(name: str, world: Any) -> dict[str, Any]:
     return {"world": world}
 
 
-def engine_for(name: str, spec: Any = None) -> EngineEntry:
-    """The entry that trains `spec` (None: the base) under --engine `name`, "auto" included."""
-    return ENGINES[choose_engine(name, spec)[0]]
-
-
 @dataclass(frozen=True)
 class Runtime:
     """Where and how stages train, resolved once from the command line."""
