@@ -108,14 +108,16 @@ def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress
     shared out by estimated cost, each rank writes only its own trials' folders, and rank 0
     waits for the others' trials on disk before writing the manifest and the results."""
     world = runtime.world or distributed.World()
-    done = distributed.broadcast(done_trials(run, sweep) if world.main else None, world)
+    done = None
+    if world.main:  # before the broadcast: start_stage sweeps the whole tree's temporaries, so no rank writes yet
+        done = done_trials(run, sweep)
+        run.start_stage(STAGE)  # also sweeps what a killed write left (results are rewritten after each group)
+        run.update_stage(STAGE, trials=len(sweep.trials), processes=world.size)
+    done = distributed.broadcast(done, world)
     trials_done(len(done))
     todo = [t for t in sweep.trials if t.id not in done]
     groups = plan.plan([t.config for t in todo], runtime.engine)
     owner = distributed.shard([group_estimate([todo[i].config for i in g.trials], g.engine == plan.BATCHED)[1] for g in groups], world.size)
-    if world.main:
-        run.start_stage(STAGE)  # also sweeps what a killed write left (results are rewritten after each group)
-        run.update_stage(STAGE, trials=len(sweep.trials), processes=world.size)
     bases: dict[str, tuple[Any, RunFolder]] = {}
     try:
         for number, group in enumerate(groups, 1):

@@ -4,6 +4,7 @@ rank 0 writes and prints, and a failing rank ends the job in seconds with its er
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,9 +19,9 @@ UNEQUAL = ["--set", "data.noise_std=0.1", "--set", "pretrain.batch_size=33", "--
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "LORA_DIST_TIMEOUT": "60"}
 
 
-def torchrun(*args, nproc=2, **popen):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "lora_cli", *map(str, args)]
-    return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+def torchrun(*args, launch=("--standalone", "--nproc-per-node=2"), env=ENV, **popen):
+    command = [sys.executable, "-m", "torch.distributed.run", *launch, "-m", "lora_cli", *map(str, args)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def alone(*args):
@@ -103,30 +104,87 @@ def _descendants(pid: int) -> list[int]:
     return children + [d for c in children for d in _descendants(c)]
 
 
-def test_a_sharded_sweep_equals_one_process_and_resumes_at_another_world_size(tmp_path):
-    grid = ["--grid", "adapter.rank=1,2", "--grid", "adapter.init=normal,pissa", "--set", "data.noise_std=0.1", "--no-plot", "--json"]
-    one = alone("sweep", SMOKE, *grid, "--run-dir", tmp_path / "one")
-    proc = torchrun("sweep", SMOKE, *grid, "--run-dir", tmp_path / "two")
+SWEEP = ["--grid", "adapter.rank=1,2", "--grid", "adapter.init=normal,pissa", "--set", "data.noise_std=0.1", "--no-plot", "--json"]
+# long enough to kill one rank mid-sweep: five groups (PiSSA and OLoRA trials train alone)
+LONG = f"""# Used by: tests (a sweep long enough to kill one rank of two before it ends)
+base: {SMOKE}
+config: {{data: {{n: 4096, d_in: 96, d_out: 96}}, pretrain: {{epochs: 5}}, finetune: {{epochs: 600, batch_size: 32, lr: 0.005}}}}
+grid: {{adapter.init: [normal, pissa, olora], adapter.rank: [2, 4]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def one_sweep(tmp_path_factory):
+    """The reference: SWEEP in one plain process."""
+    report = alone("sweep", SMOKE, *SWEEP, "--run-dir", tmp_path_factory.mktemp("one") / "s")
+    return {row["trial"]: row for row in report["trials"]}
+
+
+def _same_trials(got, expected):
+    assert [row["trial"] for row in got] == list(expected)
+    for row in got:
+        assert row["status"] == "complete", row
+        assert row["final_loss"] == pytest.approx(expected[row["trial"]]["final_loss"], rel=1e-5), row["trial"]
+
+
+def test_a_sharded_sweep_equals_one_process_and_resumes_at_another_world_size(tmp_path, one_sweep):
+    proc = torchrun("sweep", SMOKE, *SWEEP, "--run-dir", tmp_path / "two")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     two = json.loads(out)
-    expected = {row["trial"]: row for row in one["trials"]}
-    assert [row["trial"] for row in two["trials"]] == list(expected)
-    for row in two["trials"]:  # three groups (one batched, two alone) over two ranks
-        assert row["status"] == "complete" and row["final_loss"] == pytest.approx(expected[row["trial"]]["final_loss"], rel=1e-5)
+    _same_trials(two["trials"], one_sweep)  # three groups (one batched, two alone) over two ranks
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
-    assert {f"trials/{t}" for t in expected} <= set(manifest["children"])
+    assert {f"trials/{t}" for t in one_sweep} <= set(manifest["children"])
     assert manifest["stages"]["sweep"]["processes"] == 2
-    # a trial killed mid-way under two processes, finished by one
+    # a trial left running under two processes, finished by one
     redo = two["trials"][-1]["trial"]
     child = tmp_path / "two" / "trials" / redo / "manifest.json"
     data = json.loads(child.read_text())
     data["stages"]["finetune"]["status"] = "running"
     child.write_text(json.dumps(data))
     resumed = alone("sweep", "--resume", tmp_path / "two", "--no-plot", "--json")
-    rows = {row["trial"]: row for row in resumed["trials"]}
-    assert all(row["status"] == "complete" for row in rows.values())
-    assert rows[redo]["final_loss"] == pytest.approx(expected[redo]["final_loss"], rel=1e-5)
+    _same_trials(resumed["trials"], one_sweep)
+
+
+def test_two_launchers_meet_at_a_rendezvous_as_two_machines_would(tmp_path, one_sweep):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    node = ["--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=t"]
+    # one core each, as on two machines (torchrun sets OMP_NUM_THREADS only for several processes a node)
+    launchers = [torchrun("sweep", SMOKE, *SWEEP, "--run-dir", tmp_path / "s", launch=node, env={**ENV, "OMP_NUM_THREADS": "1"})
+                 for _ in range(2)]
+    outs = [proc.communicate(timeout=300) for proc in launchers]
+    assert [proc.returncode for proc in launchers] == [0, 0], [err for _, err in outs]
+    printed = [json.loads(out) for out, _ in outs if out]
+    assert len(printed) == 1  # rank 0's launcher alone printed
+    _same_trials(printed[0]["trials"], one_sweep)
+    assert json.loads((tmp_path / "s" / "manifest.json").read_text())["stages"]["sweep"]["processes"] == 2
+
+
+def test_killing_one_rank_mid_sweep_then_resume_completes_it(tmp_path):
+    spec = tmp_path / "long.yaml"
+    spec.write_text(LONG)
+    whole = torchrun("sweep", spec, "--run-dir", tmp_path / "whole", "--no-plot", "--json")
+    out, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+    expected = {row["trial"]: row for row in json.loads(out)["trials"]}
+    run_dir = tmp_path / "two"
+    proc = torchrun("sweep", spec, "--run-dir", run_dir, "--no-plot", start_new_session=True)
+    done = lambda: sum(stage(folder, "finetune").get("status") == "complete" for folder in run_dir.glob("trials/*"))  # noqa: E731
+    wait_for(lambda: done() >= 1, proc, "a trial completed")
+    killed = time.monotonic()
+    os.kill(_follower_pid(proc.pid), signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and time.monotonic() - killed < 60, err
+    assert done() < len(expected), "the kill came after the sweep ended; make LONG longer"
+    resumed = torchrun("sweep", "--resume", run_dir, "--no-plot", "--json")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    _same_trials(json.loads(out)["trials"], expected)
+    assert not list(run_dir.rglob(".*.tmp"))
+    for path in sorted((tmp_path / "whole").glob("trials/*/adapter/adapter_model.safetensors")):
+        assert path.read_bytes() == (run_dir / path.relative_to(tmp_path / "whole")).read_bytes(), path
 
 
 def test_on_a_given_base_a_sharded_sweep_writes_the_same_bytes(tmp_path):
