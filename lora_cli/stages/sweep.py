@@ -167,11 +167,11 @@ def _gather(run: RunFolder, sweep: Sweep, others: list[Trial], trials_done: Call
 
 def _interrupted(run: RunFolder, sweep: Sweep, exc: BaseException) -> Interrupted:
     name = exc.signal_name if isinstance(exc, Interrupted) else signal_name(exc)
+    complete = len(done_trials(run, sweep))  # read from the trial folders: other ranks' trials too
     trials = run.manifest().get("trials", {})
     flying = [t for t, entry in trials.items() if entry.get("status") == "running"]
     run.update_entries("trials", {t: {"status": "interrupted"} for t in flying})
     run.update_stage(STAGE, status="interrupted", signal=name, finished=utc_now())
-    complete = sum(entry.get("status") == "complete" for entry in trials.values())
     return Interrupted(f"sweep interrupted by {name}: {complete} of {len(sweep.trials)} trials complete, {len(flying)} in flight will run again", name)
 
 

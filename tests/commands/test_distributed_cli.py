@@ -178,6 +178,8 @@ def test_killing_one_rank_mid_sweep_then_resume_completes_it(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and time.monotonic() - killed < 60, err
     assert done() < len(expected), "the kill came after the sweep ended; make LONG longer"
+    said = [line for line in err.splitlines() if line.startswith("error (rank 0 of 2): sweep interrupted by SIGTERM")]
+    assert len(said) == 1 and f"{done()} of {len(expected)} trials complete" in said[0], err  # rank 1's trials counted too
     resumed = torchrun("sweep", "--resume", run_dir, "--no-plot", "--json")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
