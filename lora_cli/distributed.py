@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from lora_cli.errors import ConfigError
+from lora_cli.errors import ConfigError, RunError
 
 TIMEOUT_ENV, DEFAULT_TIMEOUT_S = "LORA_DIST_TIMEOUT", 300.0
 SHARED_COMMANDS = ("pretrain", "run", "sweep")  # the commands that can share work
@@ -97,12 +97,28 @@ def refuse_unshared(command: str) -> None:
         )
 
 
+@contextmanager
+def _collective(world: World) -> Iterator[None]:
+    """A collective that fails because another rank stopped (or never came) is worded as that,
+    not as a bug: that rank's own error says why."""
+    try:
+        yield
+    except RuntimeError as exc:  # gloo and NCCL raise RuntimeError (DistBackendError) subclasses
+        if "timed out" in str(exc).lower() or "timeout" in str(exc).lower():
+            what = f"waited {timeout_seconds():.0f} s (${TIMEOUT_ENV}) for the other processes, which did not come"
+        else:
+            what = "lost touch with the other processes (one of them stopped)"
+        others = "rank 0's" if world.rank else "the other rank's"
+        raise RunError(f"{what}; {others} own error says why, and this process stops too") from None
+
+
 def all_reduce_(tensor: Any, world: World) -> Any:
     """Sum `tensor` over the ranks, in place (nothing to do in one process)."""
     if world.size > 1:
         import torch.distributed as dist
 
-        dist.all_reduce(tensor)
+        with _collective(world):
+            dist.all_reduce(tensor)
     return tensor
 
 
@@ -113,7 +129,8 @@ def broadcast(value: Any, world: World) -> Any:
     import torch.distributed as dist
 
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    with _collective(world):
+        dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
@@ -122,7 +139,8 @@ def barrier(world: World) -> None:
     if world.size > 1:
         import torch.distributed as dist
 
-        dist.barrier()
+        with _collective(world):
+            dist.barrier()
 
 
 def shard(costs: list[float], size: int) -> list[int]:

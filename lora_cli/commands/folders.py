@@ -49,13 +49,13 @@ def runtime(engine: Any, device: Any, threads: str | None):
 def adapter_runtime(rt: Any, cfg: Any, out: Output):
     """`rt` with its engine chosen for the config's adapter: --engine auto picks the first
     engine that can train it, saying so when that is not the usual one; a named engine that
-    cannot is refused with one line."""
-    import dataclasses
-
+    cannot is refused with one line, and so is one that cannot share its work under torchrun."""
     from lora_cli.recipes.pipeline import adapter_spec
-    from lora_cli.train.engines import choose_engine
+    from lora_cli.train.engines import choose_engine, require_parallel
 
-    name, why = choose_engine(rt.engine, adapter_spec(cfg))
+    spec = adapter_spec(cfg)
+    require_parallel(rt.engine, spec, rt.world)
+    name, why = choose_engine(rt.engine, spec)
     if why:
         out.note(why)
     return dataclasses.replace(rt, engine=name)

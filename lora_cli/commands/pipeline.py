@@ -42,7 +42,9 @@ def pretrain(
             return
         from lora_cli.config.loading import load_config
         from lora_cli.stages import kinds, pipeline as stages
+        from lora_cli.train.engines import require_parallel
 
+        require_parallel(rt.engine, None, rt.world)
         if opts.resume:
             _no_changes_on_resume(config is not None or bool(overrides))
             run = open_run(run_dir, out)

@@ -102,6 +102,10 @@ def _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, force, r
         _show_plan(out, sw, plan)
         return sw, None
     _check_memory(plan)
+    if base is None:  # every process pretrains the base together
+        from lora_cli.train.engines import require_parallel
+
+        require_parallel(rt.engine, None, rt.world)
     if resume is None:
         folder = stages.create_sweep(sw, run_dir, runs_root(), force)
         out.note(f"Sweep folder: {folder.path}")
@@ -140,7 +144,12 @@ def _show_plan(out: Output, sw: Any, plan: list[dict[str, Any]]) -> None:
     bases = len({pretrain_key(t.config) for t in sw.trials})
     out.emit({"name": sw.name, "axes": list(sw.axes), "trials": sw.grid(), "groups": plan, "bases": bases})
     total = sum(g["seconds"] for g in plan)
-    out.note(f"Dry run: {len(sw.trials)} trials in {len(plan)} groups over {bases} base(s), ≈ {total:.0f} s of training besides pretraining; nothing was run")
+    counted = f"{_count(len(sw.trials), 'trial')} in {_count(len(plan), 'group')} over {_count(bases, 'base')}"
+    out.note(f"Dry run: {counted}, ≈ {total:.0f} s of training besides pretraining; nothing was run")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _check_memory(plan: list[dict[str, Any]]) -> None:

@@ -61,6 +61,17 @@ def test_a_command_that_cannot_share_work_fails_on_every_rank_in_one_line(tmp_pa
     assert all("runs in one process; start it without torchrun" in line for line in lines)
 
 
+def test_a_refusal_on_rank_0_before_any_work_ends_every_rank_in_one_line_each(tmp_path):
+    start = time.monotonic()
+    proc = torchrun("run", SMOKE, "--set", "adapter.dora=true", "--run-dir", tmp_path / "dora")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and time.monotonic() - start < 60
+    said = {line.split(":")[0]: line for line in err.splitlines() if line.startswith("error")}
+    assert "DoRA" in said["error (rank 0 of 2)"] and "start this without torchrun" in said["error (rank 0 of 2)"]
+    assert "lost touch with the other processes" in said["error (rank 1 of 2)"]  # not "a bug in lora"
+    assert not (tmp_path / "dora").exists()  # refused before any folder was made
+
+
 def test_killing_one_rank_ends_the_job_and_resume_completes_it(tmp_path):
     run_dir = tmp_path / "run"
     long = ["--set", "pretrain.epochs=400", "--set", "pretrain.checkpoint_every=5", *UNEQUAL]
