@@ -52,3 +52,10 @@ def test_one_process_engines_are_refused_up_front_under_torchrun():
     require_parallel("auto", AdapterSpec(rank=1, alpha=1.0), two)  # the fast engine shares its steps
     require_parallel("auto", dora, World())  # one process: anything goes
     require_parallel("reference", None, None)
+
+
+def test_a_follower_that_cannot_see_rank_0s_folder_says_to_share_the_disk(tmp_path):
+    from lora_cli.stages.kinds import open_for_follower
+
+    with pytest.raises(RunError, match="rank 0's run folder is not visible from this process .*a filesystem every machine sees"):
+        open_for_follower(tmp_path / "on-another-machine")

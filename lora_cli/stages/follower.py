@@ -17,7 +17,7 @@ from typing import Any
 from lora_cli.config.loading import load_config
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.stages.common import resume_state, use_threads
-from lora_cli.stages.kinds import LAYOUTS
+from lora_cli.stages.kinds import open_for_follower
 from lora_cli.stages.pipeline import load_base
 from lora_cli.store.run_folder import RunFolder
 from lora_cli.train.engines import Runtime, choose_engine
@@ -42,7 +42,7 @@ def plan_for(run: RunFolder, cfg: Any, stages: tuple[str, ...], resume: bool) ->
 def follow(plan: Plan, runtime: Runtime) -> None:
     """Train the plan's stages as a follower."""
     cfg = load_config(base=plan.config)
-    run = RunFolder.open(Path(plan.path), LAYOUTS, lock=None)
+    run = open_for_follower(Path(plan.path))
     base = None
     for stage in plan.train:
         if stage == "pretrain":

@@ -15,7 +15,7 @@ from lora_cli.config.loading import config_to_yaml, load_config
 from lora_cli.config.schemas import ApproxConfig, Config, Section
 from lora_cli.config.sweep import SweepSpec
 from lora_cli.errors import ConfigError, RunError
-from lora_cli.store.run_folder import CONFIG, Layout, RunFolder
+from lora_cli.store.run_folder import CONFIG, MANIFEST, Layout, RunFolder
 from lora_cli.store.run_index import newest
 
 BASE = "base.safetensors"  # key "weight" (d_out, d_in)
@@ -63,6 +63,17 @@ def create_run(cfg: Section, run_dir: Path | None, root: Path, force: bool = Fal
 
 def open_run(path: Path, lock: str | None = "exclusive") -> RunFolder:
     return RunFolder.open(path, LAYOUTS, lock)
+
+
+def open_for_follower(path: Path) -> RunFolder:
+    """The run folder rank 0 made or opened, for another rank under torchrun (no lock: rank 0
+    holds it); a clear error where this process cannot see it (another machine, no shared disk)."""
+    if not (Path(path) / MANIFEST).is_file():
+        raise RunError(
+            f"{path}: rank 0's run folder is not visible from this process (on {platform.node()}); "
+            "on several machines, put --run-dir on a filesystem every machine sees, at the same path"
+        )
+    return RunFolder.open(path, LAYOUTS, lock=None)
 
 
 def open_newest(root: Path, kind: str | None, lock: str | None = "exclusive") -> RunFolder:

@@ -70,7 +70,7 @@ def open_sweep(path: Path, spec: Path | None) -> tuple[RunFolder, Sweep]:
 
 def open_shared(path: Path) -> tuple[RunFolder, Sweep]:
     """The sweep folder rank 0 holds, for another rank under torchrun (no lock: rank 0 has it)."""
-    run = RunFolder.open(path, kinds.LAYOUTS, lock=None)
+    run = kinds.open_for_follower(path)
     return run, load_sweep(run.path / CONFIG)
 
 
