@@ -92,26 +92,35 @@ def _size(n: float) -> str:
     return f"{n:.1f} {units[i]}"
 
 
-# Rough rates for `lora sweep --dry-run` (measured on the 2-core Xeon these notes come from, at
-# the blog's size): a batched step costs about 0.3 ms plus its GEMMs at ~100 GFLOP/s, a
-# one-adapter step about 0.15 ms plus ~10 GFLOP/s. An estimate, said to be one.
-STEP_OVERHEAD = {"batched": 3e-4, "alone": 1.5e-4}
-FLOP_RATE = {"batched": 1e11, "alone": 1e10}
+# Rates for `lora sweep --dry-run` and for sharing groups over torchrun's processes, fitted to
+# bench/bench_estimate.py on the 2-core Xeon these notes come from (2 threads) at d = 96, 512
+# and 1001. A step costs an overhead, a pass over its batch's elements (rows gathered and
+# streamed: b·(d_in + d_out)) and its GEMMs (8·b·Σrank·(d_in + d_out) FLOPs); a group adds one
+# draw of its data. An estimate, said to be one: within 2x of measured at those sizes.
+STEP_COSTS = {  # engine: (seconds a step, seconds per batch element, FLOP/s)
+    "batched": (25e-6, 0.65e-9, 3e11),
+    "fast": (18e-6, 0.81e-9, 8e10),
+    "reference": (305e-6, 7.1e-9, 1e10),  # autograd; DoRA trains here
+}
+SETUP_PER_ELEMENT = 1.2e-8  # seconds per element of n·(d_in + d_out): the group's data, drawn once
 
 
-def group_estimate(cfgs: list[Config], batched: bool) -> tuple[int, float]:
-    """(bytes at the peak, seconds) to train one sweep group of trials sharing data and schedule."""
+def group_estimate(cfgs: list[Config], engine: str) -> tuple[int, float]:
+    """(bytes at the peak, seconds) to train one sweep group of trials sharing data and schedule
+    on `engine` ("batched", or an entry of train/engines.ENGINES: one trial alone)."""
     first = cfgs[0]
     n, d_in, d_out = first.data.n, first.data.d_in, first.data.d_out
     ranks = sum(cfg.adapter.rank for cfg in cfgs)
     data = sum(stage_bytes(first, "finetune").values())
     adapters = 4 * ranks * (d_in + d_out) * FLOAT  # parameters, gradient, Adam's two moments
+    batched = engine == "batched"
     moments = 8 * d_in * (d_in + d_out) if batched else 0  # float64 XᵀX and XᵀR
     ft = first.finetune
     steps = ft.epochs * (n // ft.batch_size)
-    kind = "batched" if batched else "alone"
-    flops = 8.0 * ft.batch_size * ranks * (d_in + d_out)
-    return data + adapters + moments, steps * (STEP_OVERHEAD[kind] + flops / FLOP_RATE[kind])
+    overhead, per_element, rate = STEP_COSTS.get(engine, STEP_COSTS["reference"])
+    elements = ft.batch_size * (d_in + d_out)
+    step = overhead + per_element * elements + 8.0 * elements * ranks / rate
+    return data + adapters + moments, steps * step + SETUP_PER_ELEMENT * n * (d_in + d_out)
 
 
 def size_text(n: float) -> str:

@@ -23,10 +23,12 @@ def plan_table(trials: list[Any], axes: tuple[str, ...], engines: dict[str, str]
 
 def groups_table(groups: list[dict[str, Any]]) -> Table:
     table = Table(title="Trial groups (one pass of training each)", title_justify="left")
-    for column in ("group", "engine", "trials", "memory", "≈ time", "why alone"):
-        table.add_column(column, justify="right" if column in ("trials", "memory", "≈ time") else "left")
+    ranks = any("rank" in g for g in groups)  # under torchrun: the process each group goes to
+    for column in ("group", *(("rank",) if ranks else ()), "engine", "trials", "memory", "≈ time", "why alone"):
+        table.add_column(column, justify="right" if column in ("rank", "trials", "memory", "≈ time") else "left")
     for i, g in enumerate(groups, 1):
-        table.add_row(str(i), g["engine"], str(len(g["trials"])), g["memory"], f"{g['seconds']:.0f} s", g["why"] or "")
+        rank = (str(g["rank"]),) if ranks else ()
+        table.add_row(str(i), *rank, g["engine"], str(len(g["trials"])), g["memory"], f"{g['seconds']:.0f} s", g["why"] or "")
     return table
 
 

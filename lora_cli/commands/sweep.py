@@ -97,7 +97,7 @@ def _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, force, r
         raise ConfigError("give a sweep spec or a config to sweep with --grid, e.g. lora sweep configs/sweeps/rank-vs-shift.yaml")
     else:
         sw = load_sweep(spec, [_axis(text) for text in grid or []], collect_overrides(sets, {}))
-    plan = _plan(sw, rt.engine)
+    plan = _plan(sw, rt.engine, rt.world.size if rt.world else 1)
     if dry_run:
         _show_plan(out, sw, plan)
         return sw, None
@@ -121,16 +121,21 @@ def _axis(text: str) -> tuple[str, list[Any]]:
     return key.strip(), [parse_scalar(v.strip(), f"--grid {key.strip()}") for v in values.split(",")]
 
 
-def _plan(sw: Any, engine: str) -> list[dict[str, Any]]:
-    from lora_cli.recipes.sweep import BATCHED, plan
+def _plan(sw: Any, engine: str, processes: int) -> list[dict[str, Any]]:
+    """The groups as run_sweep will train them; under torchrun, with the rank each goes to."""
+    from lora_cli.distributed import shard
+    from lora_cli.recipes.sweep import plan
     from lora_cli.resources import group_estimate, size_text
 
     groups = []
     for group in plan([t.config for t in sw.trials], engine):
         cfgs = [sw.trials[i].config for i in group.trials]
-        memory, seconds = group_estimate(cfgs, group.engine == BATCHED)
+        memory, seconds = group_estimate(cfgs, group.engine)
         trials = [sw.trials[i].id for i in group.trials]
         groups.append({"engine": group.engine, "trials": trials, "bytes": memory, "memory": size_text(memory), "seconds": seconds, "why": group.why})
+    if processes > 1:
+        for g, rank in zip(groups, shard([g["seconds"] for g in groups], processes)):
+            g["rank"] = rank
     return groups
 
 
@@ -145,6 +150,9 @@ def _show_plan(out: Output, sw: Any, plan: list[dict[str, Any]]) -> None:
     out.emit({"name": sw.name, "axes": list(sw.axes), "trials": sw.grid(), "groups": plan, "bases": bases})
     total = sum(g["seconds"] for g in plan)
     counted = f"{_count(len(sw.trials), 'trial')} in {_count(len(plan), 'group')} over {_count(bases, 'base')}"
+    if any("rank" in g for g in plan):
+        busiest = max(sum(g["seconds"] for g in plan if g["rank"] == r) for r in {g["rank"] for g in plan})
+        counted += f", shared over the processes: ≈ {busiest:.0f} s on the busiest"
     out.note(f"Dry run: {counted}, ≈ {total:.0f} s of training besides pretraining; nothing was run")
 
 

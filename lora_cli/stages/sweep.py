@@ -117,7 +117,7 @@ def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress
     trials_done(len(done))
     todo = [t for t in sweep.trials if t.id not in done]
     groups = plan.plan([t.config for t in todo], runtime.engine)
-    owner = distributed.shard([group_estimate([todo[i].config for i in g.trials], g.engine == plan.BATCHED)[1] for g in groups], world.size)
+    owner = distributed.shard([group_estimate([todo[i].config for i in g.trials], g.engine)[1] for g in groups], world.size)
     bases: dict[str, tuple[Any, RunFolder]] = {}
     try:
         for number, group in enumerate(groups, 1):
