@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from lora_cli import distributed
 from tests.commands.procs import stage, wait_for
 from tests.conftest import ROOT, SMOKE
 
@@ -155,6 +156,15 @@ def test_a_sharded_sweep_equals_one_process_and_resumes_at_another_world_size(tm
     child.write_text(json.dumps(data))
     resumed = alone("sweep", "--resume", tmp_path / "two", "--no-plot", "--json")
     _same_trials(resumed["trials"], one_sweep)
+
+
+def test_a_dry_run_under_torchrun_shows_the_rank_each_group_goes_to(tmp_path):
+    proc = torchrun("sweep", SMOKE, *SWEEP, "--dry-run", cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    groups = json.loads(out)["groups"]
+    assert [g["rank"] for g in groups] == distributed.shard([g["seconds"] for g in groups], 2)
+    assert {g["rank"] for g in groups} == {0, 1} and not (tmp_path / "runs").exists()
 
 
 def test_two_launchers_meet_at_a_rendezvous_as_two_machines_would(tmp_path, one_sweep):
