@@ -104,7 +104,8 @@ def _collective(world: World) -> Iterator[None]:
     try:
         yield
     except RuntimeError as exc:  # gloo and NCCL raise RuntimeError (DistBackendError) subclasses
-        if "timed out" in str(exc).lower() or "timeout" in str(exc).lower():
+        text = str(exc).lower()
+        if "timed out" in text or "timeout" in text:
             what = f"waited {timeout_seconds():.0f} s (${TIMEOUT_ENV}) for the other processes, which did not come"
         else:
             what = "lost touch with the other processes (one of them stopped)"

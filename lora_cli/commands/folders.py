@@ -51,11 +51,9 @@ def adapter_runtime(rt: Any, cfg: Any, out: Output):
     engine that can train it, saying so when that is not the usual one; a named engine that
     cannot is refused with one line, and so is one that cannot share its work under torchrun."""
     from lora_cli.recipes.pipeline import adapter_spec
-    from lora_cli.train.engines import choose_engine, require_parallel
+    from lora_cli.train.engines import require_parallel
 
-    spec = adapter_spec(cfg)
-    require_parallel(rt.engine, spec, rt.world)
-    name, why = choose_engine(rt.engine, spec)
+    name, why = require_parallel(rt.engine, adapter_spec(cfg), rt.world)
     if why:
         out.note(why)
     return dataclasses.replace(rt, engine=name)

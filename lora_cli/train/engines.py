@@ -91,15 +91,16 @@ def parallel_kwargs(name: str, world: Any) -> dict[str, Any]:
     return {"world": world}
 
 
-def require_parallel(engine: str, spec: Any, world: Any) -> None:
-    """Refuse up front, before any folder or work, a stage that would train `spec` (None: the
-    base) on an engine that cannot share a stage over torchrun's processes."""
+def require_parallel(engine: str, spec: Any, world: Any) -> tuple[str, str | None]:
+    """`choose_engine(engine, spec)`, refusing up front, before any folder or work, an engine
+    that cannot share the stage over torchrun's processes."""
     name, why = choose_engine(engine, spec)
     if why is not None and world is not None and world.size > 1 and not ENGINES[name].parallel:
         first = next(iter(ENGINES))
         raise ConfigError(f"this adapter trains on the {name} engine (the {first} engine cannot: {ENGINES[first].supports(spec)}), "
                           "which runs in one process only; start this without torchrun (a sweep under torchrun trains such trials one to a process)")
     parallel_kwargs(name, world)
+    return name, why
 
 
 @dataclass(frozen=True)
