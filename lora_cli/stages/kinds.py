@@ -76,6 +76,23 @@ def open_for_follower(path: Path) -> RunFolder:
     return RunFolder.open(path, LAYOUTS, lock=None)
 
 
+def stage_record(path: Path, stage: str) -> dict[str, Any] | None:
+    """A stage's manifest record in the run folder at `path` (a glance: no lock); None when
+    there is no run folder there."""
+    if not (path / MANIFEST).is_file():
+        return None
+    try:
+        return RunFolder.open(path, LAYOUTS, lock=None).stage(stage)
+    except RunError:
+        return None
+
+
+def stage_status(path: Path, stage: str) -> str | None:
+    """A stage's status in the run folder at `path`; None when there is no run folder there."""
+    record = stage_record(path, stage)
+    return record.get("status", "pending") if record is not None else None
+
+
 def open_newest(root: Path, kind: str | None, lock: str | None = "exclusive") -> RunFolder:
     """The newest intact run folder (of `kind`, when given) under `root`."""
     return RunFolder.open(newest(root, kind), LAYOUTS, lock)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def _child_entry(trial: Trial) -> dict[str, Any]:
 
 def _trial_status(run: RunFolder, trial: Trial) -> str | None:
     """The finetune status in trials/<id>/manifest.json, None when there is no such folder."""
-    return _status(run.path / "trials" / trial.id, "finetune")
+    return kinds.stage_status(run.path / "trials" / trial.id, "finetune")
 
 
 def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress, base_dir: Path | None = None,
@@ -119,7 +120,7 @@ def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress
     groups = plan.plan([t.config for t in todo], runtime.engine)
     owner = distributed.shard([group_estimate([todo[i].config for i in g.trials], g.engine)[1] for g in groups], world.size)
     bases: dict[str, tuple[Any, RunFolder]] = {}
-    try:
+    with _ending(run, sweep, world):
         for number, group in enumerate(groups, 1):
             members = [todo[i] for i in group.trials]
             base = _base(run, sweep, members[0].config, runtime, base_dir, bases, progress, note)
@@ -134,14 +135,10 @@ def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress
                 trials_done(finished)
             note(f"{label}: {len(members) - len(failed)} complete, {len(failed)} failed ({finished} of {len(sweep.trials)} trials done)")
             if failed and fail_fast:
-                raise RunError(f"trial {failed[0]} failed and --fail-fast stops the sweep; continue with --resume")
+                raise RunError(f"trial {failed[0]} failed and --fail-fast stops the sweep; continue with `lora sweep --resume {run.path}`")
         if not world.main:
             return []
         _gather(run, sweep, [todo[i] for g, o in zip(groups, owner) if o != 0 for i in g.trials], trials_done)
-    except (KeyboardInterrupt, Interrupted) as exc:
-        if not world.main:
-            raise
-        raise _interrupted(run, sweep, exc) from None
     rows = write_results(run, sweep)
     counts = {status: sum(row["status"] == status for row in rows) for status in ("complete", "failed")}
     run.update_stage(STAGE, status="complete", finished=utc_now(), **counts)
@@ -154,7 +151,7 @@ def _gather(run: RunFolder, sweep: Sweep, others: list[Trial], trials_done: Call
     pending = {t.id: t for t in others}
     while pending:
         for trial_id in list(pending):
-            record = _stage_record(run.path / "trials" / trial_id, "finetune") or {}
+            record = kinds.stage_record(run.path / "trials" / trial_id, "finetune") or {}
             if record.get("status") in ("complete", "failed"):
                 entry = {"status": record["status"], "finished": record.get("finished")}
                 run.update_entries("trials", {trial_id: entry | ({"error": record.get("error")} if record["status"] == "failed" else {})})
@@ -163,6 +160,22 @@ def _gather(run: RunFolder, sweep: Sweep, others: list[Trial], trials_done: Call
             time.sleep(0.2)
     run.update_entries("children", {f"trials/{t.id}": _child_entry(t) for t in others})
     trials_done(len(sweep.trials))
+
+
+@contextmanager
+def _ending(run: RunFolder, sweep: Sweep, world: distributed.World) -> Iterator[None]:
+    """Rank 0 records how the sweep stage ends early: interrupted (Ctrl-C, SIGTERM, a stopped
+    rank), or failed with the error (--fail-fast, a bad --base, …), then re-raises."""
+    try:
+        yield
+    except (KeyboardInterrupt, Interrupted) as exc:
+        if not world.main:
+            raise
+        raise _interrupted(run, sweep, exc) from None
+    except Exception as exc:
+        if world.main:
+            run.update_stage(STAGE, status="failed", error=str(exc) or type(exc).__name__, finished=utc_now())
+        raise
 
 
 def _interrupted(run: RunFolder, sweep: Sweep, exc: BaseException) -> Interrupted:
@@ -201,7 +214,7 @@ def _own_base(run, sweep, cfg, runtime, progress, note) -> tuple[Any, RunFolder]
     world = runtime.world or distributed.World()
     keys = list(dict.fromkeys(plan.pretrain_key(t.config) for t in sweep.trials))
     rel = f"bases/base-{keys.index(plan.pretrain_key(cfg))}"
-    if _status(run.path / rel, "pretrain") != "complete":
+    if kinds.stage_status(run.path / rel, "pretrain") != "complete":
         if world.main:
             folder = _fresh_child(run, rel, cfg)
             with progress(f"pretraining the base ({rel})", cfg.pretrain.epochs) as on_epoch:
@@ -215,22 +228,6 @@ def _own_base(run, sweep, cfg, runtime, progress, note) -> tuple[Any, RunFolder]
         distributed.barrier(world)  # the others read what rank 0 wrote
     folder = RunFolder.open(run.path / rel, kinds.LAYOUTS, lock=None)
     return load_base(folder, cfg), folder
-
-
-def _status(path: Path, stage: str) -> str | None:
-    """A stage's status in the run folder at `path`; None when there is no run folder there."""
-    record = _stage_record(path, stage)
-    return record.get("status", "pending") if record is not None else None
-
-
-def _stage_record(path: Path, stage: str) -> dict[str, Any] | None:
-    """A stage's manifest record in the run folder at `path`; None when there is no run folder there."""
-    if not (path / "manifest.json").is_file():
-        return None
-    try:
-        return RunFolder.open(path, kinds.LAYOUTS, lock=None).stage(stage)
-    except RunError:
-        return None
 
 
 def _fresh_child(run: RunFolder, rel: str, cfg, register: bool = True) -> RunFolder:

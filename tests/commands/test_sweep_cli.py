@@ -131,6 +131,9 @@ def test_resume_refuses_a_changed_spec(swept, tmp_path):
 def test_fail_fast_stops_at_the_first_failure(tmp_path):
     result = lora("sweep", SMOKE, *GRID, "--run-dir", tmp_path / "s", "--fail-fast", "--no-plot")
     assert result.exit_code == 1 and "--fail-fast stops the sweep" in result.stderr
+    assert f"continue with `lora sweep --resume {tmp_path / 's'}`" in result.stderr
+    record = _manifest(tmp_path / "s")["stages"]["sweep"]  # not left "running", which reads as killed
+    assert record["status"] == "failed" and "--fail-fast" in record["error"]
 
 
 def test_dry_run_plans_without_writing(tmp_path, runs_dir):
