@@ -123,18 +123,18 @@ def _axis(text: str) -> tuple[str, list[Any]]:
 
 def _plan(sw: Any, engine: str, processes: int) -> list[dict[str, Any]]:
     """The groups as run_sweep will train them; under torchrun, with the rank each goes to."""
-    from lora_cli.distributed import shard
     from lora_cli.recipes.sweep import plan
     from lora_cli.resources import group_estimate, size_text
+    from lora_cli.stages.sweep import owners
 
-    groups = []
-    for group in plan([t.config for t in sw.trials], engine):
-        cfgs = [sw.trials[i].config for i in group.trials]
-        memory, seconds = group_estimate(cfgs, group.engine)
+    configs = [t.config for t in sw.trials]
+    planned, groups = plan(configs, engine), []
+    for group in planned:
+        memory, seconds = group_estimate([configs[i] for i in group.trials], group.engine)
         trials = [sw.trials[i].id for i in group.trials]
         groups.append({"engine": group.engine, "trials": trials, "bytes": memory, "memory": size_text(memory), "seconds": seconds, "why": group.why})
     if processes > 1:
-        for g, rank in zip(groups, shard([g["seconds"] for g in groups], processes)):
+        for g, rank in zip(groups, owners(planned, configs, processes)):
             g["rank"] = rank
     return groups
 

@@ -79,8 +79,6 @@ def open_for_follower(path: Path) -> RunFolder:
 def stage_record(path: Path, stage: str) -> dict[str, Any] | None:
     """A stage's manifest record in the run folder at `path` (a glance: no lock); None when
     there is no run folder there."""
-    if not (path / MANIFEST).is_file():
-        return None
     try:
         return RunFolder.open(path, LAYOUTS, lock=None).stage(stage)
     except RunError:

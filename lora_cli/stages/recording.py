@@ -42,9 +42,13 @@ def recording(run: RunFolder, name: str, resume: bool = False, tracker: EpochTra
     except KeyboardInterrupt as exc:
         raise _interrupted(run, name, tracker, signal_name(exc)) from None
     except BaseException as exc:
-        reason = str(exc) or type(exc).__name__
-        run.update_stage(name, status="failed", error=reason, finished=utc_now())
+        mark_failed(run, name, exc)
         raise
+
+
+def mark_failed(run: RunFolder, name: str, exc: BaseException) -> None:
+    """Record stage `name` failed, with the error's message (or its type when it has none)."""
+    run.update_stage(name, status="failed", error=str(exc) or type(exc).__name__, finished=utc_now())
 
 
 def _interrupted(run: RunFolder, name: str, tracker: EpochTracker | None, signal: str) -> Interrupted:

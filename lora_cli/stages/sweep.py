@@ -32,7 +32,7 @@ from lora_cli.recipes import sweep as plan
 from lora_cli.resources import group_estimate
 from lora_cli.stages import kinds
 from lora_cli.stages.pipeline import load_base, pretrain_stage, record_finetune
-from lora_cli.stages.recording import recording
+from lora_cli.stages.recording import mark_failed, recording
 from lora_cli.stages.sweep_results import write_results
 from lora_cli.store.files import remove_tree, utc_now
 from lora_cli.store.run_folder import CONFIG, RunFolder
@@ -118,7 +118,7 @@ def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress
     trials_done(len(done))
     todo = [t for t in sweep.trials if t.id not in done]
     groups = plan.plan([t.config for t in todo], runtime.engine)
-    owner = distributed.shard([group_estimate([todo[i].config for i in g.trials], g.engine)[1] for g in groups], world.size)
+    owner = owners(groups, [t.config for t in todo], world.size)
     bases: dict[str, tuple[Any, RunFolder]] = {}
     with _ending(run, sweep, world):
         for number, group in enumerate(groups, 1):
@@ -143,6 +143,12 @@ def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress
     counts = {status: sum(row["status"] == status for row in rows) for status in ("complete", "failed")}
     run.update_stage(STAGE, status="complete", finished=utc_now(), **counts)
     return rows
+
+
+def owners(groups: list[plan.Group], configs: list[Any], processes: int) -> list[int]:
+    """The rank that trains each group: by estimated time, longest first onto the least-loaded
+    rank (`lora sweep --dry-run` under torchrun shows the same)."""
+    return distributed.shard([group_estimate([configs[i] for i in g.trials], g.engine)[1] for g in groups], processes)
 
 
 def _gather(run: RunFolder, sweep: Sweep, others: list[Trial], trials_done: Callable[[int], None]) -> None:
@@ -174,7 +180,7 @@ def _ending(run: RunFolder, sweep: Sweep, world: distributed.World) -> Iterator[
         raise _interrupted(run, sweep, exc) from None
     except Exception as exc:
         if world.main:
-            run.update_stage(STAGE, status="failed", error=str(exc) or type(exc).__name__, finished=utc_now())
+            mark_failed(run, STAGE, exc)
         raise
 
 
