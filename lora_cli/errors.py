@@ -21,6 +21,15 @@ class RunError(LoraError):
     """A run folder is missing, incomplete or not in the state a stage needs."""
 
 
+class DamageError(RunError):
+    """Something a run folder holds is not what lora wrote: `problem` says what and where,
+    `fix` what to do about it."""
+
+    def __init__(self, problem: str, fix: str):
+        self.problem, self.fix = problem, fix
+        super().__init__(f"{problem}; {fix}")
+
+
 class DivergenceError(LoraError):
     """Training produced a non-finite loss."""
 

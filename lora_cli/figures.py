@@ -133,7 +133,7 @@ def _curve(rows: list[dict[str, Any]], stage: str, unit: str) -> tuple[list[int]
 def _approx_figures(run: RunFolder) -> dict[str, Figure]:
     run.require_complete("approx", f"run `lora approx --run-dir {run.path} --force` again")
     rec = results.load(run, "approx")
-    tensors = run.load_tensors(APPROX, "approx")
+    tensors = run.load_tensors(APPROX)
     target, product = tensors["target"], tensors["A"] @ tensors["B"]
     xs, ys = _curve(rec.history, "approx", "iteration")
     xs, ys = xs + [rec.iterations], ys + [rec.final_loss]
@@ -160,7 +160,7 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
         cfg = run_config(run)
         base = load_base(run, cfg)
         delta = delta_weight(base, stored_spec(cfg), load_adapter(run, cfg))
-        true_shift = run.load_tensors(SHIFT, "finetune")["true_delta"]  # (d_out, d_in), stored by finetune
+        true_shift = run.load_tensors(SHIFT)["true_delta"]  # (d_out, d_in), stored by finetune
         r = cfg.adapter.rank
         panels = {"learned ΔW = (alpha/r)·B·A": delta, "error ΔW − (θ2 − θ)ᵀ": delta - true_shift}
         figures["delta_heatmap.png"] = heatmaps(panels, f"Learned update vs the true shift (rank {r})", shared_scale=False)

@@ -2,6 +2,7 @@
 and the manifest entry, metrics lines and --json come from the one record."""
 
 import dataclasses
+import hashlib
 import json
 
 import pytest
@@ -24,7 +25,12 @@ def test_each_stage_record_is_rebuilt_exactly_from_its_run_folder(tmp_path):
         # the manifest holds the entry (plus when it started); --json adds where and the history
         stored = run.stage(record.stage)
         assert {k: stored[k] for k in record.entry()} == json.loads(dumps(record.entry()))
-        assert set(stored) - set(record.entry()) == {"started"}
+        # plus when it started, and for a training stage the digest of its metrics rows
+        digest = {"metrics_sha256"} if "history" in record.to_json() else set()
+        assert set(stored) - set(record.entry()) == {"started"} | digest
+        if digest:
+            rows = "".join(dumps(row) + "\n" for row in record.history).encode()
+            assert stored["metrics_sha256"] == hashlib.sha256(rows).hexdigest()
         extra = set(record.to_json()) - set(record.entry())
         assert extra == ({"stage", "run_dir", "history"} if "history" in record.to_json() else {"stage", "run_dir"})
     pretrain, finetune, merge = made

@@ -28,7 +28,7 @@ def test_tensors_round_trip_with_their_hash(tmp_path):
     digest = run.save_tensors("base.safetensors", {"weight": w})
     assert digest == sha256_bytes((tmp_path / "r" / "base.safetensors").read_bytes())
     assert run.manifest()["files"]["base.safetensors"]["sha256"] == digest
-    assert torch.equal(run.load_tensors("base.safetensors", "pretrain")["weight"], w)
+    assert torch.equal(run.load_tensors("base.safetensors")["weight"], w)
     assert torch.equal(load_file(tmp_path / "r" / "base.safetensors")["weight"], w)
 
 
@@ -38,10 +38,10 @@ def test_altered_or_truncated_tensors_are_refused(tmp_path):
     path = tmp_path / "r" / "base.safetensors"
     path.write_bytes(path.read_bytes()[:-4])
     with pytest.raises(RunError, match="does not match the SHA-256"):
-        run.load_tensors("base.safetensors", "pretrain")
+        run.load_tensors("base.safetensors")
     path.unlink()
-    with pytest.raises(RunError, match="missing; rerun `lora pretrain"):
-        run.load_tensors("base.safetensors", "pretrain")
+    with pytest.raises(RunError, match="missing; repair it with `lora run --resume --run-dir "):
+        run.load_tensors("base.safetensors")
 
 
 def test_create_refuses_to_clobber(tmp_path):
@@ -134,7 +134,7 @@ def test_child_folders_are_run_folders_of_their_own(tmp_path):
     digest = child.save_tensors("base.safetensors", {"weight": torch.ones(2, 3)})
     alone = open_run(child.path, lock="shared")
     assert alone.kind == "pipeline" and alone.manifest()["files"]["base.safetensors"]["sha256"] == digest
-    assert torch.equal(alone.load_tensors("base.safetensors", "pretrain")["weight"], torch.ones(2, 3))
+    assert torch.equal(alone.load_tensors("base.safetensors")["weight"], torch.ones(2, 3))
     assert list(parent.children(LAYOUTS)) == ["trials/t1"] and parent.children(LAYOUTS)["trials/t1"].path == child.path
     parent.update_stage("approx", status="complete")
     again = RunFolder.create(KINDS["approx"].layout, {"kind": "approx", "name": "p", "seed": 0}, "", tmp_path / "p", tmp_path, force=True)

@@ -32,7 +32,7 @@ def open_run(run_dir: Path | None, out: Output, kind: str | None = "pipeline", l
     from lora_cli.stages.kinds import open_newest, open_run as open_folder
 
     if run_dir is not None:
-        return open_folder(run_dir, lock=lock)
+        return open_folder(run_dir, lock=lock, expect=kind)
     run = open_newest(runs_root(), kind, lock=lock)
     out.note(f"Using the newest {kind + ' ' if kind else ''}run folder: {run.path} (choose another {how})")
     return run
@@ -104,8 +104,9 @@ def show_record(out: Output, record: Any, shape: tuple[int, int] = (0, 0)) -> No
 def shared_work(rt: Any, as_json: bool) -> Iterator[tuple[Any, Output, Callable[..., None] | None]]:
     """The command's runtime and output, under torchrun too (see lora_cli.distributed).
 
-    Rank 0 (and a lone process) gets `lead(run, cfg, stages, resume)`, to call once its run
-    folder is open: it tells the other ranks where and what to train. The other ranks train
+    Rank 0 (and a lone process) gets `lead(run, cfg, train, resume)`, to call once its run
+    folder is open: it tells the other ranks where, which stages to train and which of those
+    continue from a checkpoint. The other ranks train
     as followers (stages/follower.py) inside this block, print nothing, and get None.
     """
     from lora_cli import distributed
@@ -115,11 +116,11 @@ def shared_work(rt: Any, as_json: bool) -> Iterator[tuple[Any, Output, Callable[
         out = Output(as_json, quiet=not world.main)
         if world.main:
 
-            def lead(run: Any, cfg: Any, stages: tuple[str, ...], resume: bool) -> None:
+            def lead(run: Any, cfg: Any, train: tuple[str, ...], resume: tuple[str, ...]) -> None:
                 if world.size > 1:
                     from lora_cli.stages.follower import plan_for
 
-                    distributed.broadcast(plan_for(run, cfg, stages, resume), world)
+                    distributed.broadcast(plan_for(run, cfg, train, resume), world)
 
             yield rt, out, lead
         else:

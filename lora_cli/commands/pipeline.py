@@ -52,7 +52,7 @@ def pretrain(
         else:
             cfg = load_config(config, overrides)
             run = create_run(cfg, run_dir, opts.force, out, PIPELINE)
-        lead(run, cfg, ("pretrain",), opts.resume)
+        lead(run, cfg, ("pretrain",), ("pretrain",) if opts.resume else ())
         with resume_hint(f"lora pretrain --resume --run-dir {run.path}{engine_flag(rt)}"):
             with out.progress("pretrain", cfg.pretrain.epochs) as on_epoch:
                 record = stages.pretrain_stage(run, cfg, rt, on_epoch, opts.resume, out.status)
@@ -115,7 +115,7 @@ def merge(run_dir: RunDirOpt = None, adapter: AdapterDirOpt = None, *, opts: Any
 
 @shared("rank", "alpha", "init", "rslora", "lr_ratio", "dora", "engine", "device", "threads", "force", "resume", "plot", "as_json")
 def run(
-    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config, e.g. configs/posit.yaml.")],
+    config: Annotated[Optional[Path], typer.Argument(metavar="[CONFIG]", help="YAML config, e.g. configs/posit.yaml (with --resume: the run folder's own).")] = None,
     run_dir: NewRunDirOpt = None,
     sets: SetOpt = None,
     epochs: BothEpochsOpt = None,
@@ -125,10 +125,12 @@ def run(
 ) -> None:
     """All three stages (pretrain, finetune, merge) into one fresh run folder.
 
-    With --resume, finish an interrupted run instead: complete stages are kept, an
-    interrupted one continues from its checkpoint, the rest run.
+    With --resume, finish a run instead, as its folder's config.yaml says: complete stages are
+    checked against their hashes and kept, a damaged one runs again, an interrupted one
+    continues from its checkpoint, the rest run.
 
     Example: lora run configs/smoke.yaml --rank 2 --set shift.value=0.5 --plot
+    Example: lora run --resume --run-dir runs/smoke-20261125T120000Z
     """
     flags = {
         **adapter_flags(opts),
@@ -136,28 +138,49 @@ def run(
         "--seed": (("seed",), seed),
     }
     from lora_cli.config.loading import load_config
-    from lora_cli.stages import kinds, pipeline as stages
+    from lora_cli.stages import integrity, pipeline as stages
 
-    cfg = load_config(config, collect_overrides(sets, flags))
+    overrides = collect_overrides(sets, flags)
+    if config is None and not opts.resume:
+        raise ConfigError("give a CONFIG to run, e.g. lora run configs/posit.yaml, or finish a run with lora run --resume --run-dir DIR")
+    if config is None and overrides:
+        raise ConfigError("--resume without a CONFIG finishes the run as its config.yaml says; leave out --set and the config flags")
+    cfg = load_config(config, overrides) if config is not None else None
     with shared_work(runtime(opts.engine, opts.device, opts.threads), opts.as_json) as (rt, out, lead):
         if lead is None:
             return
-        adapter_runtime(rt, cfg, out)  # refuse an engine that cannot train the adapter before any work
         if opts.resume:
             folder = open_run(run_dir, out)
-            if kinds.run_config(folder) != cfg:
-                raise ConfigError(f"{config}: differs from {folder.path}/config.yaml; resume with the run's own config, or start a new run")
+            cfg = _same_config(folder, cfg, config)
+        adapter_runtime(rt, cfg, out)  # refuse an engine that cannot train the adapter before any work
+        if opts.resume:
+            kept = integrity.kept_stages(folder, out.note)
         else:
-            folder = create_run(cfg, run_dir, opts.force, out, PIPELINE)
-        lead(folder, cfg, ("pretrain", "finetune"), opts.resume)
-        with resume_hint(f"lora run {config} --resume --run-dir {folder.path}{engine_flag(rt)}"):
+            folder, kept = create_run(cfg, run_dir, opts.force, out, PIPELINE), ()
+        train = tuple(s for s in ("pretrain", "finetune") if s not in kept)
+        resume = stages.continued(folder, train) if opts.resume else ()
+        lead(folder, cfg, train, resume)
+        with resume_hint(f"lora run --resume --run-dir {folder.path}{engine_flag(rt)}"):
             show = lambda record: show_record(out, record, (cfg.data.d_in, cfg.data.d_out))  # noqa: E731
-            records = stages.run_all(folder, cfg, rt, opts.resume, out.progress, show, out.status)
+            records = stages.run_all(folder, cfg, rt, kept, resume, out.progress, show, out.status)
     result: dict[str, Any] = {"run_dir": str(folder.path), "stages": {name: r.to_json() for name, r in records.items()}}
     if opts.plot:
         result["figures"] = write_plots(folder, out)
     out.emit(result)
     out.note(f"All stages complete in {folder.path}; list runs with: lora runs")
+
+
+def _same_config(folder: Any, cfg: Any, config: Path | None) -> Any:
+    """The run's own config; `cfg` (from CONFIG and flags), when given, must equal it."""
+    from lora_cli.stages import kinds
+
+    own = kinds.run_config(folder)
+    if cfg is not None and own != cfg:
+        raise ConfigError(
+            f"{config}: differs from {folder.path}/config.yaml (with the flags given); leave out CONFIG to resume "
+            f"with the run's own config: lora run --resume --run-dir {folder.path}"
+        )
+    return own
 
 
 def _no_changes_on_resume(changed: bool) -> None:

@@ -80,8 +80,23 @@ def sweep(
 
         result["figures"] = write_plots(folder, out)
     out.emit(result)
+    _check_outcome(rows, stages.unrepaired(rows, folder), folder.path)
     failed = sum(row["status"] == "failed" for row in rows)
     out.note(f"{len(rows) - failed} of {len(rows)} trials complete; results in {folder.path}/results.csv")
+
+
+def _check_outcome(rows: list[dict[str, Any]], unrepaired: list[str], folder: Path) -> None:
+    """Exit non-zero when no trial completed, or when a damaged trial could not be repaired."""
+    from lora_cli.errors import RunError
+
+    failed = [row for row in rows if row["status"] == "failed"]
+    if unrepaired:
+        raise RunError(
+            f"{len(unrepaired)} damaged trial{'s' * (len(unrepaired) > 1)} could not be repaired ({', '.join(unrepaired)}): "
+            f"training again failed; their errors are in {folder}/results.csv"
+        )
+    if rows and not any(row["status"] == "complete" for row in rows):
+        raise RunError(f"no trial completed: all {len(failed)} failed (first: {failed[0]['error'] if failed else 'unknown'}); see {folder}/results.csv")
 
 
 def _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, force, rt, out) -> tuple[Any, Any]:
@@ -92,7 +107,7 @@ def _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, force, r
     if resume is not None:
         if grid or sets or run_dir or base:
             raise ConfigError("--resume finishes a sweep exactly as it was started; leave out --grid, --set, --run-dir and --base")
-        folder, sw = stages.open_sweep(resume, spec)
+        folder, sw = stages.open_sweep(resume, spec, out.note)
     elif spec is None:
         raise ConfigError("give a sweep spec or a config to sweep with --grid, e.g. lora sweep configs/sweeps/rank-vs-shift.yaml")
     else:

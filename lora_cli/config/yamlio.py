@@ -14,6 +14,9 @@ from typing import Any
 import yaml
 
 
+CONFIG_LIMIT = 2**20  # a config or sweep spec is a few kilobytes
+
+
 class YamlError(Exception):
     """Unreadable or invalid YAML; the message names the place."""
 
@@ -75,10 +78,12 @@ def read_yaml_file(path: Path) -> Any:
         raise YamlError(f"{path}: no such file; the shipped configs are in configs/")
     if path.is_dir():
         raise YamlError(f"{path}: is a folder, not a YAML file")
+    from lora_cli.store.files import read_small
+
     try:
-        data = path.read_bytes()
+        data = read_small(path, CONFIG_LIMIT)
     except OSError as exc:
-        raise YamlError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise YamlError(f"{path}: cannot be read as a config ({exc.strerror or exc})") from None
     if b"\x00" in data:
         raise YamlError(f"{path}: looks like a binary file, not YAML text")
     try:

@@ -34,9 +34,11 @@ def check_divergence(divergence: Divergence | None, stage_key: str) -> None:
 def finish(run: RunFolder, record: R) -> R:
     """Record a completed stage: its metrics lines, then its manifest entry, then drop its
     checkpoint (only now, when the result and its record are durable)."""
+    entry = record.entry()
     if isinstance(record, TrainingRecord):
         run.add_metrics(record.history)
-    run.update_stage(record.stage, **record.entry())
+        entry["metrics_sha256"] = run.metrics_digest(record.stage)  # resume checks the rows against it
+    run.update_stage(record.stage, **entry)
     run.remove_checkpoint(record.stage)
     return record
 

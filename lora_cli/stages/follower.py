@@ -30,13 +30,11 @@ class Plan:
     path: str
     config: dict[str, Any]
     train: tuple[str, ...]
-    resume: bool = False
+    resume: tuple[str, ...] = ()  # of `train`, those that continue from a checkpoint
 
 
-def plan_for(run: RunFolder, cfg: Any, stages: tuple[str, ...], resume: bool) -> Plan:
-    """The plan for `stages` in `run`: with `resume`, the stages already complete are left out."""
-    todo = tuple(s for s in stages if not (resume and run.stage(s).get("status") == "complete"))
-    return Plan(str(run.path), cfg.to_dict(), todo, resume)
+def plan_for(run: RunFolder, cfg: Any, train: tuple[str, ...], resume: tuple[str, ...]) -> Plan:
+    return Plan(str(run.path), cfg.to_dict(), train, resume)
 
 
 def follow(plan: Plan, runtime: Runtime) -> None:
@@ -45,10 +43,11 @@ def follow(plan: Plan, runtime: Runtime) -> None:
     run = open_for_follower(Path(plan.path))
     base = None
     for stage in plan.train:
+        resume = stage in plan.resume
         if stage == "pretrain":
-            base = _train(run, cfg, runtime, "pretrain", None, plan.resume).weight
+            base = _train(run, cfg, runtime, "pretrain", None, resume).weight
         elif stage == "finetune":
-            _train(run, cfg, runtime, "finetune", base if base is not None else load_base(run, cfg), plan.resume)
+            _train(run, cfg, runtime, "finetune", base if base is not None else load_base(run, cfg), resume)
 
 
 def _train(run: RunFolder, cfg: Any, runtime: Runtime, stage: str, base: Any, resume: bool) -> Any:

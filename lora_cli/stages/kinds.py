@@ -16,6 +16,7 @@ from lora_cli.config.schemas import ApproxConfig, Config, Section
 from lora_cli.config.sweep import SweepSpec
 from lora_cli.errors import ConfigError, RunError
 from lora_cli.store.run_folder import CONFIG, MANIFEST, Layout, RunFolder
+from lora_cli.store.files import read_json_object
 from lora_cli.store.run_index import newest
 
 BASE = "base.safetensors"  # key "weight" (d_out, d_in)
@@ -58,11 +59,55 @@ def create_run(cfg: Section, run_dir: Path | None, root: Path, force: bool = Fal
     """A fresh run folder for `cfg` (see RunFolder.create), its config and manifest written."""
     kind = kind_of(cfg)
     header = {"kind": kind, "name": cfg.name, "seed": cfg.seed, "versions": versions()}
-    return RunFolder.create(KINDS[kind].layout, header, config_text(cfg), run_dir, root, force)
+    run = RunFolder.create(KINDS[kind].layout, header, config_text(cfg), run_dir, root, force)
+    run.repair = repair_hint(kind, run.path)
+    return run
 
 
-def open_run(path: Path, lock: str | None = "exclusive") -> RunFolder:
-    return RunFolder.open(path, LAYOUTS, lock)
+# what takes a folder of each kind, for a command given the wrong kind ({path}: the folder)
+FITS = {
+    "pipeline": "`lora run --resume --run-dir {path}` finishes it; lora finetune, merge, plot and data take it",
+    "approx": "`lora plot {path}` draws it; `lora approx -c {path}/config.yaml --run-dir {path} --force` runs it again",
+    "sweep": "`lora sweep --resume {path}` finishes it and `lora plot {path}` draws it; its trials ({path}/trials/<id>) are pipeline runs",
+}
+
+
+def open_run(path: Path, lock: str | None = "exclusive", expect: str | None = None) -> RunFolder:
+    """The run folder at `path`, with the advice for damage that fits it (see repair_hint);
+    RunError naming the kind found, and what takes it, when it is not of kind `expect`."""
+    sweep = sweep_holding(Path(path))
+    rebuild = repair_hint("sweep", sweep) if sweep else None
+    run = RunFolder.open(path, LAYOUTS, lock, rebuild=rebuild)
+    run.repair = rebuild or repair_hint(run.kind, run.path)
+    if expect is not None and run.kind != expect:
+        raise RunError(f"{run.path}: is {_a(run.kind)} run folder, not {_a(expect)} run; {FITS[run.kind].format(path=run.path)}")
+    return run
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def repair_hint(kind: str, path: Path) -> str:
+    """The clause that repairs damage in a folder of `kind` at `path` (for a sweep's trial or
+    base: the sweep, which re-runs whatever it finds damaged)."""
+    command = {
+        "pipeline": f"lora run --resume --run-dir {path}",
+        "approx": f"lora approx -c {path}/{CONFIG} --run-dir {path} --force",
+        "sweep": f"lora sweep --resume {path}",
+    }[kind]
+    return f"repair it with `{command}`"
+
+
+def sweep_holding(path: Path) -> Path | None:
+    """The sweep folder that holds `path` as one of its trials or bases, else None."""
+    parent = path.parent
+    if parent.name not in ("trials", "bases"):
+        return None
+    try:
+        return parent.parent if read_json_object(parent.parent / MANIFEST).get("kind") == "sweep" else None
+    except RunError:
+        return None
 
 
 def open_for_follower(path: Path) -> RunFolder:
@@ -73,14 +118,14 @@ def open_for_follower(path: Path) -> RunFolder:
             f"{path}: rank 0's run folder is not visible from this process (on {platform.node()}); "
             "on several machines, put --run-dir on a filesystem every machine sees, at the same path"
         )
-    return RunFolder.open(path, LAYOUTS, lock=None)
+    return open_run(path, lock=None)
 
 
 def stage_record(path: Path, stage: str) -> dict[str, Any] | None:
     """A stage's manifest record in the run folder at `path` (a glance: no lock); None when
     there is no run folder there."""
     try:
-        return RunFolder.open(path, LAYOUTS, lock=None).stage(stage)
+        return open_run(path, lock=None).stage(stage)
     except RunError:
         return None
 
@@ -93,7 +138,7 @@ def stage_status(path: Path, stage: str) -> str | None:
 
 def open_newest(root: Path, kind: str | None, lock: str | None = "exclusive") -> RunFolder:
     """The newest intact run folder (of `kind`, when given) under `root`."""
-    return RunFolder.open(newest(root, kind), LAYOUTS, lock)
+    return open_run(newest(root, kind), lock)
 
 
 def run_config(run: RunFolder) -> Any:

@@ -227,9 +227,8 @@ def _adapter_to_merge(run: RunFolder, cfg: Config, base: Any, adapter_dir: Path 
 
 def load_base(run: RunFolder, cfg: Config):
     """base.safetensors, checked against its hash and against the config's shape and dtype."""
-    tensors = run.load_tensors(BASE, "pretrain")
-    fix = f"rerun `lora pretrain --run-dir {run.path} --force`"
-    return require_tensor(tensors, "weight", (cfg.data.d_out, cfg.data.d_in), run.path / BASE, fix)
+    tensors = run.load_tensors(BASE)
+    return require_tensor(tensors, "weight", (cfg.data.d_out, cfg.data.d_in), run.path / BASE, run.fix())
 
 
 def stored_spec(cfg: Config):
@@ -240,43 +239,51 @@ def stored_spec(cfg: Config):
 def load_adapter(run: RunFolder, cfg: Config) -> dict[str, Any]:
     """The stored adapter state dict (of `stored_spec`), checked against its hash, the config's
     shapes and adapter_config.json."""
-    tensors = run.load_tensors(ADAPTER_WEIGHTS, "finetune")
-    spec, d = stored_spec(cfg), cfg.data
-    fix = f"rerun `lora finetune --run-dir {run.path} --force`"
+    tensors = run.load_tensors(ADAPTER_WEIGHTS)
+    spec, d, fix = stored_spec(cfg), cfg.data, run.fix()
     path = run.path / ADAPTER_WEIGHTS
     shapes = expected_shapes(spec, d.d_in, d.d_out)
     adapter = {key: require_tensor(tensors, key, shape, path, fix) for key, shape in shapes.items()}
-    saved = run.load_json(ADAPTER_CONFIG, "finetune")
+    saved = run.load_json(ADAPTER_CONFIG)
     problem = peft_format.mismatch(saved, spec)
     if problem:
         raise RunError(f"{run.path / ADAPTER_CONFIG}: {problem} config.yaml; {fix}")
     return adapter
 
 
+def continued(run: RunFolder, stages: tuple[str, ...]) -> tuple[str, ...]:
+    """Of `stages`, about to run under --resume, those that continue from a checkpoint: the
+    ones not recorded complete (a complete one that runs again was damaged: it starts over)."""
+    return tuple(s for s in stages if run.stage(s).get("status") != "complete")
+
+
 def run_all(
     run: RunFolder,
     cfg: Config,
     runtime: Runtime,
-    resume: bool,
+    kept: tuple[str, ...],
+    resume: tuple[str, ...],
     progress: Callable[[str, int], AbstractContextManager[EpochCallback]],
     on_report: Callable[[StageRecord], None],
     note: Note | None = None,
 ) -> dict[str, StageRecord]:
-    """pretrain, finetune and merge in turn (`lora run`); with `resume`, complete stages are kept.
+    """pretrain, finetune and merge in turn (`lora run`): the stages in `kept` (see kept_stages)
+    are kept, those in `resume` continue from their checkpoints, the others run afresh.
 
     `progress(stage, epochs)` gives each training stage its epoch callback; `on_report` sees
     each stage's record as it completes (a kept one has `kept` set).
     """
     reports = {}
     for stage in STAGES:
-        if resume and run.stage(stage).get("status") == "complete":
+        if stage in kept:
             report = results.load(run, stage, kept=True)
         elif stage == "merge":
-            report = merge_stage(run, threads=runtime.threads)
+            report = merge_stage(run, force=True, threads=runtime.threads)
         else:
             train = pretrain_stage if stage == "pretrain" else finetune_stage
+            extra = {} if stage == "pretrain" else {"force": True}  # not kept, so meant to run
             with progress(stage, getattr(cfg, stage).epochs) as on_epoch:
-                report = train(run, cfg, runtime, on_epoch, resume=resume, note=note)
+                report = train(run, cfg, runtime, on_epoch, resume=stage in resume, note=note, **extra)
         on_report(report)
         reports[stage] = report
     return reports

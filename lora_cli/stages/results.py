@@ -6,10 +6,13 @@ tables and figures read the same objects (`load` rebuilds one from a run folder)
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+from lora_cli.errors import DamageError
 from lora_cli.store.files import utc_now
+from lora_cli.store.run_files import MANIFEST
 
 # in --json and the object, not in the manifest entry: where it is, what it is, its metrics lines
 _NOT_IN_ENTRY = ("stage", "run_dir", "kept", "history")
@@ -118,12 +121,34 @@ RECORDS: dict[str, type[StageRecord]] = {
 
 
 def load(run: Any, stage: str, kept: bool = False) -> StageRecord:
-    """A completed stage's record, rebuilt from the run folder's manifest and metrics."""
+    """A completed stage's record, rebuilt from the run folder's manifest and metrics and
+    checked against its type; RunError (damaged, with the folder's repair) when it is not one."""
     cls = RECORDS[stage]
     names = {f.name for f in dataclasses.fields(cls)}
     entry = {k: v for k, v in run.stage(stage).items() if k in names}
-    if "parameters" in entry:
-        entry["parameters"] = Parameters(**entry["parameters"])
     if "history" in names:
-        entry["history"] = [row for row in run.metrics() if row.get("stage") == stage]
-    return cls(stage=stage, run_dir=str(run.path), kept=kept, **entry)
+        entry["history"] = [row for row in run.metrics() if row["stage"] == stage]
+    from pydantic import ValidationError
+
+    try:
+        return _validator(cls).validate_python({**entry, "stage": stage, "run_dir": str(run.path), "kept": kept})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise DamageError(f"{run.path / MANIFEST}: stages.{stage}.{where} is damaged ({error['msg'].lower()})", run.fix()) from None
+
+
+def problem(run: Any, stage: str) -> str | None:
+    """Why a complete stage cannot be kept as it is (a damaged file, metrics rows or record), or None."""
+    try:
+        load(run, stage)
+    except DamageError as exc:
+        return exc.problem
+    return run.damage(stage)
+
+
+@functools.cache
+def _validator(cls: type) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)

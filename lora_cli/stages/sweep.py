@@ -30,7 +30,7 @@ from lora_cli.errors import ConfigError, DivergenceError, Interrupted, RunError,
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.recipes import sweep as plan
 from lora_cli.resources import group_estimate
-from lora_cli.stages import kinds
+from lora_cli.stages import integrity, kinds
 from lora_cli.stages.pipeline import load_base, pretrain_stage, record_finetune
 from lora_cli.stages.recording import mark_failed, recording
 from lora_cli.stages.sweep_results import write_results
@@ -48,23 +48,28 @@ def create_sweep(sweep: Sweep, run_dir: Path | None, root: Path, force: bool) ->
     """A fresh sweep folder holding the spec, the grid and every trial pending."""
     header = {"kind": STAGE, "name": f"{sweep.name}-sweep", "seed": sweep.base.seed, "versions": kinds.versions()}
     run = RunFolder.create(kinds.LAYOUTS[STAGE], header, dump_yaml(sweep.spec, _HEADER), run_dir, root, force)
+    run.repair = kinds.repair_hint(STAGE, run.path)
     run.save_json(GRID, sweep.grid())
     run.update_entries("trials", {t.id: {"status": "pending", "values": t.values} for t in sweep.trials})
     return run
 
 
-def open_sweep(path: Path, spec: Path | None) -> tuple[RunFolder, Sweep]:
-    """A sweep folder to resume, and its sweep; `spec` (when given) must expand to the same grid."""
-    run = kinds.open_run(path)
-    if run.kind != STAGE:
-        raise RunError(f"{path}: is a {run.kind} run folder, not a sweep; resume it with `lora run --resume`")
+def open_sweep(path: Path, spec: Path | None, note: Callable[[str], None]) -> tuple[RunFolder, Sweep]:
+    """A sweep folder to resume, and its sweep; `spec` (when given) must expand to the same grid.
+    A missing or damaged grid.json (a sweep stopped as it started) is written again from the
+    spec in config.yaml, which it only expands."""
+    run = kinds.open_run(path, expect=STAGE)
     stored = load_sweep(run.path / CONFIG)
     if spec is not None and load_sweep(spec).grid() != stored.grid():
         raise ConfigError(
             f"{spec}: expands to other trials than {run.path / GRID}; resume with the sweep's own spec "
             f"(lora sweep --resume {run.path}) or start a new sweep"
         )
-    if run.load_json(GRID, STAGE) != stored.grid():
+    problem = run.file_problem(GRID)
+    if problem:
+        note(f"{problem}; written again from {run.path / CONFIG}")
+        run.save_json(GRID, stored.grid())
+    if run.load_json(GRID) != stored.grid():
         raise RunError(f"{run.path / GRID}: does not match its config.yaml; start a new sweep")
     return run, stored
 
@@ -75,29 +80,38 @@ def open_shared(path: Path) -> tuple[RunFolder, Sweep]:
     return run, load_sweep(run.path / CONFIG)
 
 
-def done_trials(run: RunFolder, sweep: Sweep) -> set[str]:
+def done_trials(run: RunFolder, sweep: Sweep, note: Callable[[str], None] | None = None) -> set[str]:
     """Trials whose own folder says finetune complete (the sweep's manifest may lag a kill),
     marked complete there, and every trial folder found registered as a child (a sharded
-    sweep's other ranks write trial folders without touching the sweep's manifest)."""
-    done, found = set(), {}
+    sweep's other ranks write trial folders without touching the sweep's manifest).
+
+    With `note` (a resume), each such trial is checked first (integrity.trial_problem): a
+    damaged one is not done, `note` hears why, and its entry keeps the reason as `repair`."""
+    done, found, damaged = set(), {}, {}
     for trial in sweep.trials:
-        status = _trial_status(run, trial)
+        path = run.path / "trials" / trial.id
+        status = kinds.stage_status(path, "finetune")
         if status is not None:
             found[f"trials/{trial.id}"] = _child_entry(trial)
-        if status == "complete":
+        problem = integrity.trial_problem(path, trial.config) if note and status == "complete" else None
+        if problem:
+            note(f"trial {trial.id}: {problem}; training it again")
+            damaged[trial.id] = {"status": "pending", "repair": problem}
+        elif status == "complete":
             done.add(trial.id)
     run.update_entries("children", found)
-    run.update_entries("trials", {t: {"status": "complete"} for t in done})
+    run.update_entries("trials", {t: {"status": "complete"} for t in done} | damaged)
     return done
+
+
+def unrepaired(rows: list[dict[str, Any]], run: RunFolder) -> list[str]:
+    """Trials a resume found damaged that did not complete again."""
+    entries = run.manifest().get("trials", {})
+    return [row["trial"] for row in rows if entries.get(row["trial"], {}).get("repair") and row["status"] != "complete"]
 
 
 def _child_entry(trial: Trial) -> dict[str, Any]:
     return {"kind": "pipeline", "name": trial.config.name}
-
-
-def _trial_status(run: RunFolder, trial: Trial) -> str | None:
-    """The finetune status in trials/<id>/manifest.json, None when there is no such folder."""
-    return kinds.stage_status(run.path / "trials" / trial.id, "finetune")
 
 
 def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress, base_dir: Path | None = None,
@@ -111,7 +125,7 @@ def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress
     world = runtime.world or distributed.World()
     done = None
     if world.main:  # before the broadcast: start_stage sweeps the whole tree's temporaries, so no rank writes yet
-        done = done_trials(run, sweep)
+        done = done_trials(run, sweep, note)
         run.start_stage(STAGE)  # also sweeps what a killed write left (results are rewritten after each group)
         run.update_stage(STAGE, trials=len(sweep.trials), processes=world.size)
     done = distributed.broadcast(done, world)
@@ -203,7 +217,7 @@ def _base(run, sweep, cfg, runtime, base_dir, cache, progress, note) -> tuple[An
 
 
 def _given_base(base_dir: Path, cfg) -> tuple[Any, RunFolder]:
-    folder = kinds.open_run(base_dir, lock="shared")
+    folder = kinds.open_run(base_dir, lock="shared", expect="pipeline")
     folder.require_complete("pretrain", f"run `lora pretrain --run-dir {folder.path}` first")
     theirs = kinds.run_config(folder)
     if plan.pretrain_key(theirs) != plan.pretrain_key(cfg):
@@ -220,7 +234,13 @@ def _own_base(run, sweep, cfg, runtime, progress, note) -> tuple[Any, RunFolder]
     world = runtime.world or distributed.World()
     keys = list(dict.fromkeys(plan.pretrain_key(t.config) for t in sweep.trials))
     rel = f"bases/base-{keys.index(plan.pretrain_key(cfg))}"
-    if kinds.stage_status(run.path / rel, "pretrain") != "complete":
+    needed = None
+    if world.main:  # decides for every rank: they pretrain it together
+        damage = integrity.base_problem(run.path / rel)
+        if damage:
+            note(f"{damage}; pretraining {rel} again")
+        needed = bool(damage) or kinds.stage_status(run.path / rel, "pretrain") != "complete"
+    if distributed.broadcast(needed, world):
         if world.main:
             folder = _fresh_child(run, rel, cfg)
             with progress(f"pretraining the base ({rel})", cfg.pretrain.epochs) as on_epoch:
@@ -232,7 +252,7 @@ def _own_base(run, sweep, cfg, runtime, progress, note) -> tuple[Any, RunFolder]
 
             train_base(cfg, runtime)
         distributed.barrier(world)  # the others read what rank 0 wrote
-    folder = RunFolder.open(run.path / rel, kinds.LAYOUTS, lock=None)
+    folder = kinds.open_run(run.path / rel, lock=None)
     return load_base(folder, cfg), folder
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lora_cli.errors import RunError
+from lora_cli.errors import DamageError, RunError
 
 
 def _umask() -> int:
@@ -118,9 +118,28 @@ def read_json_object(path: Path, fix: str | None = None) -> dict[str, Any]:
     advice) when it is unreadable or not an object."""
     fix = fix or DAMAGED_HINT.format(folder=path.parent)
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(read_small(path))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path}: unreadable ({exc}); {fix}") from None
+        raise DamageError(f"{path}: unreadable ({getattr(exc, 'strerror', None) or exc})", fix) from None
     if not isinstance(obj, dict):
-        raise RunError(f"{path}: not a JSON object; {fix}")
+        raise DamageError(f"{path}: not a JSON object", fix)
     return obj
+
+
+MAX_READ = 64 * 2**20  # configs, manifests and adapter configs are kilobytes; this is far beyond any
+
+
+def read_small(path: Path, limit: int = MAX_READ) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; OSError otherwise (a fifo or a
+    device would block or never end)."""
+    import errno
+    import stat
+
+    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit // 2**20} MiB")
+    return data

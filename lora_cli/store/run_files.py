@@ -1,8 +1,9 @@
 """The files of a run folder that the manifest vouches for: tensors and JSON recorded with
-their SHA-256 and checked against it on every load, and the metrics log.
+their SHA-256 and checked against it (and tensors for finiteness) on every load, and the
+metrics log, whose rows each completed stage records a digest of.
 
-A mixin of `RunFolder` (lora_cli/store/run_folder.py), which supplies `path`, `manifest()` and
-`_write_manifest()`.
+A mixin of `RunFolder` (lora_cli/store/run_folder.py), which supplies `path`, `manifest()`,
+`_write_manifest()` and `repair` (the command that repairs damage, for messages).
 """
 
 from __future__ import annotations
@@ -12,14 +13,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lora_cli.errors import RunError
-from lora_cli.store.files import atomic_write, dumps, remove, sha256_bytes
+from lora_cli.errors import DamageError
+from lora_cli.store.files import DAMAGED_HINT, atomic_write, dumps, remove, sha256_bytes
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
 
 
 class RunFiles:
+    path: Path
+    repair: str | None = None  # "repair it with `…`", set by the stages layer; None: delete the folder
+
+    def fix(self) -> str:
+        return self.repair or DAMAGED_HINT.format(folder=self.path)
+
+    # ---- files the manifest vouches for ---------------------------------------
+
     def save_tensors(self, rel: str, tensors: dict[str, Any]) -> str:
         """Write a safetensors file atomically and record its SHA-256; returns the hash."""
         from safetensors.torch import save
@@ -35,6 +44,9 @@ class RunFiles:
 
     def _save_bytes(self, rel: str, data: bytes) -> str:
         atomic_write(self.path / rel, data)
+        return self._record_file(rel, data)
+
+    def _record_file(self, rel: str, data: bytes) -> str:
         digest = sha256_bytes(data)
         m = self.manifest()
         m["files"][rel] = {"sha256": digest, "bytes": len(data)}
@@ -43,7 +55,8 @@ class RunFiles:
 
     def adopt_file(self, rel: str, source: Path) -> str:
         """Record a file another run folder holds as `rel` here: hard-linked (copied where links
-        fail), which is safe because every write replaces a file instead of changing it."""
+        fail). Every lora write replaces a file instead of changing it, so lora never writes
+        through the link; an edit by hand reaches both, and both folders' hashes catch it."""
         data = source.read_bytes()
         target = self.path / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -55,52 +68,131 @@ class RunFiles:
         except OSError:
             remove(temporary)
             atomic_write(target, data)
-        digest = sha256_bytes(data)
-        m = self.manifest()
-        m["files"][rel] = {"sha256": digest, "bytes": len(data)}
-        self._write_manifest(m)
-        return digest
+        return self._record_file(rel, data)
 
-    def load_tensors(self, rel: str, stage: str) -> dict[str, Any]:
-        """Read a safetensors file after checking it against the hash in the manifest."""
-        from safetensors.torch import load
+    def load_tensors(self, rel: str) -> dict[str, Any]:
+        """A safetensors file, after checking it against the hash in the manifest and every
+        floating tensor for NaN and infinity."""
+        tensors, problem = self._tensors(rel)
+        if problem:
+            raise DamageError(problem, self.fix())
+        return tensors
 
-        data = self._load_bytes(rel, stage)
-        try:
-            return load(data)
-        except Exception as exc:  # safetensors raises its own error types
-            raise RunError(f"{self.path / rel}: not a readable safetensors file ({exc}); rerun `lora {stage}`") from None
+    def load_json(self, rel: str) -> Any:
+        obj, problem = self._json(rel)
+        if problem:
+            raise DamageError(problem, self.fix())
+        return obj
 
-    def load_json(self, rel: str, stage: str) -> Any:
-        return json.loads(self._load_bytes(rel, stage))
-
-    def _load_bytes(self, rel: str, stage: str) -> bytes:
+    def _bytes(self, rel: str) -> tuple[bytes, str | None]:
+        """The file's bytes, or what is wrong with it (missing, not as recorded)."""
         path = self.path / rel
         if not path.is_file():
-            raise RunError(f"{path}: missing; rerun `lora {stage} --run-dir {self.path}`")
+            return b"", f"{path}: missing"
         data = path.read_bytes()
-        expected = self.manifest()["files"].get(rel, {}).get("sha256")
-        if expected != sha256_bytes(data):
-            raise RunError(
-                f"{path}: does not match the SHA-256 recorded in {MANIFEST} (changed or truncated); "
-                f"rerun `lora {stage} --run-dir {self.path}`"
-            )
-        return data
+        if self.manifest()["files"].get(rel, {}).get("sha256") != sha256_bytes(data):
+            links = path.stat().st_nlink - 1
+            shared = f"; it is hard-linked with {links} other file{'s' * (links > 1)} (a sweep shares its base so), which changed too" if links else ""
+            return b"", f"{path}: does not match the SHA-256 recorded in {MANIFEST} (changed or truncated{shared})"
+        return data, None
 
-    def metrics(self) -> list[dict[str, Any]]:
+    def _tensors(self, rel: str) -> tuple[dict[str, Any], str | None]:
+        from safetensors.torch import load
+
+        data, problem = self._bytes(rel)
+        if problem:
+            return {}, problem
+        try:
+            tensors = load(data)
+        except Exception as exc:  # safetensors raises its own error types
+            return {}, f"{self.path / rel}: not a readable safetensors file ({exc})"
+        bad = non_finite(tensors)
+        return tensors, f"{self.path / rel}: {bad} holds NaN or infinite values" if bad else None
+
+    def _json(self, rel: str) -> tuple[Any, str | None]:
+        data, problem = self._bytes(rel)
+        if problem:
+            return None, problem
+        try:
+            return json.loads(data), None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return None, f"{self.path / rel}: not readable JSON ({exc})"
+
+    def file_problem(self, rel: str) -> str | None:
+        """What is wrong with a recorded file (missing, changed, unreadable, not finite), or None."""
+        read = self._tensors if rel.endswith(".safetensors") else self._json if rel.endswith(".json") else self._bytes
+        return read(rel)[1]
+
+    # ---- the metrics log -------------------------------------------------------
+
+    def _metric_lines(self) -> tuple[list[tuple[str, dict[str, Any]]], list[int]]:
+        """(line, row) for every row that names its stage, and the numbers of unreadable lines."""
         path = self.path / METRICS
         if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            return [], []
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DamageError(f"{path}: unreadable ({exc})", self.fix()) from None
+        good, bad = [], []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if isinstance(row, dict) and isinstance(row.get("stage"), str):
+                good.append((line, row))
+            else:
+                bad.append(number)
+        return good, bad
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every row of metrics.jsonl; RunError naming the first unreadable line."""
+        good, bad = self._metric_lines()
+        if bad:
+            raise DamageError(f"{self.path / METRICS}: line {bad[0]} is not a metrics row (a JSON object naming its stage)", self.fix())
+        return [row for _, row in good]
+
+    def metrics_digest(self, stage: str) -> str:
+        """SHA-256 of the stage's rows as written (recorded when the stage completes)."""
+        good, _ = self._metric_lines()
+        return sha256_bytes("".join(line + "\n" for line, row in good if row["stage"] == stage).encode())
+
+    def metrics_problem(self, stage: str) -> str | None:
+        """Why the stage's rows in metrics.jsonl are not the ones it recorded, or None."""
+        expected = self.manifest()["stages"].get(stage, {}).get("metrics_sha256")
+        if expected is not None and self.metrics_digest(stage) != expected:
+            return f"{self.path / METRICS}: {stage}'s rows are missing or changed"
+        return None
+
+    def drop_unreadable_metrics(self) -> int:
+        """Rewrite metrics.jsonl without its unreadable lines; how many there were."""
+        good, bad = self._metric_lines()
+        if bad:
+            self._write_metrics([row for _, row in good])
+        return len(bad)
 
     def add_metrics(self, rows: list[dict[str, Any]]) -> None:
         self._write_metrics(self.metrics() + rows)
 
     def _drop_metrics(self, stages: tuple[str, ...]) -> None:
-        rows = self.metrics()
-        kept = [r for r in rows if r.get("stage") not in stages]
-        if len(kept) != len(rows):
+        """Forget the rows of `stages` (and any unreadable line)."""
+        good, bad = self._metric_lines()
+        kept = [row for _, row in good if row["stage"] not in stages]
+        if bad or len(kept) != len(good):
             self._write_metrics(kept)
 
     def _write_metrics(self, rows: list[dict[str, Any]]) -> None:
         atomic_write(self.path / METRICS, "".join(dumps(r) + "\n" for r in rows).encode())
+
+
+def non_finite(tensors: dict[str, Any]) -> str | None:
+    """The name of the first floating tensor holding NaN or infinity (quoted), or None."""
+    import torch
+
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"{name!r}"
+    return None

@@ -23,13 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from lora_cli.store import locking
-from lora_cli.errors import RunError
-from lora_cli.store.files import (
-    atomic_write, dumps, guard_write, read_json_object, remove, remove_empty_folder, remove_tree, utc_now,
-)
+from lora_cli.errors import DamageError, RunError
+from lora_cli.store.files import atomic_write, dumps, guard_write, remove, remove_empty_folder, remove_tree, utc_now
+from lora_cli.store.manifest import FORMAT_VERSION, read_manifest
 from lora_cli.store.run_files import MANIFEST, METRICS, RunFiles
-
-FORMAT_VERSION = 1
 
 CONFIG = "config.yaml"
 
@@ -54,8 +51,11 @@ class RunFolder(RunFiles):
     """One run folder of a kind whose `Layout` the caller gives. Stages read and write it only
     through these methods."""
 
-    def __init__(self, path: Path, layout: Layout):
+    def __init__(self, path: Path, layout: Layout, repair: str | None = None, rebuild: str | None = None):
         self.path, self.layout = Path(path), layout
+        # what to do about a damaged file, and about a damaged manifest ("…; " + it), worded by
+        # the stages layer, which knows the command that fits; None: delete the folder
+        self.repair, self.rebuild = repair, rebuild
 
     # ---- finding and creating ------------------------------------------------
 
@@ -85,11 +85,14 @@ class RunFolder(RunFiles):
         return run
 
     @classmethod
-    def open(cls, path: Path, layouts: Mapping[str, Layout], lock: str | None = "exclusive") -> RunFolder:
+    def open(
+        cls, path: Path, layouts: Mapping[str, Layout], lock: str | None = "exclusive", repair: str | None = None, rebuild: str | None = None
+    ) -> RunFolder:
         """An existing run folder of one of the kinds in `layouts`; RunError if `path` is not one.
 
         `lock`: "exclusive" for a command that writes it, "shared" for one that only reads it
         and must not see a writer's work half done, None for a glance (`lora runs`).
+        `repair`, `rebuild`: see __init__.
         """
         folder = Path(path)
         if not folder.is_dir():
@@ -98,16 +101,11 @@ class RunFolder(RunFiles):
             raise RunError(f"{path}: not a lora run folder (no {MANIFEST}); start one with `lora pretrain`")
         if lock is not None:
             locking.acquire(folder, shared=lock == "shared")
-        manifest = read_json_object(folder / MANIFEST)
-        version = manifest.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise RunError(
-                f"{path}: written by a newer lora (run format {version}, this lora reads ≤ {FORMAT_VERSION}); upgrade lora"
-            )
+        manifest = read_manifest(folder / MANIFEST, rebuild)
         kind = manifest.get("kind", "pipeline")
         if kind not in layouts:
             raise RunError(f"{path}: unknown run kind {kind!r}; upgrade lora")
-        run = cls(folder, layouts[kind])
+        run = cls(folder, layouts[kind], repair, rebuild)
         if lock == "exclusive":  # a kill between a stage's completion and its cleanup left these
             for name, rec in manifest["stages"].items():
                 if rec.get("status") == "complete" and (run.path / checkpoint_path(name)).exists():
@@ -124,6 +122,7 @@ class RunFolder(RunFiles):
         """A run folder of its own at `rel` inside this one, listed in this manifest's children
         (unless not `register`: the holder lists it later). It takes no lock of its own."""
         child = RunFolder.create(layout, header, config_text, self.path / rel, self.path, lock=False)
+        child.repair = child.rebuild = self.repair  # what repairs this folder repairs its children
         if not register:
             return child
         m = self.manifest()
@@ -132,8 +131,10 @@ class RunFolder(RunFiles):
         return child
 
     def children(self, layouts: Mapping[str, Layout]) -> dict[str, RunFolder]:
-        """The child folders named in the manifest, opened without locks (this folder's covers them)."""
-        return {rel: RunFolder.open(self.path / rel, layouts, lock=None) for rel in self.manifest().get("children", {})}
+        """The child folders named in the manifest, opened without locks (this folder's covers them);
+        damage in one is repaired as damage in this one is."""
+        fix = self.repair
+        return {rel: RunFolder.open(self.path / rel, layouts, None, fix, fix) for rel in self.manifest().get("children", {})}
 
     def _check_writable_target(self, force: bool) -> None:
         if (self.path / MANIFEST).is_file():
@@ -159,7 +160,7 @@ class RunFolder(RunFiles):
     # ---- manifest and config -------------------------------------------------
 
     def manifest(self) -> dict[str, Any]:
-        return read_json_object(self.path / MANIFEST)
+        return read_manifest(self.path / MANIFEST, self.rebuild)
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write(self.path / MANIFEST, (dumps(manifest, indent=2) + "\n").encode())
@@ -258,7 +259,18 @@ class RunFolder(RunFiles):
         if m["stages"].get(stage, {}).pop("checkpoint_epoch", None) is not None:
             self._write_manifest(m)
 
+    def damage(self, name: str) -> str | None:
+        """Why stage `name`'s recorded result cannot be trusted (the first of its files that is
+        missing, changed, unreadable or not finite, or its metrics rows), or None."""
+        for rel in self.layout.files.get(name, ()):
+            problem = self.file_problem(rel)
+            if problem:
+                return problem
+        return self.metrics_problem(name)
+
     def require_complete(self, name: str, hint: str) -> dict[str, Any]:
+        """Stage `name`'s record, once it is complete and its files are as recorded; RunError
+        (what is wrong and what to do) otherwise."""
         rec = self.stage(name)
         status = rec.get("status")
         if status in ("running", "failed", "interrupted"):
@@ -269,6 +281,9 @@ class RunFolder(RunFiles):
             )
         if status != "complete":
             raise RunError(f"{self.path}: the {name} stage is not run; {hint}")
+        problem = self.damage(name)
+        if problem:
+            raise DamageError(problem, self.fix())
         return rec
 
     def write_config_text(self, text: str) -> None:

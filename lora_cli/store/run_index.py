@@ -13,7 +13,7 @@ from typing import Any
 
 from lora_cli.store import locking
 from lora_cli.errors import RunError
-from lora_cli.store.files import read_json_object
+from lora_cli.store.manifest import read_manifest
 from lora_cli.store.run_files import MANIFEST
 
 SUMMARY_KEYS = ("status", "seconds", "baseline_loss", "final_loss", "error", "epoch", "checkpoint_epoch", "trials", "complete", "failed")
@@ -45,7 +45,7 @@ def list_runs(root: Path) -> list[Listed]:
         if not (folder / MANIFEST).is_file():
             continue
         try:
-            listed.append(Listed(folder, read_json_object(folder / MANIFEST)))
+            listed.append(Listed(folder, read_manifest(folder / MANIFEST)))
         except RunError as exc:
             listed.append(Listed(folder, damage=str(exc)))
     return sorted(listed, key=lambda r: (r.created, r.path.name))

@@ -51,3 +51,10 @@ def stage(run_dir: Path, name: str) -> dict:
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def lora_run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`lora ARGS` in a new process, waited for; stdout and stderr kept as text."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "lora_cli", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=LIMIT_S)

@@ -127,7 +127,7 @@ def _merge_fails(run_dir: Path, *fragments: str) -> None:
 def test_merge_refuses_a_missing_base(finished, tmp_path):
     run_dir = _copy(finished, tmp_path)
     (run_dir / "base.safetensors").unlink()
-    _merge_fails(run_dir, "base.safetensors: missing", "lora pretrain")
+    _merge_fails(run_dir, "base.safetensors: missing", "repair it with `lora run --resume --run-dir")
 
 
 def test_merge_refuses_a_truncated_base(finished, tmp_path):
