@@ -55,6 +55,8 @@ class LoraGroup(TyperGroup):
             _fail("interrupted", 130)
         except LoraError as exc:
             _fail(str(exc), exc.exit_code)
+        except OSError as exc:  # the system refused: a full disk, a name too long, a closed or full stdout, …
+            _fail(_os_problem(exc), 1)
         except Exception as exc:  # a bug: say so in one line unless asked for the traceback
             if os.environ.get("LORA_DEBUG"):
                 raise
@@ -81,13 +83,36 @@ class LoraCommand(TyperCommand):
         return [re.sub(r"^\{(.+)\}$", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
 
 
+def _os_problem(exc: OSError) -> str:
+    """One line for an OSError lora did not expect: the file (a long name cut short) and why."""
+    if exc.filename is None:
+        what = "standard output" if _stdout_broken() else "the system"
+        return f"{what} refused: {exc.strerror or exc}"
+    name = os.fsdecode(exc.filename)
+    shown = name if len(name) <= 120 else f"{name[:60]}…{name[-40:]}"
+    return f"{shown}: {exc.strerror or exc}; check the path, its permissions and the free space"
+
+
+def _stdout_broken() -> bool:
+    """True when stdout cannot take output (a full disk, a closed pipe); from then on it goes
+    nowhere, so that Python's own flush at exit does not fail a second time."""
+    try:
+        sys.stdout.flush()
+        return False
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return True
+
+
 def _fail(message: str, code: int) -> None:
     from rich.console import Console
     from rich.markup import escape
 
+    _stdout_broken()
     err = Console(stderr=True, highlight=False)
     world = os.environ.get("WORLD_SIZE", "1")
-    where = f" (rank {os.environ.get('RANK', '?')} of {world})" if world not in ("", "1") else ""
+    torchrun = world not in ("", "1") and os.environ.get("MASTER_ADDR")
+    where = f" (rank {os.environ.get('RANK', '?')} of {world})" if torchrun else ""
     for line in message.splitlines() or [""]:
         err.print(f"[bold red]error{where}:[/] {escape(line)}", soft_wrap=True)
     sys.exit(code)
@@ -142,5 +167,8 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def main() -> None:
+    from lora_cli.commands.output import plain_streams
+
     signal.signal(signal.SIGTERM, _terminate)
+    plain_streams()
     app()

@@ -54,6 +54,12 @@ def from_env() -> World:
         raise ConfigError(f"WORLD_SIZE, RANK and LOCAL_RANK must be whole numbers, as torchrun sets them ({exc})") from None
     if size < 1 or not 0 <= rank < size:
         raise ConfigError(f"RANK={rank} of WORLD_SIZE={size}: not a process torchrun could start; launch with torchrun")
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if size > 1 and not os.environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"WORLD_SIZE={size} is set, but not by torchrun (no {' or '.join(missing)}); start the command with torchrun, "
+            "or unset WORLD_SIZE to run in one process"
+        )
     return World(rank, size, local)
 
 

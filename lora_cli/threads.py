@@ -54,7 +54,20 @@ def requested(flag: int | None) -> int | None:
         return None
     if not text.isdigit() or int(text) < 1:
         raise ConfigError(f"{name} = {text!r} is not allowed: must be a whole number ≥ 1 (or unset)")
-    return int(text)
+    return bounded(int(text), name)
+
+
+OVERSUBSCRIBE = 4  # more threads than this many per CPU only slow every op down (and OpenMP fails far beyond)
+
+
+def bounded(count: int, name: str) -> int:
+    """`count` threads when at most OVERSUBSCRIBE per CPU this process may use; ConfigError otherwise."""
+    limit = OVERSUBSCRIBE * cores()
+    if count > limit:
+        raise ConfigError(
+            f"{name} = {count} is out of range: must be ≤ {limit} ({OVERSUBSCRIBE} × the {cores()} CPUs this process may use)"
+        )
+    return count
 
 
 def choose(flops_per_step: float, request: int | None = None) -> int:

@@ -162,4 +162,4 @@ def thread_count(text: str | None) -> int | None:
     value = parse_scalar(text, "--threads")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"--threads = {value!r} is not allowed: must be a whole number ≥ 1")
-    return value
+    return threads.bounded(value, "--threads")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,8 @@ class Output:
     def __init__(self, as_json: bool, quiet: bool = False):
         self.as_json, self.quiet = as_json, quiet
         self.out = Console(highlight=False)
+        if not self.out.is_terminal:  # a pipe or a log: tables at their own width, never squeezed to 80 columns
+            self.out = Console(highlight=False, width=LOG_WIDTH)
         self.err = Console(stderr=True, highlight=False)
         self._bar: Any = None  # the Rich Progress on screen, shared by nested bars
 
@@ -32,16 +35,26 @@ class Output:
             self.note(message)
 
     def show(self, *items: RenderableType) -> None:
-        if not (self.as_json or self.quiet):
+        """Tables and lines on stdout. A narrow terminal wraps a table's cells rather than cut
+        a number to "…"; a line of prose is left for the terminal to wrap."""
+        if self.as_json or self.quiet:
+            return
+        from rich.table import Table
+
+        with _stdout_writes():
             for item in items:
-                self.out.print(item)
+                if isinstance(item, Table):
+                    for column in item.columns:
+                        column.overflow = "fold"
+                self.out.print(item, soft_wrap=isinstance(item, str))
 
     def emit(self, result: dict[str, Any]) -> None:
         if self.as_json and not self.quiet:
             from lora_cli.store.files import dumps
 
-            # plain write: Rich would wrap a long line at the console width; strict JSON (no NaN)
-            sys.stdout.write(dumps(result) + "\n")
+            with _stdout_writes():  # plain write: Rich would wrap a long line; strict JSON (no NaN)
+                sys.stdout.write(dumps(result) + "\n")
+                sys.stdout.flush()
 
     @contextmanager
     def progress(self, label: str, epochs: int) -> Iterator[Callable[[int, float | None], None]]:
@@ -86,3 +99,45 @@ class Output:
                 yield bar
             finally:
                 self._bar = None
+
+
+LOG_WIDTH = 400  # columns when stdout is not a terminal: wide enough for any table lora draws
+
+
+@contextmanager
+def _stdout_writes() -> Iterator[None]:
+    """A write to stdout that fails (a full disk, a closed pipe) is one clear line, not a bug."""
+    from lora_cli.errors import LoraError
+
+    try:
+        yield
+        sys.stdout.flush()
+    except OSError as exc:
+        raise LoraError(f"standard output cannot be written ({exc.strerror or exc}); the run folder holds every result") from None
+
+
+# what lora prints beyond ASCII, for a stream that cannot encode it (PYTHONIOENCODING=ascii, an
+# old terminal); anything else becomes "?"
+ASCII = {"θ": "theta", "Δ": "Delta", "α": "alpha", "σ": "sigma", "…": "...", "≈": "~", "≤": "<=", "≥": ">=",
+         "×": "x", "−": "-", "–": "-", "—": "-", "‖": "||", "°": " deg", "ᵀ": "^T", "√": "sqrt", "²": "^2",
+         "★": "*", "→": "->", "·": "*", "₀": "0", "₂": "2", "’": "'", "“": '"', "”": '"', "✓": "ok"}
+
+
+def _to_ascii(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    return "".join(ASCII.get(ch, "?") for ch in error.object[error.start : error.end]), error.end
+
+
+def plain_streams() -> None:
+    """Let stdout and stderr fall back to ASCII where their encoding cannot write what lora
+    prints, instead of failing after the work is done."""
+    codecs.register_error("lora-ascii", _to_ascii)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "θ…─".encode(stream.encoding or "ascii")
+        except (UnicodeEncodeError, LookupError):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="lora-ascii")
+        except AttributeError:
+            pass

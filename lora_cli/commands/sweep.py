@@ -80,7 +80,9 @@ def sweep(
 
         result["figures"] = write_plots(folder, out)
     out.emit(result)
-    _check_outcome(rows, stages.unrepaired(rows, folder), folder.path)
+    from lora_cli.stages.sweep_results import unrepaired
+
+    _check_outcome(rows, unrepaired(rows, folder), folder.path)
     failed = sum(row["status"] == "failed" for row in rows)
     out.note(f"{len(rows) - failed} of {len(rows)} trials complete; results in {folder.path}/results.csv")
 

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from lora_cli.config.schemas import LIMIT, RELATIONS, RENAMED, Section
+from lora_cli.config.schemas import LIMIT, RELATIONS, RENAMED, WHY, Section
 
 _TYPE_ERRORS = {"int_type", "float_type", "string_type", "finite_number", "literal_error", "int_from_float", "none_required"}
 _RANGE_ERRORS = {"greater_than_equal": "≥ {ge}", "greater_than": "> {gt}", "less_than_equal": "≤ {le}", "less_than": "< {lt}"}
@@ -53,7 +53,8 @@ def _field_problem(schema: type[Section], item: dict[str, Any], sources: dict[st
         return f"{where}: {dotted} = {value!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
     if kind in _RANGE_ERRORS:
         bound = _RANGE_ERRORS[kind].format(**{k: _number(v) for k, v in item["ctx"].items()})
-        return f"{where}: {dotted} = {value!r} is out of range: must be {bound}"
+        why = f" ({WHY[dotted]})" if dotted in WHY else ""
+        return f"{where}: {dotted} = {value!r} is out of range: must be {bound}{why}"
     if kind in _TYPE_ERRORS and field is not None:
         return f"{where}: {dotted} = {value!r} is not allowed: must be {allowed(field)}"
     return f"{where}: {dotted} = {value!r} is not allowed: {item['msg']}"

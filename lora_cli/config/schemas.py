@@ -19,6 +19,9 @@ from lora_cli.core.shifts import SHIFTS
 LIMIT = 10**15  # no size or count beyond this is meant; it keeps products of sizes far from overflow
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 RELATIONS = "relations"  # the error type of a broken rule that spans keys
+ALPHA_RANGE = (1e-12, 1e12)
+# why a key's range stops where it does, said with a value outside it
+WHY = {"adapter.alpha": "the scaling alpha / rank enters float32 training arithmetic, which under- or overflows beyond that"}
 Relation = tuple[str, str, tuple[str, ...]]  # (key, problem, the other keys the rule reads)
 
 
@@ -65,7 +68,7 @@ class AdapterConfig(Section):
     """The adapter: what `core.adapter.AdapterSpec` is built from, and what adapter_config.json records."""
 
     rank: int = whole(1, "LoRA rank r: lora_A is r x d_in, lora_B is d_out x r; r ≤ min(d_in, d_out)")
-    alpha: float = positive(1.0, "LoRA alpha; scaling = alpha / rank under the standard rule")
+    alpha: float = Field(1.0, ge=ALPHA_RANGE[0], le=ALPHA_RANGE[1], description="LoRA alpha; scaling = alpha / rank under the standard rule")
     init: choice(INITS) = Field("normal", description=choices_help("how lora_A and lora_B start", INITS))
     scaling: choice(SCALING_RULES) = Field("standard", description=choices_help("the scaling rule", SCALING_RULES))
     lr_ratio: float = positive(1.0, "LoRA+: lora_B's (and DoRA's m's) learning rate is finetune.lr times this (1 = plain LoRA)")

@@ -116,6 +116,9 @@ def _axes(spec: SweepSpec, grid: list[tuple[str, list[Any]]], where: str) -> lis
     problems: list[str] = []
     axes: list[Axis] = []
     for source, key, values in [*((f"{where}: grid", k, v) for k, v in spec.grid.items()), *(("--grid", k, v) for k, v in grid)]:
+        if not key.strip():
+            problems.append(f"{source}: a key is empty; name the config key to sweep, e.g. adapter.rank")
+            continue
         axes.append(((RENAMED.get(key, key),), [(v,) for v in values]))
         problems += _check_values(source, key, values)
     if spec.zip:
@@ -133,7 +136,7 @@ def _axes(spec: SweepSpec, grid: list[tuple[str, list[Any]]], where: str) -> lis
         for key in keys:
             seen[key] = seen.get(key, 0) + 1
     problems += [f"{where}: {key} is swept by more than one axis; sweep each key once" for key, count in seen.items() if count > 1]
-    if not axes:
+    if not axes and not problems:
         problems.append(f"{where}: nothing to sweep; give grid:, zip: or seeds: (or --grid KEY=V1,V2)")
     if problems:
         raise ConfigError(problems)
@@ -145,7 +148,7 @@ def _check_values(source: str, key: str, values: list[Any]) -> list[str]:
     pairs = values if not key else [(key, v) for v in values]
     problems = []
     if not pairs:
-        problems.append(f"{source}: {key} has no values; give at least one")
+        problems.append(f"{source}: {key} has no values; give at least one" if key else f"{source}: sets no keys; give each entry the keys it varies")
     if key and len(set(map(repr, values))) < len(values):
         problems.append(f"{source}: {key} lists a value more than once")
     for k, v in pairs:

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lora_cli.core.adapter import AdapterSpec, check_shapes
+from lora_cli.core.adapter import KEY_A, KEY_B, KEY_M, MODULE, AdapterSpec, check_shapes
 from lora_cli.errors import RunError
 from lora_cli.store import peft_format
-from lora_cli.store.files import read_json_object, sha256_bytes
+from lora_cli.store.files import read_json_object, read_small, sha256_bytes
 
 FIX = "it must be a PEFT LoRA folder (adapter_config.json, adapter_model.safetensors) for one linear layer"
 
@@ -26,23 +26,31 @@ def read_adapter(folder: Path, weight_shape: tuple[int, int]) -> tuple[AdapterSp
     config_path, weights_path = folder / peft_format.CONFIG_FILE, folder / peft_format.WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():
-            raise RunError(f"{path}: missing; {FIX}")
+            raise RunError(f"{path}: missing (or not a regular file); {FIX}")
     saved = read_json_object(config_path, FIX)
     try:
         spec = peft_format.spec_from_config(saved)
     except ValueError as exc:
         raise RunError(f"{config_path}: {exc}") from None
-    data = weights_path.read_bytes()
     try:
-        adapter = peft_format.adapter_from_peft(load(data))
-    except ValueError as exc:
-        raise RunError(f"{weights_path}: {exc}; {FIX}") from None
+        data = read_small(weights_path, 2**36)  # 64 GiB: any one layer's adapter fits
+    except OSError as exc:
+        raise RunError(f"{weights_path}: cannot be read ({exc.strerror or exc}); {FIX}") from None
+    try:
+        tensors = load(data)
     except Exception as exc:  # safetensors raises its own error types
         raise RunError(f"{weights_path}: not a readable safetensors file ({exc}); {FIX}") from None
+    try:
+        adapter, names = peft_format.adapter_from_peft(tensors)
+    except ValueError as exc:
+        raise RunError(f"{weights_path}: {exc}; {FIX}") from None
     problem = check_shapes(weight_shape, spec, adapter)
     if problem:
+        for key in (KEY_A, KEY_B, KEY_M):  # say it with the file's own names
+            problem = problem.replace(key, names.get(key, key.rsplit(f"{MODULE}.", 1)[-1]))
         raise RunError(f"{weights_path}: {problem}; adapter_config.json says r = {spec.rank}, and the run's base is {weight_shape[0]} x {weight_shape[1]}")
     adapter = {key: tensor.to(torch.float32) for key, tensor in adapter.items()}
     source = {"path": str(folder.resolve()), "sha256": sha256_bytes(data), "rank": spec.rank, "alpha": spec.alpha,
-              "scaling_rule": spec.scaling_rule, "dora": spec.dora}
+              "scaling_rule": spec.scaling_rule, "dora": spec.dora, "module": names[KEY_A].removesuffix("lora_A.weight").rstrip("."),
+              "target_modules": saved.get("target_modules")}
     return spec, adapter, source

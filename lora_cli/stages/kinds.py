@@ -89,14 +89,13 @@ def _a(kind: str) -> str:
 
 
 def repair_hint(kind: str, path: Path) -> str:
-    """The clause that repairs damage in a folder of `kind` at `path` (for a sweep's trial or
-    base: the sweep, which re-runs whatever it finds damaged)."""
-    command = {
+    """The command that repairs (or finishes) a folder of `kind` at `path`, running again what
+    it finds damaged or undone (for a sweep's trial or base: the sweep's)."""
+    return {
         "pipeline": f"lora run --resume --run-dir {path}",
         "approx": f"lora approx -c {path}/{CONFIG} --run-dir {path} --force",
         "sweep": f"lora sweep --resume {path}",
     }[kind]
-    return f"repair it with `{command}`"
 
 
 def sweep_holding(path: Path) -> Path | None:

@@ -6,6 +6,7 @@ ones in manifest.json (stages.<name>) and metrics.jsonl, so commands only print 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from collections.abc import Callable
@@ -180,7 +181,8 @@ def record_finetune(
 
 def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None, adapter_dir: Path | None = None) -> MergeRecord:
     """Merge the run's adapter (or the PEFT adapter folder `adapter_dir`) into the base, save
-    merged.safetensors and report the checks."""
+    merged.safetensors and report the checks. Everything is computed and checked before the
+    stage starts, so a failure leaves the previous merge as it was."""
     cfg = run_config(run)
     needed = ("finetune", "lora finetune") if adapter_dir is None else ("pretrain", "lora pretrain")
     run.require_complete(needed[0], f"run `{needed[1]} --run-dir {run.path}` first")
@@ -189,27 +191,31 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None,
     base = load_base(run, cfg)
     spec, adapter, source = _adapter_to_merge(run, cfg, base, adapter_dir)
     n_threads = use_threads(cfg, "merge", threads)
+    start = time.perf_counter()
+    result = recipe.merge(cfg, base, spec, adapter)
+    losses = (result.base_loss, result.adapter_loss, result.merged_loss, result.max_abs_diff)
+    if not (bool(result.merged.isfinite().all()) and all(map(math.isfinite, losses))):
+        where = adapter_dir / peft_format.CONFIG_FILE if adapter_dir else run.path / ADAPTER_CONFIG
+        raise RunError(f"{where}: merging gives non-finite weights or losses (scaling {spec.scaling:.3g} times B·A overflows float32); nothing was written")
+    record = MergeRecord(
+        stage="merge",
+        run_dir=str(run.path),
+        seconds=0.0,
+        baseline_loss=result.base_loss,
+        final_loss=result.merged_loss,
+        threads=n_threads,
+        adapter_loss=result.adapter_loss,
+        max_abs_diff=result.max_abs_diff,
+        delta_mean=result.delta.mean().item(),
+        # the sample std of one number is undefined: null, not NaN (and no torch warning)
+        delta_std=result.delta.std().item() if result.delta.numel() > 1 else None,
+        delta_corner=result.delta.T[:5, :5].tolist(),  # blog layout Δθ (d_in, d_out), as the blog prints it
+        subspace=_subspace(cfg, base, result.delta, spec.rank if source else cfg.adapter.rank),
+        adapter_source=source,
+    )
     with recording(run, "merge"):
-        start = time.perf_counter()
-        result = recipe.merge(cfg, base, spec, adapter)
         run.save_tensors(MERGED, {"weight": result.merged})
-        record = MergeRecord(
-            stage="merge",
-            run_dir=str(run.path),
-            seconds=time.perf_counter() - start,
-            baseline_loss=result.base_loss,
-            final_loss=result.merged_loss,
-            threads=n_threads,
-            adapter_loss=result.adapter_loss,
-            max_abs_diff=result.max_abs_diff,
-            delta_mean=result.delta.mean().item(),
-            # the sample std of one number is undefined: null, not NaN (and no torch warning)
-            delta_std=result.delta.std().item() if result.delta.numel() > 1 else None,
-            delta_corner=result.delta.T[:5, :5].tolist(),  # blog layout Δθ (d_in, d_out), as the blog prints it
-            subspace=_subspace(cfg, base, result.delta, spec.rank if source else cfg.adapter.rank),
-            adapter_source=source,
-        )
-        return finish(run, record)
+        return finish(run, dataclasses.replace(record, seconds=time.perf_counter() - start))
 
 
 def _adapter_to_merge(run: RunFolder, cfg: Config, base: Any, adapter_dir: Path | None) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:

@@ -30,11 +30,11 @@ from lora_cli.errors import ConfigError, DivergenceError, Interrupted, RunError,
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.recipes import sweep as plan
 from lora_cli.resources import group_estimate
-from lora_cli.stages import integrity, kinds
-from lora_cli.stages.pipeline import load_base, pretrain_stage, record_finetune
+from lora_cli.stages import integrity, kinds, sweep_bases
+from lora_cli.stages.pipeline import record_finetune
 from lora_cli.stages.recording import mark_failed, recording
 from lora_cli.stages.sweep_results import write_results
-from lora_cli.store.files import remove_tree, utc_now
+from lora_cli.store.files import utc_now
 from lora_cli.store.run_folder import CONFIG, RunFolder
 from lora_cli.train.engines import Runtime
 
@@ -104,12 +104,6 @@ def done_trials(run: RunFolder, sweep: Sweep, note: Callable[[str], None] | None
     return done
 
 
-def unrepaired(rows: list[dict[str, Any]], run: RunFolder) -> list[str]:
-    """Trials a resume found damaged that did not complete again."""
-    entries = run.manifest().get("trials", {})
-    return [row["trial"] for row in rows if entries.get(row["trial"], {}).get("repair") and row["status"] != "complete"]
-
-
 def _child_entry(trial: Trial) -> dict[str, Any]:
     return {"kind": "pipeline", "name": trial.config.name}
 
@@ -137,7 +131,7 @@ def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress
     with _ending(run, sweep, world):
         for number, group in enumerate(groups, 1):
             members = [todo[i] for i in group.trials]
-            base = _base(run, sweep, members[0].config, runtime, base_dir, bases, progress, note)
+            base = sweep_bases.base(run, sweep, members[0].config, runtime, base_dir, bases, progress, note)
             if owner[number - 1] != world.rank:
                 continue
             label = f"group {number}/{len(groups)}: {len(members)} trial{'s' * (len(members) > 1)} on the {group.engine} engine"
@@ -208,63 +202,9 @@ def _interrupted(run: RunFolder, sweep: Sweep, exc: BaseException) -> Interrupte
     return Interrupted(f"sweep interrupted by {name}: {complete} of {len(sweep.trials)} trials complete, {len(flying)} in flight will run again", name)
 
 
-def _base(run, sweep, cfg, runtime, base_dir, cache, progress, note) -> tuple[Any, RunFolder]:
-    """The frozen base for `cfg`'s pretraining config: from --base, from bases/, or pretrained now."""
-    key = plan.pretrain_key(cfg)
-    if key not in cache:
-        cache[key] = _given_base(base_dir, cfg) if base_dir else _own_base(run, sweep, cfg, runtime, progress, note)
-    return cache[key]
-
-
-def _given_base(base_dir: Path, cfg) -> tuple[Any, RunFolder]:
-    folder = kinds.open_run(base_dir, lock="shared", expect="pipeline")
-    folder.require_complete("pretrain", f"run `lora pretrain --run-dir {folder.path}` first")
-    theirs = kinds.run_config(folder)
-    if plan.pretrain_key(theirs) != plan.pretrain_key(cfg):
-        raise ConfigError(
-            f"--base {base_dir}: was pretrained with other data, seed or pretrain settings than this sweep's trials; "
-            "leave out --base to pretrain here, or sweep only adapter.*, shift.* and finetune.* keys"
-        )
-    return load_base(folder, theirs), folder
-
-
-def _own_base(run, sweep, cfg, runtime, progress, note) -> tuple[Any, RunFolder]:
-    """bases/base-<n>, pretrained now unless complete; under torchrun every rank trains it
-    data-parallel and rank 0 writes it."""
-    world = runtime.world or distributed.World()
-    keys = list(dict.fromkeys(plan.pretrain_key(t.config) for t in sweep.trials))
-    rel = f"bases/base-{keys.index(plan.pretrain_key(cfg))}"
-    needed = None
-    if world.main:  # decides for every rank: they pretrain it together
-        damage = integrity.base_problem(run.path / rel)
-        if damage:
-            note(f"{damage}; pretraining {rel} again")
-        needed = bool(damage) or kinds.stage_status(run.path / rel, "pretrain") != "complete"
-    if distributed.broadcast(needed, world):
-        if world.main:
-            folder = _fresh_child(run, rel, cfg)
-            with progress(f"pretraining the base ({rel})", cfg.pretrain.epochs) as on_epoch:
-                pretrain_stage(folder, cfg, runtime, on_epoch)
-            users = sum(plan.pretrain_key(t.config) == plan.pretrain_key(cfg) for t in sweep.trials)
-            note(f"Pretrained the base for {users} trials: {folder.path}")
-        else:
-            from lora_cli.stages.follower import train_base
-
-            train_base(cfg, runtime)
-        distributed.barrier(world)  # the others read what rank 0 wrote
-    folder = kinds.open_run(run.path / rel, lock=None)
-    return load_base(folder, cfg), folder
-
-
-def _fresh_child(run: RunFolder, rel: str, cfg, register: bool = True) -> RunFolder:
-    remove_tree(run.path / rel)
-    header = {"kind": "pipeline", "name": cfg.name, "seed": cfg.seed, "versions": kinds.versions()}
-    return run.create_child(rel, kinds.LAYOUTS["pipeline"], header, kinds.config_text(cfg), register)
-
-
 def _trial_folder(run: RunFolder, trial: Trial, base: RunFolder, register: bool = True) -> RunFolder:
     """trials/<id>/ with the base's pretrain stage (record, metrics, base.safetensors linked) and finetune running."""
-    child = _fresh_child(run, f"trials/{trial.id}", trial.config, register)
+    child = sweep_bases.fresh_child(run, f"trials/{trial.id}", trial.config, register)
     child.adopt_file(kinds.BASE, base.path / kinds.BASE)
     child.update_stage("pretrain", **base.stage("pretrain"), shared_from=str(base.path))
     child.add_metrics([row for row in base.metrics() if row.get("stage") == "pretrain"])

@@ -64,3 +64,9 @@ def write_results(run: RunFolder, sweep: Sweep) -> list[dict[str, Any]]:
     writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in table)
     run.save_text(RESULTS_CSV, text.getvalue())
     return table
+
+
+def unrepaired(rows: list[dict[str, Any]], run: RunFolder) -> list[str]:
+    """Trials a resume found damaged that did not complete again."""
+    entries = run.manifest().get("trials", {})
+    return [row["trial"] for row in rows if entries.get(row["trial"], {}).get("repair") and row["status"] != "complete"]

@@ -40,6 +40,18 @@ def guard_write(path: Path) -> Iterator[None]:
         raise RunError(f"{path}: cannot be written ({exc.strerror or exc}); check the folder is writable and has space") from None
 
 
+NAME_MAX = 255  # bytes in one file or folder name on every common filesystem
+
+
+def check_path(path: Path, what: str) -> None:
+    """RunError when a name in `path` is longer than a filesystem takes (said before any
+    folder is made, with the name cut short rather than echoed whole)."""
+    for part in Path(path).parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            raise RunError(f"{what}: the name {part[:24]}… is {size} bytes, longer than the {NAME_MAX} a file or folder name may have; choose a shorter one")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a part.
 
@@ -106,7 +118,13 @@ def dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(finite_or_none(obj), indent=indent, allow_nan=False)
 
 
-DAMAGED_HINT = "the run folder is damaged: delete it (rm -r {folder}) or choose another --run-dir"
+DAMAGED_HINT = "delete the folder (rm -r {folder}) or choose another --run-dir"
+
+
+def repair_clause(command: str | None, folder: Path) -> str:
+    """What to do about damage in `folder`: run `command` (the one that repairs it), or, with
+    none, delete the folder."""
+    return f"repair it with `{command}`" if command else DAMAGED_HINT.format(folder=folder)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -131,7 +149,7 @@ MAX_READ = 64 * 2**20  # configs, manifests and adapter configs are kilobytes; t
 
 def read_small(path: Path, limit: int = MAX_READ) -> bytes:
     """The bytes of a regular file of at most `limit` bytes; OSError otherwise (a fifo or a
-    device would block or never end)."""
+    device would block or never end, and a huge file is not what lora wrote)."""
     import errno
     import stat
 
@@ -139,7 +157,6 @@ def read_small(path: Path, limit: int = MAX_READ) -> bytes:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(errno.EFBIG, f"larger than {limit // 2**20} MiB")
-    return data
+        if info.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit // 2**20} MiB")
+        return f.read()

@@ -37,21 +37,28 @@ def acquire(folder: Path, shared: bool = False) -> None:
     if key in _held or fcntl is None:
         return
     path = folder / LOCK
+    if path.is_dir():
+        raise RunError(f"{path}: is a folder where lora keeps its lock file; remove it (rmdir {path}) and run the command again")
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:
         if shared:  # a folder nobody can write cannot change under a reader
             return
-        with guard_write(folder):
+        with guard_write(path):
             raise
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         raise RunError(f"{folder}: {_busy(folder)}; wait for it to finish, or choose another --run-dir") from None
-    os.ftruncate(fd, 0)  # a reader clears what a killed writer left; a writer names itself
-    if not shared:
-        os.write(fd, f"{os.getpid()}\n{_command_line()}\n".encode())
+    try:
+        with guard_write(path):  # a full disk, say
+            os.ftruncate(fd, 0)  # a reader clears what a killed writer left; a writer names itself
+            if not shared:
+                os.write(fd, f"{os.getpid()}\n{_command_line()}\n".encode())
+    except RunError:
+        os.close(fd)
+        raise
     _held[key] = fd
 
 
@@ -78,6 +85,14 @@ def holder(folder: Path) -> str | None:
     finally:
         os.close(fd)  # closing drops the probe's own shared lock
     return None
+
+
+def last_command(folder: Path) -> str | None:
+    """The command line of the last writer (the lock file keeps it after the writer ends)."""
+    try:
+        return (folder / LOCK).read_text().partition("\n")[2].strip() or None
+    except OSError:
+        return None
 
 
 def _busy(folder: Path) -> str:

@@ -18,7 +18,7 @@ from pydantic import AfterValidator, ConfigDict, Field, StrictInt, TypeAdapter, 
 from typing_extensions import TypedDict
 
 from lora_cli.errors import DamageError, RunError
-from lora_cli.store.files import DAMAGED_HINT, read_json_object
+from lora_cli.store.files import read_json_object, repair_clause
 
 FORMAT_VERSION = 1
 STRICT = ConfigDict(strict=True, extra="allow")
@@ -101,10 +101,11 @@ _MANIFEST = TypeAdapter(Manifest)
 REQUIRED = ("format_version", "stages", "files")
 
 
-def read_manifest(path: Path, fix: str | None = None) -> dict[str, Any]:
-    """The manifest at `path`, checked against the model; RunError (one line ending in `fix`,
-    default: delete the damaged folder) when it cannot be read, is of another shape, or was
-    written by a newer lora."""
+def read_manifest(path: Path, repair: str | None = None) -> dict[str, Any]:
+    """The manifest at `path`, checked against the model; RunError (one line ending in the
+    command that repairs the folder, `repair`, or else advice to delete it) when it cannot be
+    read, is of another shape, or was written by a newer lora."""
+    fix = repair_clause(repair, path.parent)
     manifest = read_json_object(path, fix)
     version = manifest.get("format_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
@@ -113,7 +114,7 @@ def read_manifest(path: Path, fix: str | None = None) -> dict[str, Any]:
         )
     problem = shape_problem(manifest)
     if problem:
-        raise DamageError(f"{path}: damaged ({problem})", fix or DAMAGED_HINT.format(folder=path.parent))
+        raise DamageError(f"{path}: damaged ({problem})", fix)
     return manifest
 
 

@@ -15,6 +15,8 @@ W + s·B'·A' = (W − s·B₀·A₀) + s·B·A.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from typing import Any
 
 from lora_cli.core.adapter import KEY_A, KEY_B, KEY_M, MODULE, SCALING_RULES, AdapterSpec
@@ -83,8 +85,13 @@ def spec_from_config(saved: dict[str, Any]) -> AdapterSpec:
     if saved.get("peft_type") != "LORA":
         raise ValueError(f"peft_type is {saved.get('peft_type')!r}; only LORA adapters can be merged")
     rank, alpha = saved.get("r"), saved.get("lora_alpha")
-    if not isinstance(rank, int) or rank < 1 or not isinstance(alpha, (int, float)) or alpha <= 0:
-        raise ValueError(f"r = {rank!r} and lora_alpha = {alpha!r} must be a whole number ≥ 1 and a number > 0")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"r = {_shown(rank)} must be a whole number ≥ 1")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"lora_alpha = {_shown(alpha)} must be a finite number > 0")
+    for key in ("use_rslora", "use_dora"):
+        if not isinstance(saved.get(key, False), bool):
+            raise ValueError(f"{key} = {_shown(saved[key])} must be true or false")
     init = saved.get("init_lora_weights", True)
     if init in ("pissa", "olora", "corda", "loftq") or (isinstance(init, str) and init.startswith("pissa")):
         raise ValueError(
@@ -98,16 +105,30 @@ def spec_from_config(saved: dict[str, Any]) -> AdapterSpec:
     return AdapterSpec(rank=rank, alpha=float(alpha), init="kaiming", scaling_rule=rule, dora=bool(saved.get("use_dora")))
 
 
-def adapter_from_peft(tensors: dict[str, Any]) -> dict[str, Any]:
+def adapter_from_peft(tensors: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """PEFT's saved tensors for one adapted module, whatever the module's path, under lora's
-    keys. ValueError when they adapt more than one module or hold something else."""
-    renamed, modules = {}, set()
+    keys, and each lora key's name in the file. ValueError when they adapt more than one module,
+    hold something else, or hold anything but finite floating-point numbers."""
+    renamed, names, modules = {}, {}, set()
     for name, tensor in tensors.items():
-        suffix = next((s for s in _SUFFIXES if name.endswith(s)), None)
+        suffix = next((s for s in _SUFFIXES if name.endswith(s) or name == s[1:]), None)
         if suffix is None:
-            raise ValueError(f"holds {name!r}, which is not lora_A, lora_B or a DoRA magnitude")
-        modules.add(name[: -len(suffix)])
-        renamed[_SUFFIXES[suffix]] = tensor
+            raise ValueError(f"holds {name!r}, whose name does not end in lora_A.weight, lora_B.weight or lora_magnitude_vector")
+        if not tensor.is_floating_point():
+            raise ValueError(f"{name!r} holds {str(tensor.dtype).replace('torch.', '')} numbers; an adapter's tensors are floating point")
+        modules.add(name[: -len(suffix)] if name != suffix[1:] else "")
+        renamed[_SUFFIXES[suffix]], names[_SUFFIXES[suffix]] = tensor, name
     if len(modules) != 1:
         raise ValueError(f"adapts {len(modules)} modules ({', '.join(sorted(modules)) or 'none'}); lora merges one linear layer")
-    return renamed
+    from lora_cli.store.run_files import non_finite
+
+    bad = non_finite({names[key]: tensor for key, tensor in renamed.items()})
+    if bad:
+        raise ValueError(f"{bad} holds NaN or infinite values")
+    return renamed, names
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as the file has it, cut to 40 characters."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_cli.errors import DamageError
-from lora_cli.store.files import DAMAGED_HINT, atomic_write, dumps, remove, sha256_bytes
+from lora_cli.store.files import atomic_write, dumps, remove, repair_clause, sha256_bytes
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
@@ -22,10 +22,11 @@ METRICS = "metrics.jsonl"
 
 class RunFiles:
     path: Path
-    repair: str | None = None  # "repair it with `…`", set by the stages layer; None: delete the folder
+    layout: Any  # the kind's Layout (stages in order, files each writes)
+    repair: str | None = None  # the command that repairs damage here, set by the stages layer; None: delete the folder
 
     def fix(self) -> str:
-        return self.repair or DAMAGED_HINT.format(folder=self.path)
+        return repair_clause(self.repair, self.path)
 
     # ---- files the manifest vouches for ---------------------------------------
 
@@ -122,6 +123,15 @@ class RunFiles:
         """What is wrong with a recorded file (missing, changed, unreadable, not finite), or None."""
         read = self._tensors if rel.endswith(".safetensors") else self._json if rel.endswith(".json") else self._bytes
         return read(rel)[1]
+
+    def damage(self, name: str) -> str | None:
+        """Why stage `name`'s recorded result cannot be trusted (the first of its files that is
+        missing, changed, unreadable or not finite, or its metrics rows), or None."""
+        for rel in self.layout.files.get(name, ()):  # RunFolder's Layout
+            problem = self.file_problem(rel)
+            if problem:
+                return problem
+        return self.metrics_problem(name)
 
     # ---- the metrics log -------------------------------------------------------
 

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from lora_cli.store import locking
 from lora_cli.errors import DamageError, RunError
-from lora_cli.store.files import atomic_write, dumps, guard_write, remove, remove_empty_folder, remove_tree, utc_now
+from lora_cli.store.files import atomic_write, check_path, dumps, guard_write, remove, remove_empty_folder, remove_tree, utc_now
 from lora_cli.store.manifest import FORMAT_VERSION, read_manifest
+from lora_cli.store.new_folders import CONFIG, creation_leftover, new_folder, not_a_run
 from lora_cli.store.run_files import MANIFEST, METRICS, RunFiles
-
-CONFIG = "config.yaml"
 
 
 @dataclass(frozen=True)
@@ -53,8 +51,8 @@ class RunFolder(RunFiles):
 
     def __init__(self, path: Path, layout: Layout, repair: str | None = None, rebuild: str | None = None):
         self.path, self.layout = Path(path), layout
-        # what to do about a damaged file, and about a damaged manifest ("…; " + it), worded by
-        # the stages layer, which knows the command that fits; None: delete the folder
+        # the commands that repair a damaged file here and a damaged manifest (the stages layer
+        # knows them: a sweep repairs its trials); None: the folder can only be deleted
         self.repair, self.rebuild = repair, rebuild
 
     # ---- finding and creating ------------------------------------------------
@@ -71,7 +69,8 @@ class RunFolder(RunFiles):
         started over only with `force` when any stage is complete; a non-empty folder that is
         not a run folder is never touched.
         """
-        run = cls(run_dir if run_dir is not None else _new_folder(root, header["name"]), layout)
+        check_path(run_dir if run_dir is not None else root, "--run-dir" if run_dir is not None else "the runs root")
+        run = cls(run_dir if run_dir is not None else new_folder(root, header["name"]), layout)
         if run.path.exists() and not run.path.is_dir():
             raise RunError(f"{run.path}: exists and is not a folder; choose another --run-dir")
         with guard_write(run.path):
@@ -98,7 +97,7 @@ class RunFolder(RunFiles):
         if not folder.is_dir():
             raise RunError(f"{path}: no such run folder; start one with `lora pretrain` or `lora run CONFIG`")
         if not (folder / MANIFEST).is_file():
-            raise RunError(f"{path}: not a lora run folder (no {MANIFEST}); start one with `lora pretrain`")
+            raise RunError(not_a_run(folder))
         if lock is not None:
             locking.acquire(folder, shared=lock == "shared")
         manifest = read_manifest(folder / MANIFEST, rebuild)
@@ -154,7 +153,7 @@ class RunFolder(RunFiles):
                 )
             self.forget_everything()  # --force: start over
             remove(self.path / METRICS)
-        elif any(not _creation_leftover(p) for p in self.path.iterdir()):
+        elif any(not creation_leftover(p) for p in self.path.iterdir()):
             raise RunError(f"{self.path}: not empty and not a lora run folder; choose a new or empty --run-dir")
 
     # ---- manifest and config -------------------------------------------------
@@ -259,15 +258,6 @@ class RunFolder(RunFiles):
         if m["stages"].get(stage, {}).pop("checkpoint_epoch", None) is not None:
             self._write_manifest(m)
 
-    def damage(self, name: str) -> str | None:
-        """Why stage `name`'s recorded result cannot be trusted (the first of its files that is
-        missing, changed, unreadable or not finite, or its metrics rows), or None."""
-        for rel in self.layout.files.get(name, ()):
-            problem = self.file_problem(rel)
-            if problem:
-                return problem
-        return self.metrics_problem(name)
-
     def require_complete(self, name: str, hint: str) -> dict[str, Any]:
         """Stage `name`'s record, once it is complete and its files are as recorded; RunError
         (what is wrong and what to do) otherwise."""
@@ -275,10 +265,8 @@ class RunFolder(RunFiles):
         status = rec.get("status")
         if status in ("running", "failed", "interrupted"):
             why = f"failed ({rec['error']})" if status == "failed" and rec.get("error") else "was interrupted"
-            raise RunError(
-                f"{self.path}: the {name} stage {why}; continue it with `lora {name} --resume --run-dir {self.path}` "
-                f"or start it over with --force"
-            )
+            again = f"continue it with `{self.repair}`" if self.repair else f"start it over with `lora {name} --run-dir {self.path} --force`"
+            raise RunError(f"{self.path}: the {name} stage {why}; {again}")
         if status != "complete":
             raise RunError(f"{self.path}: the {name} stage is not run; {hint}")
         problem = self.damage(name)
@@ -288,23 +276,3 @@ class RunFolder(RunFiles):
 
     def write_config_text(self, text: str) -> None:
         atomic_write(self.path / CONFIG, text.encode())
-
-
-def _new_folder(root: Path, name: str) -> Path:
-    """root/<name>-<UTC time>, made here so two processes starting together never share one."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    with guard_write(root):
-        root.mkdir(parents=True, exist_ok=True)
-        for suffix in range(1, 10_000):
-            path = root / (f"{name}-{stamp}" if suffix == 1 else f"{name}-{stamp}-{suffix}")
-            try:
-                path.mkdir()
-                return path
-            except FileExistsError:
-                continue
-    raise RunError(f"{root}: too many run folders named {name}-{stamp}; choose a --run-dir")
-
-
-def _creation_leftover(path: Path) -> bool:
-    """What a create killed before manifest.json existed leaves: config.yaml, the lock or a temporary."""
-    return path.name in (CONFIG, locking.LOCK) or (path.name.startswith(".") and path.name.endswith(".tmp"))
