@@ -105,7 +105,8 @@ def merge(run_dir: RunDirOpt = None, adapter: AdapterDirOpt = None, *, opts: Any
     out = Output(opts.as_json)
     request = thread_count(opts.threads)
     run = open_run(run_dir, out)
-    with resume_hint(f"run `lora merge --run-dir {run.path}` again"):
+    again = f"lora merge --run-dir {run.path}{f' --adapter {adapter}' if adapter else ''}{' --force' if opts.force else ''}"
+    with resume_hint(f"run `{again}` again"):
         from lora_cli.stages import pipeline as stages
 
         record = stages.merge_stage(run, opts.force, request, adapter)

@@ -47,9 +47,9 @@ def sweep(
     Trials that share the data, the shift and the batch order train together on the batched
     engine (--engine auto); DoRA, PiSSA and OLoRA trials run one by one.
 
-    Example: lora sweep configs/sweeps/rank-vs-shift.yaml
+    Example: lora sweep configs/sweeps/rank-vs-shift-rank.yaml
     Example: lora sweep configs/smoke.yaml --grid adapter.rank=1,2,4 --grid adapter.scaling=standard,rslora
-    Example: lora sweep --resume runs/rank-vs-shift-sweep-20261125T120000Z
+    Example: lora sweep --resume runs/rank-vs-shift-rank-sweep-20261125T120000Z
     """
     from lora_cli import distributed
     from lora_cli.stages import sweep as stages
@@ -111,7 +111,7 @@ def _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, force, r
             raise ConfigError("--resume finishes a sweep exactly as it was started; leave out --grid, --set, --run-dir and --base")
         folder, sw = stages.open_sweep(resume, spec, out.note)
     elif spec is None:
-        raise ConfigError("give a sweep spec or a config to sweep with --grid, e.g. lora sweep configs/sweeps/rank-vs-shift.yaml")
+        raise ConfigError("give a sweep spec or a config to sweep with --grid, e.g. lora sweep configs/sweeps/rank-vs-shift-rank.yaml")
     else:
         sw = load_sweep(spec, [_axis(text) for text in grid or []], collect_overrides(sets, {}))
     plan = _plan(sw, rt.engine, rt.world.size if rt.world else 1)

@@ -45,7 +45,9 @@ def load_config(
     raw: dict[str, Any] = _deep_copy(base) if base is not None else {}
     sources: dict[str, str] = {}
     if path is not None:
-        _merge(raw, _upgrade(read_mapping(path), str(path)), sources, str(path), prefix="")
+        doc = read_mapping(path)
+        _refuse_other_kind(path, doc, schema)
+        _merge(raw, _upgrade(doc, str(path)), sources, str(path), prefix="")
         raw.setdefault("name", _default_name(path))
     for source, key, value in overrides or []:
         _apply_override(raw, sources, source, key, value)
@@ -68,9 +70,30 @@ def check_values(overrides: list[Override], schema: type[Section] = Config) -> N
 
 def detect_schema(path: Path) -> type[Section]:
     """ApproxConfig when the file's top-level keys belong to `lora approx`, else Config."""
-    doc = read_mapping(path)
+    return ApproxConfig if file_kind(read_mapping(path)) == "approx" else Config
+
+
+SWEEP_KEYS = ("grid", "zip", "seeds", "base")  # any of these at the top level makes a file a sweep spec
+RUNS_WITH = {"pipeline": "lora run {path}", "approx": "lora approx -c {path}", "sweep": "lora sweep {path}"}
+
+
+def file_kind(doc: dict[str, Any]) -> str:
+    """"sweep", "approx" or "pipeline": what a config file is, told by its top-level keys."""
+    if set(doc) & set(SWEEP_KEYS):
+        return "sweep"
     approx_only = set(ApproxConfig.model_fields) - set(Config.model_fields)
-    return ApproxConfig if approx_only & set(doc) else Config
+    pipeline_only = set(Config.model_fields) - set(ApproxConfig.model_fields)
+    return "approx" if approx_only & set(doc) and not pipeline_only & set(doc) else "pipeline"
+
+
+def _refuse_other_kind(path: Path, doc: dict[str, Any], schema: type[Section]) -> None:
+    kind, wanted = file_kind(doc), next(name for name, cls in SCHEMAS.items() if cls is schema)
+    if kind != wanted:
+        article = {"approx": "an", "pipeline": "a", "sweep": "a"}
+        raise ConfigError(
+            f"{path}: is {article[kind]} {kind} {'spec' if kind == 'sweep' else 'config'}, not {article[wanted]} {wanted} config; "
+            f"run it with `{RUNS_WITH[kind].format(path=path)}`"
+        )
 
 
 def config_to_yaml(cfg: Section, header: str = "") -> str:

@@ -23,12 +23,11 @@ from typing import Any, Union
 
 from pydantic import Field
 
-from lora_cli.config.loading import read_mapping, check_values, load_config
+from lora_cli.config.loading import file_kind, read_mapping, check_values, load_config
 from lora_cli.config.schemas import NAME_PATTERN, RENAMED, Config, Section
 from lora_cli.errors import ConfigError
 
 Scalar = Union[bool, int, float, str]
-SWEEP_KEYS = ("grid", "zip", "seeds", "base")  # any of these at the top level makes a file a sweep spec
 
 
 class SweepSpec(Section):
@@ -63,7 +62,7 @@ class Sweep:
 
 
 def is_sweep_file(path: Path) -> bool:
-    return bool(set(read_mapping(path)) & set(SWEEP_KEYS))
+    return file_kind(read_mapping(path)) == "sweep"
 
 
 def load_sweep(path: Path, grid: list[tuple[str, list[Any]]] = (), sets: list[tuple[str, str, Any]] = ()) -> Sweep:

@@ -126,12 +126,12 @@ def test_a_damaged_run_folder_is_listed_and_explained(runs_dir):
     listing = lora("runs", env={"COLUMNS": "200"})
     assert listing.exit_code == 0
     row = next(line for line in listing.stdout.splitlines() if "broken" in line)
-    assert "damaged" in row and "delete it" in listing.stdout
+    assert "damaged" in row and "delete the folder" in listing.stdout
     entry = json.loads(lora("runs", "--json").stdout)["runs"][0]
     assert entry["name"] == "broken" and "unreadable" in entry["damaged"]
     forced = lora("run", SMOKE, "--run-dir", runs_dir / "broken", "--force")
     assert forced.exit_code == 1
-    assert f"delete it (rm -r {runs_dir / 'broken'}) or choose another --run-dir" in error_lines(forced.stderr)[0]
+    assert f"delete the folder (rm -r {runs_dir / 'broken'}) or choose another --run-dir" in error_lines(forced.stderr)[0]
 
 
 # ---- polish ------------------------------------------------------------------------
