@@ -184,7 +184,8 @@ def _sweep_figures(run: RunFolder) -> dict[str, Figure]:
     table, children, names = rows(run, sweep), run.children(LAYOUTS), labels(list(sweep.axes))
     curves = {}
     for row in table:
-        if row["status"] == "complete":
+        child = children.get(f"trials/{row['trial']}")
+        if row["status"] == "complete" and child is not None:  # a trial not registered yet: sweep --resume registers it
             label = ", ".join(f"{names[axis]} {row[axis]}" for axis in sweep.axes)
-            curves[label] = _curve(children[f"trials/{row['trial']}"].metrics(), "finetune", "epoch")
+            curves[label] = _curve(child.metrics(), "finetune", "epoch")
     return sweep_figures(table, sweep.axes, curves)

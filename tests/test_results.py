@@ -27,7 +27,9 @@ def test_each_stage_record_is_rebuilt_exactly_from_its_run_folder(tmp_path):
         assert {k: stored[k] for k in record.entry()} == json.loads(dumps(record.entry()))
         # plus when it started, and for a training stage the digest of its metrics rows
         digest = {"metrics_sha256"} if "history" in record.to_json() else set()
-        assert set(stored) - set(record.entry()) == {"started"} | digest
+        assert set(stored) - set(record.entry()) == {"started", "record_sha256"} | digest
+        canonical = json.dumps(json.loads(dumps(record.entry())), sort_keys=True).encode()
+        assert stored["record_sha256"] == hashlib.sha256(canonical).hexdigest()
         if digest:
             rows = "".join(dumps(row) + "\n" for row in record.history).encode()
             assert stored["metrics_sha256"] == hashlib.sha256(rows).hexdigest()

@@ -9,6 +9,7 @@ from lora_cli import threads
 from lora_cli.config.schemas import ApproxConfig, Config
 from lora_cli.errors import DivergenceError, RunError
 from lora_cli.resources import step_work
+from lora_cli.stages import results
 from lora_cli.stages.results import TrainingRecord
 from lora_cli.store.run_folder import RunFolder
 from lora_cli.train.loop import Divergence, History, TrainState
@@ -35,6 +36,7 @@ def finish(run: RunFolder, record: R) -> R:
     """Record a completed stage: its metrics lines, then its manifest entry, then drop its
     checkpoint (only now, when the result and its record are durable)."""
     entry = record.entry()
+    entry["record_sha256"] = results.entry_digest(entry)  # resume checks the record against it
     if isinstance(record, TrainingRecord):
         run.add_metrics(record.history)
         entry["metrics_sha256"] = run.metrics_digest(record.stage)  # resume checks the rows against it

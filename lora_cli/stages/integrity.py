@@ -47,6 +47,7 @@ def trial_problem(path: Path, config: Any) -> str | None:
             return f"{path / kinds.CONFIG}: is not this trial's config (edited?)"
     except RunError as exc:
         return _problem(exc)
+    folder.drop_unreadable_metrics()  # lines no stage recorded: nothing depends on them
     for stage in ("pretrain", "finetune"):
         problem = results.problem(folder, stage)
         if problem:
@@ -65,6 +66,7 @@ def base_problem(path: Path) -> str | None:
         return _problem(exc)
     if folder.stage("pretrain").get("status") != "complete":
         return None
+    folder.drop_unreadable_metrics()
     return results.problem(folder, "pretrain")
 
 

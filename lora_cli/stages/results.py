@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from typing_extensions import NotRequired, TypedDict
+
 from lora_cli.errors import DamageError
-from lora_cli.store.files import utc_now
+from lora_cli.store.files import dumps, utc_now
 from lora_cli.store.run_files import MANIFEST
 
 # in --json and the object, not in the manifest entry: where it is, what it is, its metrics lines
@@ -32,6 +36,40 @@ class Parameters:
     def count(cls, d_in: int, d_out: int, rank: int, lora: int) -> Parameters:
         full = d_in * d_out
         return cls(full=full, lora=lora, rank=rank, reduction=1 - lora / full, compression=full / lora)
+
+
+class Comparison(TypedDict):
+    """core.subspace.Comparison as a record holds it (a NaN is stored as null)."""
+
+    relative_error: float | None
+    energy_captured: float | None
+    best_energy: float | None
+    column_angles: list[float | None]
+    row_angles: list[float | None]
+    singular_values: list[float | None]
+
+
+class Subspace(TypedDict):
+    """core.subspace.Diagnostics as a record holds it."""
+
+    rank: int
+    singular_values: list[float | None]
+    stable_rank: float | None
+    shift: Comparison
+    target: Comparison
+
+
+class AdapterSource(TypedDict):
+    """An imported PEFT adapter folder, as `lora merge --adapter` recorded it."""
+
+    path: str
+    sha256: str
+    rank: int
+    alpha: float
+    scaling_rule: str
+    dora: bool
+    module: NotRequired[str]  # not in records written before they were kept
+    target_modules: NotRequired[Any]
 
 
 @dataclass(kw_only=True)
@@ -88,7 +126,7 @@ class FinetuneRecord(PretrainRecord):
     seed: int  # of the adapter init and the batches
     base_sha256: str  # the base it was trained on; merge refuses any other
     population_optimal_loss: float | None = None  # the best rank-r update's expected loss on fresh data
-    subspace: dict[str, Any] | None = None  # core.subspace.Diagnostics of ΔW (None: finetune.subspace off)
+    subspace: Subspace | None = None  # core.subspace.Diagnostics of ΔW (None: finetune.subspace off)
 
 
 @dataclass(kw_only=True)
@@ -98,8 +136,8 @@ class MergeRecord(StageRecord):
     delta_mean: float
     delta_std: float | None  # None for a 1 x 1 ΔW: the sample std of one number is undefined
     delta_corner: list[list[float]]  # Δθ[:5, :5], the blog's layout (d_in, d_out)
-    subspace: dict[str, Any] | None = None  # as FinetuneRecord's, from the merged weight
-    adapter_source: dict[str, Any] | None = None  # an imported PEFT folder (path, sha256, r, …); None: the run's own
+    subspace: Subspace | None = None  # as FinetuneRecord's, from the merged weight
+    adapter_source: AdapterSource | None = None  # an imported PEFT folder (path, sha256, r, …); None: the run's own
 
 
 @dataclass(kw_only=True)
@@ -144,7 +182,19 @@ def problem(run: Any, stage: str) -> str | None:
         load(run, stage)
     except DamageError as exc:
         return exc.problem
+    stored = run.stage(stage)
+    fields = {f.name for f in dataclasses.fields(RECORDS[stage])} - set(_NOT_IN_ENTRY)
+    expected = stored.get("record_sha256")  # absent in folders written before it was recorded
+    if expected is not None and entry_digest({k: v for k, v in stored.items() if k in fields}) != expected:
+        return f"{run.path / MANIFEST}: stages.{stage} was changed after the stage recorded it"
     return run.damage(stage)
+
+
+def entry_digest(entry: dict[str, Any]) -> str:
+    """SHA-256 of a stage's manifest entry as JSON with sorted keys (recorded as the stage
+    completes; resume checks the record against it)."""
+    canonical = json.dumps(json.loads(dumps(entry)), sort_keys=True, allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @functools.cache

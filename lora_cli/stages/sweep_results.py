@@ -10,6 +10,7 @@ from typing import Any
 
 from lora_cli.config.sweep import Sweep
 from lora_cli.recipes.sweep import group_key
+from lora_cli.stages import results
 from lora_cli.stages.kinds import LAYOUTS, RESULTS_CSV, RESULTS_JSONL
 from lora_cli.store.files import dumps
 from lora_cli.store.run_folder import RunFolder
@@ -30,7 +31,7 @@ def rows(run: RunFolder, sweep: Sweep) -> list[dict[str, Any]]:
         row = {"trial": trial.id, "status": entry.get("status", "pending"), **{k: trial.values[k] for k in sweep.axes}}
         row["problem"] = hashlib.sha256(group_key(trial.config).encode()).hexdigest()[:8]  # same data, shift, schedule
         child = children.get(f"trials/{trial.id}")
-        record = child.stage("finetune") if child is not None and row["status"] == "complete" else {}
+        record = results.load(child, "finetune").entry() if child is not None and row["status"] == "complete" else {}
         row.update({field: record.get(field) for field in RECORD_FIELDS})
         gap, optimum = record.get("gap"), record.get("optimal_loss")
         row["gap_relative"] = gap / optimum if gap is not None and optimum else None

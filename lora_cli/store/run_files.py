@@ -91,7 +91,8 @@ class RunFiles:
         if not path.is_file():
             return b"", f"{path}: missing"
         data = path.read_bytes()
-        if self.manifest()["files"].get(rel, {}).get("sha256") != sha256_bytes(data):
+        recorded = self.manifest()["files"].get(rel, {})
+        if recorded.get("sha256") != sha256_bytes(data) or recorded.get("bytes") != len(data):
             links = path.stat().st_nlink - 1
             shared = f"; it is hard-linked with {links} other file{'s' * (links > 1)} (a sweep shares its base so), which changed too" if links else ""
             return b"", f"{path}: does not match the SHA-256 recorded in {MANIFEST} (changed or truncated{shared})"
@@ -152,17 +153,14 @@ class RunFiles:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 row = None
-            if isinstance(row, dict) and isinstance(row.get("stage"), str):
-                good.append((line, row))
-            else:
-                bad.append(number)
+            (good.append((line, row)) if is_row(row) else bad.append(number))
         return good, bad
 
     def metrics(self) -> list[dict[str, Any]]:
         """Every row of metrics.jsonl; RunError naming the first unreadable line."""
         good, bad = self._metric_lines()
         if bad:
-            raise DamageError(f"{self.path / METRICS}: line {bad[0]} is not a metrics row (a JSON object naming its stage)", self.fix())
+            raise DamageError(f"{self.path / METRICS}: line {bad[0]} is not a metrics row (stage, epoch, step, loss)", self.fix())
         return [row for _, row in good]
 
     def metrics_digest(self, stage: str) -> str:
@@ -196,6 +194,16 @@ class RunFiles:
 
     def _write_metrics(self, rows: list[dict[str, Any]]) -> None:
         atomic_write(self.path / METRICS, "".join(dumps(r) + "\n" for r in rows).encode())
+
+
+def is_row(row: Any) -> bool:
+    """A metrics row as stages write it: its stage, the epoch (or iteration) and step as whole
+    numbers, the loss as a number (null where it was not finite)."""
+    if not isinstance(row, dict) or not isinstance(row.get("stage"), str):
+        return False
+    whole = [row.get(key) for key in ("step", "epoch" if "epoch" in row else "iteration")]
+    loss = row.get("loss", False)
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in whole) and (loss is None or isinstance(loss, (int, float)) and not isinstance(loss, bool))
 
 
 def non_finite(tensors: dict[str, Any]) -> str | None:

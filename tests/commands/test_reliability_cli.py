@@ -111,7 +111,7 @@ def _replace_tensor_file(run_dir: Path, rel: str, tensors: dict) -> None:
     data = save(tensors)
     (run_dir / rel).write_bytes(data)
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    manifest["files"][rel]["sha256"] = sha256_bytes(data)
+    manifest["files"][rel] = {"sha256": sha256_bytes(data), "bytes": len(data)}
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
 
 
