@@ -153,16 +153,14 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
     rows = run.metrics()
     figures = {"pipeline_loss.png": loss_curves({s: _curve(rows, s, "epoch") for s in done}, "epoch")}
     if "finetune" in done:
-        from lora_cli.core.adapter import delta_weight
         from lora_cli.recipes.pipeline import diagnostics
-        from lora_cli.stages.pipeline import load_adapter, load_base, stored_spec
+        from lora_cli.stages.pipeline import load_base
 
         cfg = run_config(run)
         base = load_base(run, cfg)
-        delta = delta_weight(base, stored_spec(cfg), load_adapter(run, cfg))
+        delta, label, r = _learned_delta(run, cfg, base)
         true_shift = run.load_tensors(SHIFT)["true_delta"]  # (d_out, d_in), stored by finetune
-        r = cfg.adapter.rank
-        panels = {"learned ΔW = (alpha/r)·B·A": delta, "error ΔW − (θ2 − θ)ᵀ": delta - true_shift}
+        panels = {label: delta, "error ΔW − (θ2 − θ)ᵀ": delta - true_shift}
         figures["delta_heatmap.png"] = heatmaps(panels, f"Learned update vs the true shift (rank {r})", shared_scale=False)
         diag = diagnostics(cfg, base, delta, r)
         series = {"learned ΔW": diag.singular_values, "true shift (θ2 − θ)ᵀ": diag.shift.singular_values, "θ2ᵀ − W": diag.target.singular_values}
@@ -170,6 +168,22 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
         figures["delta_singular_values.png"] = spectra(series, r, f"Spectra: what the adapter learned and what it should{angle}")
     return figures
 
+
+
+def _learned_delta(run: RunFolder, cfg: Any, base: torch.Tensor) -> tuple[torch.Tensor, str, int]:
+    """(ΔW, its panel title, its rank): the imported adapter's in merged.safetensors after
+    `lora merge --adapter`, else the run's own adapter's, titled by its scaling rule."""
+    from lora_cli.core.adapter import delta_weight
+    from lora_cli.stages.kinds import MERGED
+    from lora_cli.stages.pipeline import load_adapter, stored_spec
+
+    merge = run.stage("merge")
+    source = merge.get("adapter_source") if merge.get("status") == "complete" else None
+    if source:
+        return run.load_tensors(MERGED)["weight"] - base, "imported adapter's ΔW = W' − W", int(source["rank"])
+    spec = cfg.adapter
+    label = "learned ΔW = W' − W (DoRA)" if spec.dora else f"learned ΔW = (alpha/{'√r' if spec.scaling == 'rslora' else 'r'})·B·A"
+    return delta_weight(base, stored_spec(cfg), load_adapter(run, cfg)), label, spec.rank
 
 
 def _sweep_figures(run: RunFolder) -> dict[str, Figure]:
@@ -180,7 +194,7 @@ def _sweep_figures(run: RunFolder) -> dict[str, Figure]:
     from lora_cli.store.run_folder import CONFIG
     from lora_cli.sweep_figures import sweep_figures
 
-    sweep = load_sweep(run.path / CONFIG)
+    sweep = load_sweep(run.path / CONFIG, stored=True)
     table, children, names = rows(run, sweep), run.children(LAYOUTS), labels(list(sweep.axes))
     curves = {}
     for row in table:

@@ -123,5 +123,31 @@ def group_estimate(cfgs: list[Config], engine: str) -> tuple[int, float]:
     return data + adapters + moments, steps * step + SETUP_PER_ELEMENT * n * (d_in + d_out)
 
 
+# The rest of a sweep, fitted on this session's AMD EPYC (2 threads) at the shipped sweeps'
+# size (n = 4096, 256 -> 256): dense pretraining GEMMs run near 2e11 FLOP/s on the fast
+# engine (0.93 s for the 3,200 steps of a 256 -> 256 base); float64 optima cost their moments;
+# a process pays its start (torch, the spec, the folders) and matplotlib its figures.
+PRETRAIN_FLOPS = 2e11
+OPTIMUM_FLOPS = 3e10
+START_S, FIGURES_S = 1.5, 1.0
+
+
+def base_estimate(cfg: Config) -> float:
+    """Seconds to pretrain one sweep base on the fast engine, its optimum included."""
+    n, d_in, d_out, pre = cfg.data.n, cfg.data.d_in, cfg.data.d_out, cfg.pretrain
+    overhead, per_element, _ = STEP_COSTS["fast"]
+    step = overhead + per_element * pre.batch_size * (d_in + d_out) + 6.0 * pre.batch_size * d_in * d_out / PRETRAIN_FLOPS
+    return pre.epochs * (n // pre.batch_size) * step + _moments(cfg) + SETUP_PER_ELEMENT * n * (d_in + d_out)
+
+
+def optima_estimate(cfg: Config) -> float:
+    """Seconds for one group's float64 optima (its moments; each trial's projection is small)."""
+    return _moments(cfg) if cfg.finetune.optimum else 0.0
+
+
+def _moments(cfg: Config) -> float:
+    return 2.0 * cfg.data.n * cfg.data.d_in * (cfg.data.d_in + cfg.data.d_out) / OPTIMUM_FLOPS
+
+
 def size_text(n: float) -> str:
     return _size(n)

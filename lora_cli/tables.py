@@ -87,12 +87,17 @@ def runs_table(summaries: list[dict[str, Any]], root: str) -> Table:
 def _stage_cell(stage: str, rec: dict[str, Any]) -> str:
     status = rec.get("status", "?")
     if status == "complete" and "final_loss" in rec:
-        return f"{stage} [green]complete[/] {fmt_loss(rec['final_loss'])}"
+        imported = f" (imported adapter {escape(rec['imported'])})" if rec.get("imported") else ""
+        return f"{stage} [green]complete[/] {fmt_loss(rec['final_loss'])}{imported}"
     if status == "complete" and "trials" in rec:  # a sweep
         return f"{stage} [green]complete[/] {rec.get('complete', 0)} of {rec['trials']} trials ({rec.get('failed', 0)} failed)"
     if status == "interrupted":
         saved = rec.get("checkpoint_epoch")
         where = f", resumable from epoch {saved}" if saved else ""
+        if rec.get("checkpoint") == "damaged":
+            where = ", its checkpoint damaged (start it over with --force)"
+        if "trials" in rec:  # a sweep
+            where = f", {rec.get('complete', 0)} of {rec['trials']} trials complete"
         return f"{stage} [yellow]interrupted[/]{where}"
     return f"{stage} [yellow]{status}[/]"
 

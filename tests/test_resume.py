@@ -16,8 +16,8 @@ def test_resumed_pretrain_is_bit_identical(engine):
     cfg = tiny_config(**SETS)
     states = []
     full = pipeline.pretrain(cfg, runtime=Runtime(engine), on_checkpoint=states.append)
-    assert [s.epoch for s in states] == [3, 6] and all(s.engine == engine for s in states)
-    for state in states:
+    assert [s.epoch for s in states] == [3, 6, 9] and all(s.engine == engine for s in states)  # 9: the last
+    for state in states:  # from the last: nothing left to train, the same result
         resumed = pipeline.pretrain(cfg, runtime=Runtime(engine), resume=state)
         assert torch.equal(resumed.weight, full.weight)
         assert resumed.history.points == full.history.points
@@ -29,11 +29,12 @@ def test_resumed_finetune_is_bit_identical(engine, rank, dora):
     base = pipeline.pretrain(cfg).weight
     states = []
     full = pipeline.finetune(cfg, base, runtime=Runtime(engine), on_checkpoint=states.append)
-    assert [s.epoch for s in states] == [4, 8]
-    resumed = pipeline.finetune(cfg, base, runtime=Runtime(engine), resume=states[0])
-    assert resumed.adapter.keys() == full.adapter.keys()
-    assert all(torch.equal(resumed.adapter[key], full.adapter[key]) for key in full.adapter)
-    assert resumed.history.points == full.history.points
+    assert [s.epoch for s in states] == [4, 8, 9]
+    for state in (states[0], states[-1]):
+        resumed = pipeline.finetune(cfg, base, runtime=Runtime(engine), resume=state)
+        assert resumed.adapter.keys() == full.adapter.keys()
+        assert all(torch.equal(resumed.adapter[key], full.adapter[key]) for key in full.adapter)
+        assert resumed.history.points == full.history.points
 
 
 def test_no_checkpoints_when_switched_off():

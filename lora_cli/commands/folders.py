@@ -59,6 +59,18 @@ def adapter_runtime(rt: Any, cfg: Any, out: Output):
     return dataclasses.replace(rt, engine=name)
 
 
+def warn_unshifted(out: Output, configs: dict[str, Any]) -> None:
+    """A note for each config (named by its key: '' for a run, a trial's id) whose shift leaves
+    θ unchanged: such a finetune has nothing to learn, which is rarely what was meant."""
+    from lora_cli.core.shifts import unchanged
+
+    still = [name for name, cfg in configs.items() if unchanged(cfg.shift.kind, cfg.shift.value)]
+    if still:
+        cfg = configs[still[0]]
+        which = f"trial{'s' * (len(still) > 1)} {', '.join(still)}: " if still[0] else ""
+        out.note(f"{which}shift.kind {cfg.shift.kind} with shift.value {cfg.shift.value:g} leaves θ unchanged (θ2 = θ): the adapter has nothing to learn")
+
+
 def engine_flag(rt: Any) -> str:
     """The --engine flag a resume command must repeat ('' for the default)."""
     return "" if rt.engine == "auto" else f" --engine {rt.engine}"

@@ -39,13 +39,14 @@ def runs(
 
 
 def validate(
-    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config to check.")],
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML config or sweep spec to check.")],
     sets: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a config and print it resolved (defaults filled in), or every error found.
+    """Check a config or a sweep spec and print it resolved (defaults filled in), or every error found.
 
-    Pipeline configs (lora run) and approx configs (lora approx) are told apart by their keys.
+    Pipeline configs (lora run), approx configs (lora approx) and sweep specs (lora sweep: their
+    trials, each checked) are told apart by their keys.
     """
     from lora_cli import tables as report
     from lora_cli.config.loading import describe_schema, detect_schema, load_config

@@ -124,8 +124,9 @@ def shared(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 def runs_root() -> Path:
-    """Where run folders go: $LORA_RUNS_DIR when set and not empty, else ./runs."""
-    return Path(os.environ.get("LORA_RUNS_DIR", "").strip() or "runs")
+    """Where run folders go: $LORA_RUNS_DIR when set and not empty (a leading ~ is the home
+    folder, as a shell would read it), else ./runs."""
+    return Path(os.environ.get("LORA_RUNS_DIR", "").strip() or "runs").expanduser()
 
 
 def collect_overrides(sets: list[str] | None, flags: dict[str, tuple[tuple[str, ...], str | None]]) -> list[Override]:

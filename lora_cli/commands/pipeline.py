@@ -7,7 +7,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from lora_cli.commands.folders import adapter_runtime, create_run, engine_flag, open_run, resume_hint, runtime, shared_work, show_record, write_plots
+from lora_cli.commands.folders import (
+    adapter_runtime, create_run, engine_flag, open_run, resume_hint, runtime, shared_work, show_record, warn_unshifted, write_plots,
+)
 from lora_cli.commands.options import (
     ConfigOpt,
     NewRunDirOpt,
@@ -81,6 +83,7 @@ def finetune(run_dir: RunDirOpt = None, sets: SetOpt = None, epochs: EpochsOpt =
         from lora_cli.stages import pipeline as stages
 
         cfg = stages.finetune_config(run, overrides)
+        warn_unshifted(out, {"": cfg})
         rt = adapter_runtime(rt, cfg, out)
         with out.progress("finetune", cfg.finetune.epochs) as on_epoch:
             record = stages.finetune_stage(run, cfg, rt, on_epoch, opts.force, opts.resume, out.status)
@@ -110,6 +113,12 @@ def merge(run_dir: RunDirOpt = None, adapter: AdapterDirOpt = None, *, opts: Any
         from lora_cli.stages import pipeline as stages
 
         record = stages.merge_stage(run, opts.force, request, adapter)
+    source = record.adapter_source
+    if source and source.get("module") != "base_model.model.linear":
+        out.note(
+            f"{adapter}: its tensors adapt {source.get('module') or 'an unnamed module'} (target_modules {source.get('target_modules')}); "
+            "merged onto this run's one linear layer, whose shape they fit"
+        )
     show_record(out, record)
     out.emit(record.to_json())
 
@@ -154,6 +163,7 @@ def run(
             folder = open_run(run_dir, out)
             cfg = _same_config(folder, cfg, config)
         adapter_runtime(rt, cfg, out)  # refuse an engine that cannot train the adapter before any work
+        warn_unshifted(out, {"": cfg})
         if opts.resume:
             kept = integrity.kept_stages(folder, out.note)
         else:

@@ -8,8 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from lora_cli.commands.folders import open_run, write_plots
-from lora_cli.commands.options import ForceOpt, JsonOpt
+from lora_cli.commands.options import JsonOpt, flag_option
 from lora_cli.commands.output import Output
+
+
+ReplaceOpt = flag_option("--force", "Replace FILE when it exists.")
 
 
 def plot(
@@ -32,7 +35,7 @@ def plot(
 def data(
     run_dir: Annotated[Optional[Path], typer.Argument(metavar="RUN_DIR", help="Pipeline run folder; leave out for the newest one.")] = None,
     out_file: Annotated[Path, typer.Option("--out", metavar="FILE", help="The safetensors file to write.")] = Path("data.safetensors"),
-    force: ForceOpt = False,
+    force: ReplaceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a run's data, regenerated from its seeds, as one safetensors file.

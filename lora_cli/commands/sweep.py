@@ -9,10 +9,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from lora_cli.commands.folders import resume_hint, runtime
-from lora_cli.commands.options import NewRunDirOpt, SetOpt, collect_overrides, flag_option, runs_root, shared
+from lora_cli.commands.options import SetOpt, collect_overrides, flag_option, runs_root, shared
 from lora_cli.commands.output import Output
 from lora_cli.errors import ConfigError
 
+SweepDirOpt = Annotated[
+    Optional[Path], typer.Option("--run-dir", "-r", metavar="DIR", help="Sweep folder to create; leave out for runs/<name>-sweep-<UTC time>.")
+]
 GridOpt = Annotated[
     Optional[list[str]],
     typer.Option("--grid", "-g", metavar="KEY=V1,V2", help="Sweep a config key over these values (an axis of the grid). Repeatable."),
@@ -33,7 +36,7 @@ def sweep(
     spec: Annotated[Optional[Path], typer.Argument(metavar="[SPEC]", help="A sweep spec (configs/sweeps/*.yaml), or a pipeline config to sweep with --grid.")] = None,
     grid: GridOpt = None,
     sets: SetOpt = None,
-    run_dir: NewRunDirOpt = None,
+    run_dir: SweepDirOpt = None,
     base: BaseOpt = None,
     resume: ResumeDirOpt = None,
     dry_run: DryRunOpt = False,
@@ -64,7 +67,7 @@ def sweep(
                 _use_threads(sw, rt.threads)
                 stages.run_sweep(folder, sw, rt, out.progress, base, fail_fast, out.note)
             return
-        sw, folder = _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, opts.force, rt, out)
+        sw, folder = _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, no_plot, opts.force, rt, out)
         distributed.broadcast(str(folder.path) if folder else "", world)
         if folder is None:
             return
@@ -101,7 +104,7 @@ def _check_outcome(rows: list[dict[str, Any]], unrepaired: list[str], folder: Pa
         raise RunError(f"no trial completed: all {len(failed)} failed (first: {failed[0]['error'] if failed else 'unknown'}); see {folder}/results.csv")
 
 
-def _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, force, rt, out) -> tuple[Any, Any]:
+def _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, no_plot, force, rt, out) -> tuple[Any, Any]:
     """The sweep and its folder (made, or opened with --resume); no folder for --dry-run."""
     from lora_cli.config.sweep import load_sweep
     from lora_cli.stages import sweep as stages
@@ -114,11 +117,20 @@ def _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, force, r
         raise ConfigError("give a sweep spec or a config to sweep with --grid, e.g. lora sweep configs/sweeps/rank-vs-shift-rank.yaml")
     else:
         sw = load_sweep(spec, [_axis(text) for text in grid or []], collect_overrides(sets, {}))
+    from lora_cli.commands.folders import warn_unshifted
+
+    warn_unshifted(out, {t.id: t.config for t in sw.trials})
     plan = _plan(sw, rt.engine, rt.world.size if rt.world else 1)
+    memory = _memory_problem(plan)
     if dry_run:
-        _show_plan(out, sw, plan)
+        _show_plan(out, sw, plan, not no_plot)
+        if memory:
+            out.note(f"Warning: {memory}; as it is, lora sweep would refuse it")
         return sw, None
-    _check_memory(plan)
+    if memory:
+        from lora_cli.resources import ResourceError
+
+        raise ResourceError(memory)
     if base is None:  # every process pretrains the base together
         from lora_cli.train.engines import require_parallel
 
@@ -135,6 +147,8 @@ def _axis(text: str) -> tuple[str, list[Any]]:
     key, sep, values = text.partition("=")
     if not sep or not key.strip() or not values.strip():
         raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2,…, e.g. --grid adapter.rank=1,2,4")
+    if any(not v.strip() for v in values.split(",")):
+        raise ConfigError(f"--grid {text!r}: a value between commas is empty; give KEY=V1,V2,…")
     return key.strip(), [parse_scalar(v.strip(), f"--grid {key.strip()}") for v in values.split(",")]
 
 
@@ -156,37 +170,44 @@ def _plan(sw: Any, engine: str, processes: int) -> list[dict[str, Any]]:
     return groups
 
 
-def _show_plan(out: Output, sw: Any, plan: list[dict[str, Any]]) -> None:
+def _show_plan(out: Output, sw: Any, plan: list[dict[str, Any]], figures: bool) -> None:
     from lora_cli import sweep_tables
+    from lora_cli.recipes.sweep import pretrain_key
+    from lora_cli.resources import FIGURES_S, START_S, base_estimate
 
     engines = {trial: g["engine"] for g in plan for trial in g["trials"]}
     out.show(sweep_tables.plan_table(list(sw.trials), sw.axes, engines), sweep_tables.groups_table(plan))
-    from lora_cli.recipes.sweep import pretrain_key
-
-    bases = len({pretrain_key(t.config) for t in sw.trials})
-    out.emit({"name": sw.name, "axes": list(sw.axes), "trials": sw.grid(), "groups": plan, "bases": bases})
-    total = sum(g["seconds"] for g in plan)
-    counted = f"{_count(len(sw.trials), 'trial')} in {_count(len(plan), 'group')} over {_count(bases, 'base')}"
+    bases = {pretrain_key(t.config): t.config for t in sw.trials}
+    estimate = {
+        "pretraining": sum(base_estimate(cfg) for cfg in bases.values()),
+        "training": sum(g["seconds"] for g in plan),
+        "other": START_S + (FIGURES_S if figures else 0.0),  # start-up, results, figures
+    }
+    out.emit({"name": sw.name, "axes": list(sw.axes), "trials": sw.grid(), "groups": plan, "bases": len(bases), "seconds": estimate})
+    counted = f"{_count(len(sw.trials), 'trial')} in {_count(len(plan), 'group')} over {_count(len(bases), 'base')}"
     if any("rank" in g for g in plan):
         busiest = max(sum(g["seconds"] for g in plan if g["rank"] == r) for r in {g["rank"] for g in plan})
-        counted += f", shared over the processes: ≈ {busiest:.0f} s on the busiest"
-    out.note(f"Dry run: {counted}, ≈ {total:.0f} s of training besides pretraining; nothing was run")
+        counted += f", shared over the processes: ≈ {busiest:.0f} s of training on the busiest"
+    parts = f"pretraining {estimate['pretraining']:.0f} s, training {estimate['training']:.0f} s, start-up and results {estimate['other']:.0f} s"
+    out.note(f"Dry run: {counted}; ≈ {sum(estimate.values()):.0f} s in all ({parts}; an estimate, within 2x here); nothing was run")
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
 
-def _check_memory(plan: list[dict[str, Any]]) -> None:
-    from lora_cli.resources import ResourceError, available_bytes, size_text
+def _memory_problem(plan: list[dict[str, Any]]) -> str | None:
+    """What is wrong when the largest group needs more than 90 % of the memory available."""
+    from lora_cli.resources import available_bytes, size_text
 
     have = available_bytes()
     worst = max(plan, key=lambda g: g["bytes"])
-    if have is not None and worst["bytes"] > 0.9 * have:
-        raise ResourceError(
-            f"a group of {len(worst['trials'])} trials needs about {worst['memory']} of memory but only {size_text(have)} is "
-            "available; split the sweep (fewer values per axis) or lower data.n, data.d_in or data.d_out"
-        )
+    if have is None or worst["bytes"] <= 0.9 * have:
+        return None
+    return (
+        f"a group of {len(worst['trials'])} trials needs about {worst['memory']} of memory but only {size_text(have)} is "
+        "available; split the sweep (fewer values per axis) or lower data.n, data.d_in or data.d_out"
+    )
 
 
 def _use_threads(sw: Any, request: int | None) -> None:

@@ -20,44 +20,61 @@ _TYPE_ERRORS = {"int_type", "float_type", "string_type", "finite_number", "liter
 _RANGE_ERRORS = {"greater_than_equal": "≥ {ge}", "greater_than": "> {gt}", "less_than_equal": "≤ {le}", "less_than": "< {lt}"}
 
 
+UNION_MEMBERS = {"bool", "int", "float", "str"}  # pydantic names each member of a union in the error's location
+
+
 def worded(schema: type[Section], error: ValidationError, sources: dict[str, str]) -> list[str]:
-    """One line per problem in `error`, in the order pydantic found them."""
-    lines = []
+    """One line per problem in `error`, in the order pydantic found them (a value no member of
+    a union takes is one problem, not one per member)."""
+    lines, seen_unions = [], set()
     for item in error.errors():
         if item["type"] == RELATIONS:
             lines.extend(_relation(rule, sources) for rule in item["ctx"]["broken"])
+        elif item["loc"] and item["loc"][-1] in UNION_MEMBERS:
+            where = tuple(item["loc"][:-1])
+            if where not in seen_unions:
+                seen_unions.add(where)
+                dotted = ".".join(map(str, where))
+                lines.append(f"{source_of(sources, dotted)}: {dotted} = {shown(item['input'])} is not allowed: must be a number, true or false, or a word")
         else:
             lines.append(_field_problem(schema, item, sources))
     return lines
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """A bad value as it was given (repr), cut short: an error line is never 100 KB."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 def source_of(sources: dict[str, str], dotted: str) -> str:
     """Where `dotted` (or the section holding it) was last set; "config" for a default."""
+    below = [source for key, source in sources.items() if key.startswith(f"{dotted}.")]  # a section set key by key
     while dotted:
         if dotted in sources:
             return sources[dotted]
         dotted = dotted.rpartition(".")[0]
-    return "config"
+    return below[-1] if below else "config"
 
 
 def _field_problem(schema: type[Section], item: dict[str, Any], sources: dict[str, str]) -> str:
     loc = [str(part) for part in item["loc"]]
-    dotted, kind, value = ".".join(loc), item["type"], item["input"]
+    dotted, kind, value = ".".join(loc), item["type"], shown(item["input"])
     where = source_of(sources, dotted)
     if kind == "extra_forbidden":
         return f"{where}: {_unknown_key(schema, loc)}"
     if kind in ("model_type", "dict_type"):
-        return f"{where}: {dotted or 'the top level'} must be a mapping of keys, found {value!r}"
+        return f"{where}: {dotted or 'the top level'} must be a mapping of keys, found {value}"
     field = _field(schema, loc)
     if kind == "string_pattern_mismatch":
-        return f"{where}: {dotted} = {value!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        return f"{where}: {dotted} = {value} is not allowed: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
     if kind in _RANGE_ERRORS:
         bound = _RANGE_ERRORS[kind].format(**{k: _number(v) for k, v in item["ctx"].items()})
         why = f" ({WHY[dotted]})" if dotted in WHY else ""
-        return f"{where}: {dotted} = {value!r} is out of range: must be {bound}{why}"
+        return f"{where}: {dotted} = {value} is out of range: must be {bound}{why}"
     if kind in _TYPE_ERRORS and field is not None:
-        return f"{where}: {dotted} = {value!r} is not allowed: must be {allowed(field)}"
-    return f"{where}: {dotted} = {value!r} is not allowed: {item['msg']}"
+        return f"{where}: {dotted} = {value} is not allowed: must be {allowed(field)}"
+    return f"{where}: {dotted} = {value} is not allowed: {item['msg']}"
 
 
 def allowed(field: FieldInfo) -> str:

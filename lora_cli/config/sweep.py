@@ -65,9 +65,11 @@ def is_sweep_file(path: Path) -> bool:
     return file_kind(read_mapping(path)) == "sweep"
 
 
-def load_sweep(path: Path, grid: list[tuple[str, list[Any]]] = (), sets: list[tuple[str, str, Any]] = ()) -> Sweep:
+def load_sweep(path: Path, grid: list[tuple[str, list[Any]]] = (), sets: list[tuple[str, str, Any]] = (), stored: bool = False) -> Sweep:
     """A sweep from a spec file, or from a pipeline config file and `grid` axes (--grid);
-    `sets` (--set) apply to the base config. ConfigError lists every problem found."""
+    `sets` (--set) apply to the base config. ConfigError lists every problem found, among them
+    a key set that an axis also sweeps (not for a sweep folder's own `stored` spec, which
+    embeds its whole base config: before this was checked, swept keys included)."""
     if is_sweep_file(path):
         spec = _validate_spec(path)
         base_path = (path.parent / spec.base) if spec.base else None
@@ -77,7 +79,13 @@ def load_sweep(path: Path, grid: list[tuple[str, list[Any]]] = (), sets: list[tu
     extra = [(f"{path}: config", key, value) for key, value in _flatten(spec.config)]
     base = load_config(base_path, [*extra, *sets])
     axes = _axes(spec, grid, str(path))
-    own = {"name": name, "config": base.to_dict(), "grid": {**spec.grid, **dict(grid)}, "zip": spec.zip, "seeds": spec.seeds}
+    swept = {key for keys, _ in axes for key in keys}
+    fixed = [f"{source}: {key} is swept by the grid, so a value here would be ignored; leave it out"
+             for source, key, _ in [*extra, *sets] if RENAMED.get(key, key) in swept]
+    if fixed and not stored:
+        raise ConfigError(fixed)
+    embedded = _without(base.to_dict(), swept)  # the spec it stores runs again as it is
+    own = {"name": name, "config": embedded, "grid": {**spec.grid, **dict(grid)}, "zip": spec.zip, "seeds": spec.seeds}
     own = {key: value for key, value in own.items() if value}
     keys = tuple(key for names, _ in axes for key in names)
     return Sweep(name, base, keys, tuple(_trials(base, axes, str(path))), own)
@@ -97,6 +105,17 @@ def _validate_spec(path: Path) -> SweepSpec:
 
 def _stem(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", path.stem).lstrip("-_.") or "sweep"
+
+
+def _without(config: dict[str, Any], keys: set[str]) -> dict[str, Any]:
+    """`config` (nested) without the dotted `keys`."""
+    for key in keys:
+        *sections, leaf = key.split(".")
+        node = config
+        for part in sections:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return config
 
 
 def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -53,11 +53,17 @@ def _random(theta: torch.Tensor, spec: ShiftSpec, g: torch.Generator | None) -> 
 class ShiftKind(NamedTuple):
     fn: Shift
     help: str
+    none: float = 0.0  # the value at which this kind leaves θ as it is
+
+
+def unchanged(kind: str, value: float) -> bool:
+    """True when a shift of `kind` by `value` leaves θ2 = θ (nothing for an adapter to learn)."""
+    return value == SHIFTS[kind].none
 
 
 SHIFTS: dict[str, ShiftKind] = {
     "add": ShiftKind(_add, "θ2 = θ + value (a rank-1 change, the blog's)"),
-    "scale": ShiftKind(_scale, "θ2 = value·θ (full rank: θ's own spectrum)"),
+    "scale": ShiftKind(_scale, "θ2 = value·θ (full rank: θ's own spectrum)", none=1.0),
     "lowrank": ShiftKind(
         _lowrank,
         "θ2 = θ + rank random orthogonal rank-1 terms with singular values value·√(d_in·d_out)·decayⁱ",

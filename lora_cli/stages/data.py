@@ -15,8 +15,8 @@ from lora_cli.store.run_folder import RunFolder
 
 def data_tensors(run: RunFolder) -> dict[str, Any]:
     """x, y, x2, y2, theta, theta2 and true_delta, exactly as the run's stages drew them."""
-    if run.kind != "pipeline":
-        raise RunError(f"{run.path}: holds an {run.kind} run, not a pipeline run; lora data regenerates a pipeline run's data")
+    if run.kind != "pipeline":  # open_run(expect="pipeline") refuses first, naming what takes the folder
+        raise RunError(f"{run.path}: is not a pipeline run folder; lora data regenerates a pipeline run's data")
     cfg = run_config(run)
     theta, theta2 = recipe.thetas(cfg)
     x, y = recipe.regression(cfg, theta, "pretrain")

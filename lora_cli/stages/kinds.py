@@ -75,6 +75,9 @@ FITS = {
 def open_run(path: Path, lock: str | None = "exclusive", expect: str | None = None) -> RunFolder:
     """The run folder at `path`, with the advice for damage that fits it (see repair_hint);
     RunError naming the kind found, and what takes it, when it is not of kind `expect`."""
+    if not Path(path).is_dir():
+        start = {"sweep": "start one with `lora sweep SPEC`", "approx": "start one with `lora approx`"}.get(expect or "", "start one with `lora run CONFIG`")
+        raise RunError(f"{path}: no such run folder; {start}, or list them with `lora runs`")
     sweep = sweep_holding(Path(path))
     rebuild = repair_hint("sweep", sweep) if sweep else None
     run = RunFolder.open(path, LAYOUTS, lock, rebuild=rebuild)

@@ -59,7 +59,7 @@ def open_sweep(path: Path, spec: Path | None, note: Callable[[str], None]) -> tu
     A missing or damaged grid.json (a sweep stopped as it started) is written again from the
     spec in config.yaml, which it only expands."""
     run = kinds.open_run(path, expect=STAGE)
-    stored = load_sweep(run.path / CONFIG)
+    stored = load_sweep(run.path / CONFIG, stored=True)
     if spec is not None and load_sweep(spec).grid() != stored.grid():
         raise ConfigError(
             f"{spec}: expands to other trials than {run.path / GRID}; resume with the sweep's own spec "
@@ -77,7 +77,7 @@ def open_sweep(path: Path, spec: Path | None, note: Callable[[str], None]) -> tu
 def open_shared(path: Path) -> tuple[RunFolder, Sweep]:
     """The sweep folder rank 0 holds, for another rank under torchrun (no lock: rank 0 has it)."""
     run = kinds.open_for_follower(path)
-    return run, load_sweep(run.path / CONFIG)
+    return run, load_sweep(run.path / CONFIG, stored=True)
 
 
 def done_trials(run: RunFolder, sweep: Sweep, note: Callable[[str], None] | None = None) -> set[str]:
@@ -201,7 +201,7 @@ def _interrupted(run: RunFolder, sweep: Sweep, exc: BaseException) -> Interrupte
     trials = run.manifest().get("trials", {})
     flying = [t for t, entry in trials.items() if entry.get("status") == "running"]
     run.update_entries("trials", {t: {"status": "interrupted"} for t in flying})
-    run.update_stage(STAGE, status="interrupted", signal=name, finished=utc_now())
+    run.update_stage(STAGE, status="interrupted", signal=name, finished=utc_now(), complete=complete)
     return Interrupted(f"sweep interrupted by {name}: {complete} of {len(sweep.trials)} trials complete, {len(flying)} in flight will run again", name)
 
 

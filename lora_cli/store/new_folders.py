@@ -17,6 +17,8 @@ CONFIG = "config.yaml"
 def new_folder(root: Path, name: str) -> Path:
     """root/<name>-<UTC time>, made here so two processes starting together never share one."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    if root.is_symlink() and not root.exists():
+        raise RunError(f"{root}: is a link to {root.readlink()}, which does not exist; create that folder or choose another runs root")
     with guard_write(root):
         root.mkdir(parents=True, exist_ok=True)
         for suffix in range(1, 10_000):

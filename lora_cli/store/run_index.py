@@ -7,6 +7,7 @@ process holds is shown as interrupted (its process was killed).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,13 @@ class Listed:
 
 
 def list_runs(root: Path) -> list[Listed]:
-    """Every folder directly under `root` that holds a manifest, oldest first, damaged ones included."""
+    """Every folder directly under `root` that holds a manifest, oldest first, damaged ones included.
+
+    Raises:
+        RunError: `root` exists and is not a folder.
+    """
+    if root.exists() and not root.is_dir():
+        raise RunError(f"{root}: is a file, not a folder of run folders; give the folder with --root (or $LORA_RUNS_DIR)")
     if not root.is_dir():
         return []
     listed = []
@@ -69,6 +76,19 @@ def newest(root: Path, kind: str | None = None) -> Path:
     raise RunError(f"no run folders in {root}/; start one with `lora pretrain` or `lora run CONFIG`")
 
 
+def whole_safetensors(path: Path) -> bool:
+    """True when `path` is a safetensors file whose header parses and whose tensors it describes
+    all fit in the file (read from the header alone, without loading a tensor)."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size)) if 0 < size < 2**27 else None
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+        return path.stat().st_size >= 8 + size + max(ends, default=0)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
+        return False
+
+
 def summary(run: Listed, root: Path) -> dict[str, Any]:
     """What `lora runs` prints and emits for one folder; names are relative to `root`."""
     name = str(run.path.relative_to(root)) if run.path.is_relative_to(root) else str(run.path)
@@ -79,8 +99,13 @@ def summary(run: Listed, root: Path) -> dict[str, Any]:
     stages = {}
     for stage, rec in run.manifest.get("stages", {}).items():
         row = {k: rec[k] for k in SUMMARY_KEYS if k in rec}
+        if rec.get("adapter_source"):  # lora merge --adapter: the merged weight is not the run's own adapter
+            row["imported"] = rec["adapter_source"].get("path")
         if row.get("status") == "running" and busy is None:
             row["status"] = "interrupted"  # recorded as running, yet no process holds the folder: it was killed
+        if row.get("checkpoint_epoch") is not None and not whole_safetensors(run.path / "checkpoints" / f"{stage}.safetensors"):
+            row.pop("checkpoint_epoch")
+            row["checkpoint"] = "damaged"
         stages[stage] = row
     return {**base, "kind": run.kind, "created": run.created, "running_in": busy, "stages": stages}
 

@@ -97,7 +97,8 @@ class TrainState:
     history: History
 
 
-# on_checkpoint(state): called every checkpoint_every epochs (not after the last)
+# on_checkpoint(state): called every checkpoint_every epochs and after the last one (so that
+# an interrupt while the result is being measured and written loses no training)
 CheckpointCallback = Callable[[TrainState], None]
 
 
@@ -133,7 +134,7 @@ def train(
     Args:
         generator: draws the batches; the same state gives the same batches on every engine.
         resume: a checkpoint of this engine; continuing from it is bit-identical on CPU.
-        on_checkpoint: receives a TrainState every schedule.checkpoint_every epochs.
+        on_checkpoint: receives a TrainState every schedule.checkpoint_every epochs and at the end.
     Returns:
         The logged full-data losses (epoch 0 first), and the divergence if the loss ran away.
     """
@@ -177,7 +178,7 @@ def train_lanes(
             return fits
         if on_epoch:
             on_epoch(epoch, logged)
-        if on_checkpoint and schedule.checkpoint_every and epoch % schedule.checkpoint_every == 0 and epoch < schedule.epochs:
+        if on_checkpoint and schedule.checkpoint_every and (epoch % schedule.checkpoint_every == 0 or epoch == schedule.epochs):
             # copies: training goes on changing the live tensors after the callback returns
             tensors = {k: v.detach().clone() for k, v in engine.state().items()}
             on_checkpoint(TrainState(epoch, engine.name, tensors, generator.get_state(), History(list(fits[0].history.points))))

@@ -112,10 +112,16 @@ def _prepare(lab: Path, line: str) -> None:
     if not match and line.startswith("lora finetune"):  # the newest run, as a person about to finetune has
         made = runner.invoke(app, ["pretrain", "-c", "configs/smoke.yaml"])
         assert made.exit_code == 0, made.output
-    if "my_peft_adapter" in line and not (lab / "my_peft_adapter").exists():
-        made = runner.invoke(app, ["run", "configs/smoke.yaml", "--run-dir", "runs/for-peft"])
-        assert made.exit_code == 0, made.output
-        (lab / "runs/for-peft/adapter").rename(lab / "my_peft_adapter")
+    if "my_peft_adapter" in line:  # a PEFT adapter for the model the command merges onto: the newest run's
+        import shutil
+
+        from lora_cli.store.run_index import newest
+
+        target = newest(lab / "runs", "pipeline")
+        if not (target / "adapter/adapter_model.safetensors").exists():
+            assert runner.invoke(app, ["finetune", "--run-dir", str(target)]).exit_code == 0
+        shutil.rmtree(lab / "my_peft_adapter", ignore_errors=True)
+        shutil.copytree(target / "adapter", lab / "my_peft_adapter")
 
 
 def test_the_commands_were_found():
