@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 
 runner = CliRunner()
 README = (ROOT / "README.md").read_text()
-PLACEHOLDER = re.compile(r"[\[…]|\b(CONFIG|DIR|SPEC|RUN_DIR|SWEEP_DIR|FILE)\b")
+PLACEHOLDER = re.compile(r"[\[…]|\b(CONFIG|DIR|SPEC|RUN_DIR|SWEEP_DIR|SWEEP|FILE)\b")
 RUN_FOLDER = re.compile(r"runs/([a-z0-9-]+?)-(sweep-)?\d{8}T\d{6}Z")
 SKIP = {
     "lora run --device cuda",  # needs a GPU: tests/test_cuda.py
