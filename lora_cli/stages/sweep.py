@@ -129,9 +129,10 @@ def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress
     owner = owners(groups, [t.config for t in todo], world.size)
     bases: dict[str, tuple[Any, RunFolder]] = {}
     with _ending(run, sweep, world):
-        if base_dir is None:  # every base the sweep holds is checked first, pretrained again when missing or damaged
+        if base_dir is None:  # every base the sweep holds is checked first, and pretrained again when damaged
             for trial in sweep.trials:
-                sweep_bases.base(run, sweep, trial.config, runtime, None, bases, progress, note)
+                if (run.path / sweep_bases.base_folder(sweep, trial.config)).is_dir():
+                    sweep_bases.base(run, sweep, trial.config, runtime, None, bases, progress, note)
         for number, group in enumerate(groups, 1):
             members = [todo[i] for i in group.trials]
             base = sweep_bases.base(run, sweep, members[0].config, runtime, base_dir, bases, progress, note)

@@ -40,8 +40,7 @@ def _own_base(run, sweep, cfg, runtime, progress, note) -> tuple[Any, RunFolder]
     """bases/base-<n>, pretrained now unless complete; under torchrun every rank trains it
     data-parallel and rank 0 writes it."""
     world = runtime.world or distributed.World()
-    keys = list(dict.fromkeys(plan.pretrain_key(t.config) for t in sweep.trials))
-    rel = f"bases/base-{keys.index(plan.pretrain_key(cfg))}"
+    rel = base_folder(sweep, cfg)
     needed = None
     if world.main:  # decides for every rank: they pretrain it together
         damage = integrity.base_problem(run.path / rel)
@@ -62,6 +61,12 @@ def _own_base(run, sweep, cfg, runtime, progress, note) -> tuple[Any, RunFolder]
         distributed.barrier(world)  # the others read what rank 0 wrote
     folder = kinds.open_run(run.path / rel, lock=None)
     return load_base(folder, cfg), folder
+
+
+def base_folder(sweep, cfg) -> str:
+    """bases/base-<n>: where the sweep keeps the base of `cfg`'s pretraining config."""
+    keys = list(dict.fromkeys(plan.pretrain_key(t.config) for t in sweep.trials))
+    return f"bases/base-{keys.index(plan.pretrain_key(cfg))}"
 
 
 def fresh_child(run: RunFolder, rel: str, cfg, register: bool = True) -> RunFolder:
