@@ -6,6 +6,7 @@ runs` and `lora plot`, a shift that changes nothing, help that says what a flag 
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def test_numbers_and_prose_are_never_cut_in_a_log(tmp_path):
     for row in rows:  # each final loss appears whole, as the table formats it
         assert f"{row['final_loss']:.6f}"[:6] in result.stdout or f"{row['final_loss']:.4e}" in result.stdout
     run = lora("run", SMOKE, "--epochs", "3", "--run-dir", tmp_path / "r")
-    assert any(line.startswith("Optimum ") and "gap " in line for line in run.stdout.splitlines()), run.stdout
+    optima = [line for line in run.stdout.splitlines() if line.startswith("Optimum ")]
+    assert len(optima) == 2 and all(re.search(r"; gap \d\.\d+e[+-]\d+$", line) for line in optima), run.stdout
 
 
 def test_config_problems_name_their_source_once_and_echo_values_short(tmp_path):
