@@ -60,15 +60,17 @@ def adapter_runtime(rt: Any, cfg: Any, out: Output):
 
 
 def warn_unshifted(out: Output, configs: dict[str, Any]) -> None:
-    """A note for each config (named by its key: '' for a run, a trial's id) whose shift leaves
-    θ unchanged: such a finetune has nothing to learn, which is rarely what was meant."""
+    """A note for each shift among `configs` (named by key: '' for a run, a trial's id) that
+    leaves θ unchanged: such a finetune has nothing to learn, which is rarely what was meant."""
     from lora_cli.core.shifts import unchanged
 
-    still = [name for name, cfg in configs.items() if unchanged(cfg.shift.kind, cfg.shift.value)]
-    if still:
-        cfg = configs[still[0]]
-        which = f"trial{'s' * (len(still) > 1)} {', '.join(still)}: " if still[0] else ""
-        out.note(f"{which}shift.kind {cfg.shift.kind} with shift.value {cfg.shift.value:g} leaves θ unchanged (θ2 = θ): the adapter has nothing to learn")
+    still: dict[tuple[str, float], list[str]] = {}
+    for name, cfg in configs.items():
+        if unchanged(cfg.shift.kind, cfg.shift.value):
+            still.setdefault((cfg.shift.kind, cfg.shift.value), []).append(name)
+    for (kind, value), names in still.items():
+        which = f"trial{'s' * (len(names) > 1)} {', '.join(names)}: " if names[0] else ""
+        out.note(f"{which}shift.kind {kind} with shift.value {value:g} leaves θ unchanged (θ2 = θ): the adapter has nothing to learn")
 
 
 def engine_flag(rt: Any) -> str:

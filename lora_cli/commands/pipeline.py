@@ -113,8 +113,10 @@ def merge(run_dir: RunDirOpt = None, adapter: AdapterDirOpt = None, *, opts: Any
         from lora_cli.stages import pipeline as stages
 
         record = stages.merge_stage(run, opts.force, request, adapter)
+    from lora_cli.stages.imported import OWN_MODULE
+
     source = record.adapter_source
-    if source and source.get("module") != "base_model.model.linear":
+    if source and source.get("module") != OWN_MODULE:
         out.note(
             f"{adapter}: its tensors adapt {source.get('module') or 'an unnamed module'} (target_modules {source.get('target_modules')}); "
             "merged onto this run's one linear layer, whose shape they fit"

@@ -12,6 +12,8 @@ from lora_cli.errors import RunError
 from lora_cli.store import peft_format
 from lora_cli.store.files import read_json_object, read_small, sha256_bytes
 
+OWN_MODULE = KEY_A.removesuffix(".lora_A.weight")  # the module path lora's own adapters name
+
 FIX = "it must be a PEFT LoRA folder (adapter_config.json, adapter_model.safetensors) for one linear layer"
 
 

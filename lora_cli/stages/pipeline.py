@@ -200,7 +200,7 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None,
     record = MergeRecord(
         stage="merge",
         run_dir=str(run.path),
-        seconds=0.0,
+        seconds=time.perf_counter() - start,
         baseline_loss=result.base_loss,
         final_loss=result.merged_loss,
         threads=n_threads,
@@ -215,7 +215,7 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None,
     )
     with recording(run, "merge"):
         run.save_tensors(MERGED, {"weight": result.merged})
-        return finish(run, dataclasses.replace(record, seconds=time.perf_counter() - start))
+        return finish(run, record)
 
 
 def _adapter_to_merge(run: RunFolder, cfg: Config, base: Any, adapter_dir: Path | None) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:

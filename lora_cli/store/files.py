@@ -118,6 +118,12 @@ def dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(finite_or_none(obj), indent=indent, allow_nan=False)
 
 
+def json_shown(value: Any, limit: int = 40) -> str:
+    """A JSON value as a file holds it (NaN, true, "text"), cut to `limit` characters for a message."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 DAMAGED_HINT = "delete the folder (rm -r {folder}) or choose another --run-dir"
 
 

@@ -10,7 +10,6 @@ it has passed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -18,7 +17,7 @@ from pydantic import AfterValidator, ConfigDict, Field, StrictInt, TypeAdapter, 
 from typing_extensions import TypedDict
 
 from lora_cli.errors import DamageError, RunError
-from lora_cli.store.files import read_json_object, repair_clause
+from lora_cli.store.files import json_shown, read_json_object, repair_clause
 
 FORMAT_VERSION = 1
 STRICT = ConfigDict(strict=True, extra="allow")
@@ -128,7 +127,5 @@ def shape_problem(manifest: dict[str, Any]) -> str | None:
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
-        found = json.dumps(error.get("input"), default=str)
-        found = found if len(found) <= 40 else found[:37] + "..."
-        return f"{where}: {error['msg'].lower()}, found {found}"
+        return f"{where}: {error['msg'].lower()}, found {json_shown(error.get('input'))}"
     return None

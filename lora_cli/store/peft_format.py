@@ -15,12 +15,12 @@ W + s·B'·A' = (W − s·B₀·A₀) + s·B·A.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import Any
 
 from lora_cli.core.adapter import KEY_A, KEY_B, KEY_M, MODULE, SCALING_RULES, AdapterSpec
 from lora_cli.core.inits import INITS
+from lora_cli.store.files import json_shown
 
 
 def adapter_config(spec: AdapterSpec) -> dict[str, Any]:
@@ -86,12 +86,12 @@ def spec_from_config(saved: dict[str, Any]) -> AdapterSpec:
         raise ValueError(f"peft_type is {saved.get('peft_type')!r}; only LORA adapters can be merged")
     rank, alpha = saved.get("r"), saved.get("lora_alpha")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"r = {_shown(rank)} must be a whole number ≥ 1")
+        raise ValueError(f"r = {json_shown(rank)} must be a whole number ≥ 1")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"lora_alpha = {_shown(alpha)} must be a finite number > 0")
+        raise ValueError(f"lora_alpha = {json_shown(alpha)} must be a finite number > 0")
     for key in ("use_rslora", "use_dora"):
         if not isinstance(saved.get(key, False), bool):
-            raise ValueError(f"{key} = {_shown(saved[key])} must be true or false")
+            raise ValueError(f"{key} = {json_shown(saved[key])} must be true or false")
     init = saved.get("init_lora_weights", True)
     if init in ("pissa", "olora", "corda", "loftq") or (isinstance(init, str) and init.startswith("pissa")):
         raise ValueError(
@@ -127,8 +127,3 @@ def adapter_from_peft(tensors: dict[str, Any]) -> tuple[dict[str, Any], dict[str
         raise ValueError(f"{bad} holds NaN or infinite values")
     return renamed, names
 
-
-def _shown(value: Any) -> str:
-    """A JSON value as the file has it, cut to 40 characters."""
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
