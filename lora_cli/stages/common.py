@@ -66,6 +66,9 @@ def refuse_rerun(run: RunFolder, name: str, force: bool, consequence: str) -> No
         return
     if run.stage(name).get("status") == "complete":
         extra = f" ({consequence})" if consequence else ""
+        problem = results.problem(run, name)  # a result that is gone or damaged is not worded as complete
+        if problem:
+            raise RunError(f"{run.path}: {name} is recorded complete, but {problem}; pass --force to run it again{extra}")
         raise RunError(f"{run.path}: {name} is already complete; pass --force to run it again{extra}")
     epoch = run.interrupted(name)
     if epoch is not None:

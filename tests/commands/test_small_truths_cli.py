@@ -203,3 +203,13 @@ def test_the_dry_run_counts_everything_and_warns_of_memory():
     huge = lora("sweep", SMOKE, "--grid", "adapter.rank=1,2", "--set", "data.n=4000000", "--set", "data.d_in=4000",
                 "--set", "data.d_out=4000", "--dry-run")
     assert huge.exit_code == 0 and "Warning: a group of 2 trials needs about" in huge.stderr and "lora sweep would refuse it" in huge.stderr
+
+
+def test_a_complete_stage_whose_result_is_gone_is_not_called_complete(finished, tmp_path):
+    import shutil
+
+    folder = Path(shutil.copytree(finished, tmp_path / "r"))
+    (folder / "merged.safetensors").unlink()
+    assert _errors(lora("merge", "-r", folder)) == [
+        f"error: {folder}: merge is recorded complete, but {folder}/merged.safetensors: missing; pass --force to run it again"]
+    assert lora("merge", "-r", folder, "--force").exit_code == 0
