@@ -30,7 +30,7 @@ def _configs(n: int, d: int, batch: int, epochs: int, ranks: list[int], dora: bo
     from lora_cli.config.loading import load_config
 
     sets = {"data.n": n, "data.d_in": d, "data.d_out": d, "pretrain.epochs": 1, "finetune.batch_size": batch,
-            "finetune.epochs": epochs, "finetune.log_every": 1000, "adapter.dora": dora}
+            "finetune.epochs": epochs, "finetune.log_every": 1000, "adapter.method": "dora" if dora else "lora"}
     return [load_config(ROOT / "configs" / "smoke.yaml", [("bench", k, v) for k, v in {**sets, "adapter.rank": r}.items()]) for r in ranks]
 
 

@@ -13,8 +13,9 @@ from torch.nn import functional as F
 from variants import BlogLoraLinear
 
 from lora_cli.config.loading import load_config
-from lora_cli.core.modules import linear_from_weight
-from lora_cli.core.inits import init_adapter, init_linear_weight
+from lora_cli.core.data import init_linear_weight
+from lora_cli.methods.inits import init_adapter
+from lora_cli.methods.modules import linear_from_weight
 from lora_cli.core.rng import generator
 from lora_cli.recipes.pipeline import adapter_spec, regression, thetas
 from lora_cli.train.sampler import epoch_batches

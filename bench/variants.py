@@ -17,11 +17,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from lora_cli.config.schemas import Config, TrainConfig
-from lora_cli.core.modules import linear_from_weight
-from lora_cli.core.inits import init_adapter, init_linear_weight
+from lora_cli.core.data import init_linear_weight
+from lora_cli.methods.inits import init_adapter
+from lora_cli.methods.modules import linear_from_weight
 from lora_cli.core.rng import generator
 from lora_cli.recipes.pipeline import adapter_spec, regression, thetas
-from lora_cli.train.engines import ENGINES
+from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W
+from lora_cli.train.engines import Task, build
 from lora_cli.train.loop import EpochCallback, Schedule, train
 from lora_cli.train.sampler import epoch_batches
 
@@ -73,10 +75,10 @@ def pretrain_runners(cfg: Config) -> tuple[dict[str, Callable[[], Runner]], floa
         return run
 
     def reference() -> Runner:
-        return _engine_runner(ENGINES["reference"].pretrain(w0, x, y, tc.lr, tc.batch_size), tc, gen)
+        return _engine_runner(build("reference", "full", Task((KEY_W,), w0, None, {KEY_W: w0}, x, y, tc.lr, tc.batch_size)), tc, gen)
 
     def fast_engine() -> Runner:
-        return _engine_runner(ENGINES["fast"].pretrain(w0, x, y, tc.lr, tc.batch_size), tc, gen)
+        return _engine_runner(build("fast", "full", Task((KEY_W,), w0, None, {KEY_W: w0}, x, y, tc.lr, tc.batch_size)), tc, gen)
 
     return {"naive": naive, "reference": reference, "fast": fast_engine}, setup
 
@@ -114,15 +116,18 @@ def finetune_runners(cfg: Config, base_w: torch.Tensor) -> tuple[dict[str, Calla
 
         return run
 
+    def lora_task() -> Task:
+        return Task((KEY_A, KEY_B), base_w, spec, {KEY_A: a0, KEY_B: b0}, x, y, tc.lr, tc.batch_size)
+
     def naive() -> Runner:
         model = BlogLoraLinear(linear_from_weight(base_w), a0.T, spec.scaling)  # blog A = lora_Aᵀ
         return trained(model, [model.A, model.B])
 
     def reference() -> Runner:
-        return _engine_runner(ENGINES["reference"].finetune(base_w, spec, a0, b0, x, y, tc.lr, tc.batch_size), tc, gen)
+        return _engine_runner(build("reference", "lora", lora_task()), tc, gen)
 
     def fast_engine() -> Runner:
-        return _engine_runner(ENGINES["fast"].finetune(base_w, spec, a0, b0, x, y, tc.lr, tc.batch_size), tc, gen)
+        return _engine_runner(build("fast", "lora", lora_task()), tc, gen)
 
     def peft() -> Runner:
         from peft import LoraConfig, get_peft_model

@@ -173,17 +173,18 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
 def _learned_delta(run: RunFolder, cfg: Any, base: torch.Tensor) -> tuple[torch.Tensor, str, int]:
     """(ΔW, its panel title, its rank): the imported adapter's in merged.safetensors after
     `lora merge --adapter`, else the run's own adapter's, titled by its scaling rule."""
-    from lora_cli.core.adapter import delta_weight
+    from lora_cli.methods.registry import method_of
     from lora_cli.stages.kinds import MERGED
-    from lora_cli.stages.pipeline import load_adapter, stored_spec
+    from lora_cli.stages.trained_files import load_trained, stored_spec
 
     merge = run.stage("merge")
     source = merge.get("adapter_source") if merge.get("status") == "complete" else None
     if source:
         return run.load_tensors(MERGED)["weight"] - base, "imported adapter's ΔW = W' − W", int(source["rank"])
-    spec = cfg.adapter
-    label = "learned ΔW = W' − W (DoRA)" if spec.dora else f"learned ΔW = (alpha/{'√r' if spec.scaling == 'rslora' else 'r'})·B·A"
-    return delta_weight(base, stored_spec(cfg), load_adapter(run, cfg)), label, spec.rank
+    a, spec = cfg.adapter, stored_spec(cfg)
+    method = method_of(spec)
+    label = f"learned ΔW = (alpha/{'√r' if a.scaling == 'rslora' else 'r'})·B·A" if a.method in ("lora", "lora_fa") else f"learned ΔW = W' − W ({method.label})"
+    return method.delta(base, spec, load_trained(run, cfg)), label, a.rank
 
 
 def _sweep_figures(run: RunFolder) -> dict[str, Figure]:

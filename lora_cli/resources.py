@@ -28,8 +28,12 @@ def stage_bytes(cfg: Config | ApproxConfig, stage: str) -> dict[str, int]:
     weight = d_in * d_out * FLOAT
     if stage == "pretrain":  # θ, X, y; W, grad, Adam m and v; X·Wᵀ − y when evaluating
         return {"data (θ, X, y)": weight + n * (d_in + d_out) * FLOAT, "weights and Adam state": 4 * weight, "evaluation": n * d_out * FLOAT}
-    if stage == "finetune":  # θ, θ2, X2, y2, [X2 | R]; frozen W; the evaluation temporary
-        return {"data (θ, θ2, X2, y2, [X2 | R])": 2 * weight + 2 * n * (d_in + d_out) * FLOAT, "frozen base": weight, "evaluation": n * d_out * FLOAT}
+    if stage == "finetune":  # θ, θ2, X2, y2, [X2 | R]; frozen W; what trains with its gradient and Adam state
+        trained = 4 * _method(cfg).parameter_count(_spec(cfg), d_in, d_out) * FLOAT
+        return {"data (θ, θ2, X2, y2, [X2 | R])": 2 * weight + 2 * n * (d_in + d_out) * FLOAT, "frozen base": weight,
+                "trained tensors and Adam state": trained, "evaluation": n * d_out * FLOAT}
+    if stage != "merge":
+        raise ValueError(f"no memory estimate for a stage named {stage!r}")
     # merge: θ, θ2, X2, y2; W, ΔW, W'; three (n, d_out) outputs
     return {"data (θ, θ2, X2, y2)": 2 * weight + n * (d_in + d_out) * FLOAT, "weights": 3 * weight, "outputs": 3 * n * d_out * FLOAT}
 
@@ -44,12 +48,26 @@ def step_work(cfg: Config | ApproxConfig, stage: str) -> float:
     if isinstance(cfg, ApproxConfig):  # A·B, its two gradients, Adam over both factors
         return 6.0 * cfg.d_in * cfg.rank * cfg.d_out
     b_pre, b_ft = cfg.pretrain.batch_size, cfg.finetune.batch_size
-    n, d_in, d_out, r = cfg.data.n, cfg.data.d_in, cfg.data.d_out, cfg.adapter.rank
+    n, d_in, d_out = cfg.data.n, cfg.data.d_in, cfg.data.d_out
     if stage == "pretrain":  # forward and weight-gradient GEMMs
         return 4.0 * b_pre * d_in * d_out + b_pre * (d_in + d_out)
-    if stage == "finetune":  # three (b, r) x (r, d) products and the [X2 | R] gather
-        return 6.0 * b_ft * r * (d_in + d_out) + b_ft * (d_in + d_out)
+    if stage == "finetune":  # the method's products (LoRA: three (b, r) x (r, d)) and the [X2 | R] gather
+        return _method(cfg).step_flops(_spec(cfg), b_ft, d_in, d_out) + b_ft * (d_in + d_out)
+    if stage != "merge":
+        raise ValueError(f"no step cost for a stage named {stage!r}")
     return 2.0 * n * d_in * d_out  # merge: X2 · W'ᵀ over the shifted data
+
+
+def _spec(cfg: Config):
+    from lora_cli.methods.spec import AdapterSpec
+
+    return AdapterSpec(cfg.adapter.rank, cfg.adapter.alpha, method=cfg.adapter.method)
+
+
+def _method(cfg: Config):
+    from lora_cli.methods.registry import METHODS
+
+    return METHODS[cfg.adapter.method]
 
 
 def available_bytes() -> int | None:
@@ -110,16 +128,16 @@ def group_estimate(cfgs: list[Config], engine: str) -> tuple[int, float]:
     on `engine` ("batched", or an entry of train/engines.ENGINES: one trial alone)."""
     first = cfgs[0]
     n, d_in, d_out = first.data.n, first.data.d_in, first.data.d_out
-    ranks = sum(cfg.adapter.rank for cfg in cfgs)
-    data = sum(stage_bytes(first, "finetune").values())
-    adapters = 4 * ranks * (d_in + d_out) * FLOAT  # parameters, gradient, Adam's two moments
+    data = sum(stage_bytes(first, "finetune").values()) - stage_bytes(first, "finetune")["trained tensors and Adam state"]
+    adapters = sum(4 * _method(cfg).parameter_count(_spec(cfg), d_in, d_out) * FLOAT for cfg in cfgs)  # parameters, gradient, Adam's two moments
     batched = engine == "batched"
     moments = 8 * d_in * (d_in + d_out) if batched else 0  # float64 XᵀX and XᵀR
     ft = first.finetune
     steps = ft.epochs * (n // ft.batch_size)
     overhead, per_element, rate = STEP_COSTS.get(engine, STEP_COSTS["reference"])
     elements = ft.batch_size * (d_in + d_out)
-    step = overhead + per_element * elements + 8.0 * elements * ranks / rate
+    flops = sum(_method(cfg).step_flops(_spec(cfg), ft.batch_size, d_in, d_out) for cfg in cfgs) * 8 / 6  # fitted as 8·b·Σr·(d_in + d_out)
+    step = overhead + per_element * elements + flops / rate
     return data + adapters + moments, steps * step + SETUP_PER_ELEMENT * n * (d_in + d_out)
 
 

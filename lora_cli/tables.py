@@ -30,17 +30,30 @@ def loss_table(rows: list[dict[str, Any]], unit: str = "Epoch", title: str | Non
 
 
 def parameter_table(params: Parameters, d_in: int, d_out: int) -> Table:
-    """Full d_in·d_out against LoRA r·(d_in + d_out)."""
-    r = params.rank
+    """Full d_in·d_out against what the method trains (LoRA: r·(d_in + d_out))."""
+    from lora_cli.methods.registry import METHODS
+
+    r, method = params.rank, params.method
+    m = METHODS[method]
     table = Table(title="Parameters", title_justify="left")
     table.add_column("Update")
     table.add_column("Trainable parameters", justify="right")
     table.add_row(f"Full ({d_out} x {d_in})", f"{params.full:,}")
-    extra = params.lora - r * (d_in + d_out)  # DoRA's magnitude: one per output row
-    table.add_row(f"LoRA rank {r} ({r} x ({d_in} + {d_out}){f' + {extra} magnitudes' if extra else ''})", f"{params.lora:,}")
+    if method != "full":
+        table.add_row(f"{m.label or 'LoRA'} rank {r} ({_trained_terms(m, r, d_in, d_out)})", f"{params.lora:,}")
     table.add_row("Reduction", f"{100 * params.reduction:.2f}%")
     table.add_row("Compression", f"{params.compression:.2f}x")
     return table
+
+
+def _trained_terms(method: Any, r: int, d_in: int, d_out: int) -> str:
+    """"2 x (1001 + 1000)": the trained tensors' sizes, from the method's shapes."""
+    from lora_cli.methods.spec import KEY_A, KEY_B, KEY_M, AdapterSpec
+
+    trains = method.trains
+    terms = [f"{r} x ({d_in} + {d_out})" if {KEY_A, KEY_B} <= set(trains) else f"{d_out} x {r}" if KEY_B in trains else ""]
+    terms += [f"{d_out} magnitudes"] if KEY_M in trains else []
+    return " + ".join(t for t in terms if t) or str(method.parameter_count(AdapterSpec(r, 1.0), d_in, d_out))
 
 
 def merge_table(report: MergeRecord) -> Table:
@@ -191,7 +204,7 @@ def stage_tables(record: StageRecord, shape: tuple[int, int] = (0, 0)) -> list[R
 
 
 def _training_tables(record: StageRecord, d_in: int, d_out: int) -> list[RenderableType]:
-    what = "full-rank base" if record.stage == "pretrain" else adapter_words(record)
+    what = "full-rank base" if record.stage == "pretrain" else _method(record).words(record)
     return [
         f"[bold]{record.stage}[/]: {what}, full-data MSE  ({record.seconds:.2f} s, {record.engine} engine, {record.device})",
         loss_table(record.history),
@@ -201,27 +214,30 @@ def _training_tables(record: StageRecord, d_in: int, d_out: int) -> list[Rendera
     ]
 
 
-def adapter_words(record: Any) -> str:
-    """"rank-2 adapter (alpha 4, pissa init, rsLoRA, LoRA+ x16, DoRA)": what differs from plain LoRA."""
-    parts = [f"alpha {record.alpha:g}"]
-    parts += [f"{record.init} init"] if record.init != "normal" else []
-    parts += ["rsLoRA"] if record.scaling_rule == "rslora" else []
-    parts += [f"LoRA+ x{record.lr_ratio:g}"] if record.lr_ratio != 1 else []
-    parts += ["DoRA"] if record.dora else []
-    return f"rank-{record.rank} adapter ({', '.join(parts)})"
+def _method(record: Any) -> Any:
+    from lora_cli.methods.registry import METHODS
+
+    return METHODS[record.method]
+
+
+def _spec(record: Any) -> Any:
+    from lora_cli.methods.spec import AdapterSpec
+
+    return AdapterSpec(record.rank, record.alpha, record.init, record.scaling_rule, record.lr_ratio, record.method)
 
 
 def optimum_lines(record: Any) -> list[str]:
     """The final loss beside the best any allowed update reaches on the same data (float64)."""
     if record.optimal_loss is None:
         return []
-    allowed = "any W" if record.stage == "pretrain" else f"rank-{record.rank} update of the frozen base"
-    lines = [f"Optimum {fmt_loss(record.optimal_loss)} (best {allowed}, this data); gap {record.gap:.3e}"]
-    if getattr(record, "dora", False):
-        lines.append("DoRA's magnitude also rescales the base's rows, so it can end below the rank-r optimum")
+    if record.stage == "pretrain":
+        return [f"Optimum {fmt_loss(record.optimal_loss)} (best any W, this data); gap {record.gap:.3e}"]
+    method, spec = _method(record), _spec(record)
+    lines = [f"Optimum {fmt_loss(record.optimal_loss)} (best {method.allowed(spec)}, this data); gap {record.gap:.3e}"]
+    lines += [method.caveat] if method.caveat else []
     population = getattr(record, "population_optimal_loss", None)
     if population is not None:
-        lines.append(f"On fresh data the best rank-{record.rank} update's expected MSE is {fmt_loss(population)}")
+        lines.append(f"On fresh data the best {method.allowed(spec)} has expected MSE {fmt_loss(population)}")
     return lines
 
 
@@ -229,7 +245,7 @@ def _merge_tables(record: MergeRecord, d_in: int, d_out: int) -> list[Renderable
     source = record.adapter_source
     imported = [] if not source else [
         f"Imported PEFT adapter {escape(source['path'])}: rank {source['rank']}, alpha {source['alpha']:g}"
-        f"{', rsLoRA' if source['scaling_rule'] == 'rslora' else ''}{', DoRA' if source['dora'] else ''}",
+        f"{', rsLoRA' if source['scaling_rule'] == 'rslora' else ''}{', DoRA' if source.get('method', 'dora' if source.get('dora') else '') == 'dora' else ''}",
         *subspace_tables(record.subspace),  # the run's own adapter showed them after finetune
     ]
     return [

@@ -46,3 +46,19 @@ def _release_run_locks():
     """Library-level tests open run folders outside the CLI, which releases locks as each command ends."""
     yield
     locking.release_all()
+
+
+def factors(a, b, m=None) -> dict:
+    """lora_A, lora_B (and DoRA's m) under PEFT's keys, as methods take them."""
+    from lora_cli.methods.spec import KEY_A, KEY_B, KEY_M
+
+    return {KEY_A: a, KEY_B: b} | ({KEY_M: m} if m is not None else {})
+
+
+def engine_for(engine: str, w, spec, start: dict, x, y, lr: float, batch_size: int):
+    """Engine `engine`'s trainer for spec's method from `start` on the frozen w (a pretrain when spec is None)."""
+    from lora_cli.methods.registry import METHODS
+    from lora_cli.train.engines import Task, build
+
+    method = METHODS[spec.method if spec is not None else "full"]
+    return build(engine, method.name, Task(method.trains, w, spec, start, x, y, lr, batch_size))

@@ -6,9 +6,11 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from lora_cli.core.adapter import KEY_A, KEY_B, AdapterSpec, delta_weight, merge, state_dict
-from lora_cli.core.modules import LoRALinear
-from lora_cli.core.inits import init_adapter
+from lora_cli.methods.inits import init_adapter
+from lora_cli.methods.modules import LoRALinear
+from lora_cli.methods.registry import METHODS, merge
+from lora_cli.methods.spec import KEY_A, KEY_B, AdapterSpec
+from tests.conftest import factors
 
 
 def _base(d_in=7, d_out=5, seed=0) -> nn.Linear:
@@ -21,7 +23,7 @@ def _adapter(rank=2, alpha=3.0, init="gaussian", d_in=7, d_out=5) -> LoRALinear:
     base = _base(d_in, d_out)
     a, b, frozen = init_adapter(base.weight.detach(), spec, torch.Generator().manual_seed(1))
     assert frozen is base.weight or torch.equal(frozen, base.weight)
-    return LoRALinear(base, spec, a, b)
+    return LoRALinear(base, spec, factors(a, b))
 
 
 def test_adapter_at_init_equals_the_base():
@@ -48,8 +50,8 @@ def test_forward_is_base_plus_scaled_low_rank_product():
 def test_only_the_adapter_trains_and_its_size_is_r_times_din_plus_dout(rank):
     layer = _adapter(rank=rank)
     trainable = [p for p in layer.parameters() if p.requires_grad]
-    assert sum(p.numel() for p in trainable) == rank * (7 + 5) == AdapterSpec(rank, 1.0).parameter_count(7, 5)
-    assert {id(p) for p in trainable} == {id(p) for p in layer.adapter_parameters()}
+    assert sum(p.numel() for p in trainable) == rank * (7 + 5) == METHODS["lora"].parameter_count(AdapterSpec(rank, 1.0), 7, 5)
+    assert {id(p) for p in trainable} == {id(p) for p in layer.named_adapter().values()}
     assert not layer.base.weight.requires_grad
     assert layer.lora_A.shape == (rank, 7) and layer.lora_B.shape == (5, rank)
 
@@ -59,7 +61,7 @@ def test_merged_forward_equals_adapter_forward():
     with torch.no_grad():
         layer.lora_B.normal_()
     spec = AdapterSpec(rank=2, alpha=4.0)
-    merged = merge({"weight": layer.base.weight.detach()}, spec, state_dict(layer.lora_A, layer.lora_B))
+    merged = merge({"weight": layer.base.weight.detach()}, spec, factors(layer.lora_A, layer.lora_B))
     plain = nn.Linear(7, 5, bias=False)
     plain.weight.data.copy_(merged["weight"])
     x = torch.randn(9, 7)
@@ -72,7 +74,7 @@ def test_merge_is_pure_and_hand_checked():
     spec = AdapterSpec(rank=1, alpha=0.5)  # scaling 0.5
     merged = merge({"weight": w}, spec, adapter)["weight"]
     assert_close(merged, torch.tensor([[0.5, 1.0, 1.5], [-0.5, -1.0, -1.5]]))
-    assert_close(delta_weight(w, spec, adapter), merged)
+    assert_close(METHODS["lora"].delta(w, spec, adapter), merged)
     assert torch.equal(w, torch.zeros(2, 3)), "inputs are not modified"
     with pytest.raises(ValueError, match="not \\("):
         merge({"weight": torch.zeros(3, 3)}, spec, adapter)

@@ -4,7 +4,6 @@ assignment, how a lost peer is worded, and the up-front refusal of one-process e
 import pytest
 
 from lora_cli import distributed
-from lora_cli.core.adapter import AdapterSpec
 from lora_cli.distributed import World
 from lora_cli.errors import ConfigError, RunError
 from lora_cli.train.engines import require_parallel
@@ -44,12 +43,12 @@ def test_a_failed_collective_is_worded_as_a_lost_peer_not_a_bug(monkeypatch, rai
 
 def test_one_process_engines_are_refused_up_front_under_torchrun():
     two = World(0, 2)
-    dora = AdapterSpec(rank=1, alpha=1.0, dora=True)
+    dora = "dora"
     with pytest.raises(ConfigError, match="the reference engine .*no hand-written DoRA gradients.*without torchrun"):
         require_parallel("auto", dora, two)
     with pytest.raises(ConfigError, match="--engine reference: trains in one process"):
         require_parallel("reference", None, two)
-    require_parallel("auto", AdapterSpec(rank=1, alpha=1.0), two)  # the fast engine shares its steps
+    require_parallel("auto", "lora", two)  # the fast engine shares its steps
     require_parallel("auto", dora, World())  # one process: anything goes
     require_parallel("reference", None, None)
 

@@ -181,12 +181,12 @@ def test_lora_plus_gives_lora_b_peft_s_learning_rate():
     peft = pytest.importorskip("peft")
     from peft.optimizers import create_loraplus_optimizer
 
-    from lora_cli.core.adapter import AdapterSpec
-    from lora_cli.train.reference import ReferenceFinetune
+    from lora_cli.methods.spec import AdapterSpec
+    from tests.conftest import engine_for, factors
 
     w, x, y = torch.randn(5, 7), torch.randn(20, 7), torch.randn(20, 5)
     spec = AdapterSpec(2, 1.0, lr_ratio=16.0)
-    ours = ReferenceFinetune(w, spec, torch.randn(2, 7), torch.zeros(5, 2), x, y, 1e-3, 4)
+    ours = engine_for("reference", w, spec, factors(torch.randn(2, 7), torch.zeros(5, 2)), x, y, 1e-3, 4)
     ours_lrs = {id(p): group["lr"] for group in ours.opt.param_groups for p in group["params"]}
     holder = torch.nn.Module()
     holder.linear = torch.nn.Linear(7, 5, bias=False)

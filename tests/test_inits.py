@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from lora_cli.core.adapter import KEY_A, KEY_B, AdapterSpec, low_rank_delta, state_dict
-from lora_cli.core.inits import INITS, init_adapter
-from lora_cli.store.peft_format import export, export_spec
+from lora_cli.methods.inits import INITS, init_adapter
+from lora_cli.methods.lora import low_rank_delta, state_dict
+from lora_cli.methods.peft import export, export_spec
+from lora_cli.methods.spec import KEY_A, KEY_B, AdapterSpec
 
 peft = pytest.importorskip("peft")
 D_IN, D_OUT = 40, 24

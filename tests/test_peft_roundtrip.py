@@ -26,10 +26,12 @@ peft = pytest.importorskip("peft")
         (3, 1.0, ["--init", "olora"]),
         (2, 4.0, ["--dora"]),
         (2, 4.0, ["--dora", "--init", "pissa", "--lr-ratio", "4"]),
+        (2, 4.0, ["--method", "lora_fa"]),  # LoRA-FA's adapter is a PEFT LoRA: only how it trained differs
+        (2, 4.0, ["--method", "lora_fa", "--init", "kaiming", "--lr-ratio", "4"]),
     ],
 )
 def test_peft_loads_the_adapter_and_matches_the_merged_weight(tmp_path, rank, alpha, flags):
-    """Every init, scaling rule and DoRA: PEFT's forward on the original base equals our merged
+    """Every init, scaling rule, DoRA and LoRA-FA: PEFT's forward on the original base equals our merged
     weight (PiSSA and OLoRA through their rank-2r export), and the merged loss is the loss
     training reached on the frozen (residual) base."""
     run_dir = tmp_path / "run"

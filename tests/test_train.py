@@ -6,11 +6,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.testing import assert_close
 
-from lora_cli.core.modules import linear_from_weight
-from lora_cli.train.engines import ENGINES, engine_entry
+from lora_cli.methods.modules import linear_from_weight
+from lora_cli.train.engines import engine_entry
 from lora_cli.train.loop import Schedule, train
 from lora_cli.train.reference import ReferenceEngine
 from lora_cli.train.sampler import epoch_batches
+from tests.conftest import engine_for
 
 
 def _problem(n=64, d_in=6, d_out=4):
@@ -25,7 +26,7 @@ def test_loop_matches_a_hand_written_adam_loop():
     torch.manual_seed(1)
     w0 = nn.Linear(6, 4, bias=False).weight.detach()
     reference = linear_from_weight(w0)
-    engine = ENGINES["reference"].pretrain(w0, x, y, 0.05, 16)
+    engine = engine_for("reference", w0, None, {"weight": w0}, x, y, 0.05, 16)
 
     fit = train(engine, Schedule(epochs=5, batch_size=16, log_every=2), torch.Generator().manual_seed(7))
 
@@ -47,7 +48,7 @@ def test_loop_matches_a_hand_written_adam_loop():
     assert [p.epoch for p in history.points] == [0, 2, 4, 5]
     assert [p.step for p in history.points] == [0, 8, 16, 20]
     assert_close(torch.tensor([p.loss for p in history.points]), torch.tensor(list(losses.values())))
-    assert_close(engine.weight(), reference.weight.detach())
+    assert_close(engine.trained()["weight"], reference.weight.detach())
     assert history.final < history.baseline
 
 

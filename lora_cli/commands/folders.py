@@ -50,10 +50,9 @@ def adapter_runtime(rt: Any, cfg: Any, out: Output):
     """`rt` with its engine chosen for the config's adapter: --engine auto picks the first
     engine that can train it, saying so when that is not the usual one; a named engine that
     cannot is refused with one line, and so is one that cannot share its work under torchrun."""
-    from lora_cli.recipes.pipeline import adapter_spec
     from lora_cli.train.engines import require_parallel
 
-    name, why = require_parallel(rt.engine, adapter_spec(cfg), rt.world)
+    name, why = require_parallel(rt.engine, cfg.adapter.method, rt.world)
     if why:
         out.note(why)
     return dataclasses.replace(rt, engine=name)

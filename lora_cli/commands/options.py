@@ -21,7 +21,8 @@ import typer
 
 from lora_cli.config.overrides import Override, parse_scalar, parse_set_option
 from lora_cli.errors import ConfigError
-from lora_cli.core.inits import INITS
+from lora_cli.methods.inits import INITS
+from lora_cli.methods.registry import METHODS
 from lora_cli.train.engines import AUTO, DEVICES, ENGINES
 
 
@@ -73,7 +74,10 @@ Init = Enum("Init", {name: name for name in INITS}, type=str)
 InitOpt = Annotated[Optional[Init], typer.Option("--init", help="How lora_A and lora_B start (adapter.init; see lora schema).")]
 LrRatioOpt = number_option("--lr-ratio", "LoRA+: lora_B learns at finetune.lr times this (adapter.lr_ratio).", "NUMBER")
 RsloraOpt = flag_option("--rslora", "Scale by alpha / √rank, as rsLoRA (adapter.scaling=rslora).")
-DoraOpt = flag_option("--dora", "DoRA: also train a magnitude per output row (adapter.dora=true).")
+DoraOpt = flag_option("--dora", "DoRA: also train a magnitude per output row (the same as --method dora).")
+Method = Enum("Method", {name: name for name in METHODS}, type=str)
+_METHOD_HELP = "; ".join(f"{name}: {m.help}" for name, m in METHODS.items())
+MethodOpt = Annotated[Optional[Method], typer.Option("--method", help=f"The way of fine-tuning (adapter.method; {_METHOD_HELP}).")]
 _ENGINE_HELP = "; ".join(f"{name}: {entry.help}" for name, entry in ENGINES.items())
 EngineOpt = Annotated[
     Engine, typer.Option("--engine", help=f"Training engine ({AUTO}: the first below that can train the adapter; {_ENGINE_HELP}).")
@@ -89,6 +93,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "rslora": (RsloraOpt, False),
     "lr_ratio": (LrRatioOpt, None),
     "dora": (DoraOpt, False),
+    "method": (MethodOpt, None),
     "engine": (EngineOpt, Engine.auto),
     "device": (DeviceOpt, Device.auto),
     "threads": (ThreadsOpt, None),
@@ -143,14 +148,17 @@ def collect_overrides(sets: list[str] | None, flags: dict[str, tuple[tuple[str, 
 
 
 def adapter_flags(opts: Any) -> dict[str, tuple[tuple[str, ...], str | None]]:
-    """--rank, --alpha, --init, --rslora, --lr-ratio and --dora as the config keys they set (see collect_overrides)."""
+    """--rank, --alpha, --init, --rslora, --lr-ratio, --method and --dora as the config keys they set (see collect_overrides)."""
+    if opts.dora and opts.method is not None and opts.method.value != "dora":
+        raise ConfigError(f"--dora and --method {opts.method.value} ask for two methods; give one")
     return {
         "--rank": (("adapter.rank",), opts.rank),
         "--alpha": (("adapter.alpha",), opts.alpha),
         "--init": (("adapter.init",), opts.init.value if opts.init else None),
         "--rslora": (("adapter.scaling",), "rslora" if opts.rslora else None),
         "--lr-ratio": (("adapter.lr_ratio",), opts.lr_ratio),
-        "--dora": (("adapter.dora",), "true" if opts.dora else None),
+        "--method": (("adapter.method",), opts.method.value if opts.method else None),
+        "--dora": (("adapter.method",), "dora" if opts.dora else None),
     }
 
 

@@ -63,12 +63,14 @@ def pretrain(
     out.note(f"Next: lora finetune --rank {cfg.adapter.rank} --run-dir {run.path}")
 
 
-@shared("rank", "alpha", "init", "rslora", "lr_ratio", "dora", "engine", "device", "threads", "force", "resume", "as_json")
+@shared("rank", "alpha", "init", "rslora", "lr_ratio", "method", "dora", "engine", "device", "threads", "force", "resume", "as_json")
 def finetune(run_dir: RunDirOpt = None, sets: SetOpt = None, epochs: EpochsOpt = None, *, opts: Any) -> None:
     """Stage 2: shift θ, draw new data and train a rank-r adapter on the frozen base.
 
     Example: lora finetune --rank 4 --alpha 8 --init pissa --rslora
     Example: lora finetune --rank 2 --dora --lr-ratio 16
+    Example: lora finetune --method lora_fa --rank 4
+    Example: lora finetune --method full
     """
     flags = {**adapter_flags(opts), "--epochs": (("finetune.epochs",), epochs)}
     overrides = collect_overrides(sets, flags)
@@ -125,7 +127,7 @@ def merge(run_dir: RunDirOpt = None, adapter: AdapterDirOpt = None, *, opts: Any
     out.emit(record.to_json())
 
 
-@shared("rank", "alpha", "init", "rslora", "lr_ratio", "dora", "engine", "device", "threads", "force", "resume", "plot", "as_json")
+@shared("rank", "alpha", "init", "rslora", "lr_ratio", "method", "dora", "engine", "device", "threads", "force", "resume", "plot", "as_json")
 def run(
     config: Annotated[Optional[Path], typer.Argument(metavar="[CONFIG]", help="YAML config, e.g. configs/posit.yaml (with --resume: the run folder's own).")] = None,
     run_dir: NewRunDirOpt = None,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from lora_cli.config.overrides import Override
 from lora_cli.config.problems import worded
-from lora_cli.config.schemas import RENAMED, RENAMED_VALUES, SCHEMAS, ApproxConfig, Config, Section
+from lora_cli.config.schemas import RENAMED, SCHEMAS, ApproxConfig, Config, Section, renamed_value
 from lora_cli.config.yamlio import YamlError, dump_yaml, read_yaml_file
 from lora_cli.errors import ConfigError
 
@@ -161,17 +161,17 @@ def read_mapping(path: Path) -> dict[str, Any]:
 def _upgrade(doc: dict[str, Any], where: str) -> dict[str, Any]:
     """A file's renamed keys moved to their new names (configs and run folders written before)."""
     for old, new in RENAMED.items():
-        (old_section, leaf), new_section = old.split("."), new.split(".")[0]
+        (old_section, leaf), (new_section, new_leaf) = old.split("."), new.split(".")
         section = doc.get(old_section)
         if isinstance(section, dict) and leaf in section:
             target = doc.setdefault(new_section, {})
             if not isinstance(target, dict):
                 continue  # the schema says what is wrong with it
-            if leaf in target:
+            if new_leaf in target:
                 raise ConfigError(f"{where}: {old} and {new} are both set; keep {new} ({old} is its old name)")
-            value = section.pop(leaf)
-            target[leaf] = RENAMED_VALUES.get((old, value), value) if isinstance(value, str) else value
+            target[new_leaf] = renamed_value(old, section.pop(leaf))
     return doc
+
 
 
 def _default_name(path: Path) -> str:
@@ -202,8 +202,7 @@ def _note_source(sources: dict[str, str], dotted: str, source: str) -> None:
 
 def _apply_override(raw: dict, sources: dict, source: str, key: str, value: Any) -> None:
     if key in RENAMED:
-        value = RENAMED_VALUES.get((key, value), value) if isinstance(value, str) else value
-        key = RENAMED[key]
+        value, key = renamed_value(key, value), RENAMED[key]
     parts = key.split(".")
     node = raw
     for part in parts[:-1]:

@@ -12,8 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 
-from lora_cli.core.adapter import SCALING_RULES
-from lora_cli.core.inits import INITS
+from lora_cli.methods.inits import INITS
+from lora_cli.methods.registry import METHODS
+from lora_cli.methods.spec import SCALING_RULES
 from lora_cli.core.shifts import SHIFTS
 
 LIMIT = 10**15  # no size or count beyond this is meant; it keeps products of sizes far from overflow
@@ -65,14 +66,15 @@ class ShiftConfig(Section):
 
 
 class AdapterConfig(Section):
-    """The adapter: what `core.adapter.AdapterSpec` is built from, and what adapter_config.json records."""
+    """The adapter: what `methods.spec.AdapterSpec` is built from, and what adapter_config.json records."""
+
+    method: choice(METHODS) = Field("lora", description=choices_help("the way of fine-tuning", METHODS))
 
     rank: int = whole(1, "LoRA rank r: lora_A is r x d_in, lora_B is d_out x r; r ≤ min(d_in, d_out)")
     alpha: float = Field(1.0, ge=ALPHA_RANGE[0], le=ALPHA_RANGE[1], description="LoRA alpha; scaling = alpha / rank under the standard rule")
     init: choice(INITS) = Field("normal", description=choices_help("how lora_A and lora_B start", INITS))
     scaling: choice(SCALING_RULES) = Field("standard", description=choices_help("the scaling rule", SCALING_RULES))
     lr_ratio: float = positive(1.0, "LoRA+: lora_B's (and DoRA's m's) learning rate is finetune.lr times this (1 = plain LoRA)")
-    dora: bool = Field(False, description="DoRA: also train a magnitude per output row (PEFT's use_dora; reference engine)")
 
 
 class TrainConfig(Section):
@@ -137,9 +139,15 @@ class ApproxConfig(Section):
 
 SCHEMAS: dict[str, type[Section]] = {"pipeline": Config, "approx": ApproxConfig}
 # keys renamed since run folders were first written: old name -> new name (read, never written)
-RENAMED = {"finetune.rank": "adapter.rank", "finetune.alpha": "adapter.alpha", "finetune.init": "adapter.init"}
-# values whose meaning moved with a rename: under finetune.init, "gaussian" was the blog's N(0, 1)
-RENAMED_VALUES = {("finetune.init", "gaussian"): "normal"}
+RENAMED = {"finetune.rank": "adapter.rank", "finetune.alpha": "adapter.alpha", "finetune.init": "adapter.init", "adapter.dora": "adapter.method"}
+# values whose meaning moved with a rename: under finetune.init, "gaussian" was the blog's N(0, 1);
+# adapter.dora (a bool) became the method
+RENAMED_VALUES = {("finetune.init", "gaussian"): "normal", ("adapter.dora", True): "dora", ("adapter.dora", False): "lora"}
+
+
+def renamed_value(old: str, value: Any) -> Any:
+    """What `value` under the old key `old` means under its new name."""
+    return RENAMED_VALUES.get((old, value), value) if isinstance(value, (str, bool)) else value
 
 
 def rank_problem(rank: int, d_in: int, d_out: int) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Union
 from pydantic import Field
 
 from lora_cli.config.loading import file_kind, read_mapping, check_values, load_config
-from lora_cli.config.schemas import NAME_PATTERN, RENAMED, Config, Section
+from lora_cli.config.schemas import NAME_PATTERN, RENAMED, Config, Section, renamed_value
 from lora_cli.errors import ConfigError
 
 Scalar = Union[bool, int, float, str]
@@ -137,14 +137,14 @@ def _axes(spec: SweepSpec, grid: list[tuple[str, list[Any]]], where: str) -> lis
         if not key.strip():
             problems.append(f"{source}: a key is empty; name the config key to sweep, e.g. adapter.rank")
             continue
-        axes.append(((RENAMED.get(key, key),), [(v,) for v in values]))
+        axes.append(((RENAMED.get(key, key),), [(renamed_value(key, v),) for v in values]))
         problems += _check_values(source, key, values)
     if spec.zip:
         keys = tuple(spec.zip[0])
         for i, point in enumerate(spec.zip):
             if tuple(point) != keys:
                 problems.append(f"{where}: zip[{i}] sets {', '.join(point) or 'nothing'}; every zip entry must set {', '.join(keys)}")
-        axes.append((tuple(RENAMED.get(k, k) for k in keys), [tuple(p.get(k) for k in keys) for p in spec.zip]))
+        axes.append((tuple(RENAMED.get(k, k) for k in keys), [tuple(renamed_value(k, p.get(k)) for k in keys) for p in spec.zip]))
         problems += [line for i, point in enumerate(spec.zip) for line in _check_values(f"{where}: zip[{i}]", "", list(point.items()))]
     if spec.seeds:
         axes.append((("seed",), [(s,) for s in spec.seeds]))

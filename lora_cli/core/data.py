@@ -25,3 +25,10 @@ def make_regression(
     if noise_std > 0:
         y.add_(torch.randn(y.shape, generator=g_noise), alpha=noise_std)
     return x, y
+
+
+def init_linear_weight(d_in: int, d_out: int, g: torch.Generator) -> torch.Tensor:
+    """A fresh weight (d_out, d_in) drawn as nn.Linear does, but from `g`: the base before pretraining."""
+    import math
+
+    return torch.nn.init.kaiming_uniform_(torch.empty(d_out, d_in), a=math.sqrt(5), generator=g)

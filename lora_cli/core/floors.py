@@ -66,3 +66,14 @@ def population_floors(shift_target: torch.Tensor, ranks: list[int], noise_std: f
     d_out = shift_target.shape[0]
     sigma = singular_values(shift_target)
     return [noise_std**2 + (sigma[rank:] ** 2).sum().item() / d_out for rank in ranks]
+
+
+def population_floor_in_rows(shift_target: torch.Tensor, rows: torch.Tensor, noise_std: float) -> float:
+    """min over M (d_out, r) of the expected MSE on fresh x ~ N(0, I) when ΔW = M·rows, `rows`
+    (r, d_in) fixed (LoRA-FA's frozen A₀): the best ΔW is D·P with P the projector onto the rows'
+    span, so the floor is σ² + ‖D − D·P‖²/d_out, D = θ2ᵀ − W (d_out, d_in)."""
+    d64 = shift_target.double()
+    u, sigma, _ = torch.linalg.svd(rows.double().T, full_matrices=False)  # (d_in, r): the span, even for dependent rows
+    basis = u[:, sigma > sigma.max() * max(rows.shape) * torch.finfo(torch.float64).eps]
+    kept = ((d64 @ basis) ** 2).sum()
+    return noise_std**2 + max(((d64**2).sum() - kept).item(), 0.0) / shift_target.shape[0]

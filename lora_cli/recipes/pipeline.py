@@ -12,14 +12,14 @@ import torch
 from torch.nn import functional as F
 
 from lora_cli.config.schemas import Config, TrainConfig
-from lora_cli.core import adapter as lora
 from lora_cli.core import floors, subspace
-from lora_cli.core.data import make_regression, make_theta
-from lora_cli.core.modules import LoRALinear, linear_from_weight
-from lora_cli.core.inits import INITS, init_adapter, init_linear_weight
+from lora_cli.core.data import init_linear_weight, make_regression, make_theta
 from lora_cli.core.rng import generator
 from lora_cli.core.shifts import ShiftSpec, shift_theta, true_delta
-from lora_cli.train.engines import ENGINES, Runtime, choose_engine, parallel_kwargs
+from lora_cli.methods.registry import merge as merge_params
+from lora_cli.methods.registry import method_of
+from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W, AdapterSpec
+from lora_cli.train.engines import PRETRAIN, Runtime, Task, build, choose_engine
 from lora_cli.train.loop import CheckpointCallback, Divergence, EpochCallback, History, Schedule, TrainState, train
 
 
@@ -32,34 +32,34 @@ class PretrainResult:
 
 @dataclass
 class FinetuneResult:
-    adapter: dict[str, torch.Tensor]  # PEFT keys: lora_A (r, d_in), lora_B (d_out, r)
+    adapter: dict[str, torch.Tensor]  # the method's params as trained (PEFT keys for the LoRA family)
     initial: dict[str, torch.Tensor]  # the same keys at step 0 (PiSSA's export needs them)
     true_delta: torch.Tensor  # ΔW* = (θ2 − θ)ᵀ (d_out, d_in), what the adapter should learn
     history: History
     divergence: Divergence | None = None
 
     @property
-    def lora_A(self) -> torch.Tensor:
-        return self.adapter[lora.KEY_A]
+    def lora_A(self) -> torch.Tensor:  # the LoRA family's factors, by their PEFT keys
+        return self.adapter[KEY_A]
 
     @property
     def lora_B(self) -> torch.Tensor:
-        return self.adapter[lora.KEY_B]
+        return self.adapter[KEY_B]
 
 
 @dataclass
 class MergeResult:
     merged: torch.Tensor  # (d_out, d_in)
-    delta: torch.Tensor  # ΔW = scaling·B·A, (d_out, d_in)
+    delta: torch.Tensor  # ΔW = W' − W (scaling·B·A for LoRA), (d_out, d_in)
     base_loss: float  # MSE of the frozen base on the shifted data
     adapter_loss: float  # MSE of base + adapter
     merged_loss: float  # MSE of the merged weight
     max_abs_diff: float  # max |merged(x) − adapter(x)| over the shifted data
 
 
-def adapter_spec(cfg: Config) -> lora.AdapterSpec:
+def adapter_spec(cfg: Config) -> AdapterSpec:
     a = cfg.adapter
-    return lora.AdapterSpec(rank=a.rank, alpha=a.alpha, init=a.init, scaling_rule=a.scaling, lr_ratio=a.lr_ratio, dora=a.dora)
+    return AdapterSpec(rank=a.rank, alpha=a.alpha, init=a.init, scaling_rule=a.scaling, lr_ratio=a.lr_ratio, method=a.method)
 
 
 def adapter_seed(cfg: Config) -> int:
@@ -96,17 +96,17 @@ def pretrain_optimum(cfg: Config) -> Optimum:
 
 
 def finetune_optimum(cfg: Config, base_weight: torch.Tensor) -> Optimum:
-    """Reduced-rank regression: the lowest full-data MSE of any rank-r update of the frozen
-    base (PiSSA's and OLoRA's residual) on the finetune data, and its population value."""
+    """The lowest full-data MSE any update of the method's kind reaches from the frozen base
+    (for LoRA, reduced-rank regression; PiSSA's and OLoRA's residual is the frozen base) on
+    the finetune data, and its population value."""
     theta, theta2 = thetas(cfg)
     x, y = regression(cfg, theta2, "finetune")
     spec = adapter_spec(cfg)
-    frozen = base_weight
-    if INITS[spec.init].changes_base:  # PiSSA, OLoRA: the residual (their inits draw nothing random)
-        frozen = init_adapter(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"))[2]
-    residual = torch.addmm(y, x, frozen.T, alpha=-1)
-    population = floors.population_floor(theta2.T - frozen, spec.rank, cfg.data.noise_std)
-    return Optimum(floors.regression_floor(x, residual, spec.rank), population)
+    method = method_of(spec)
+    start, frozen = method.start(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"))
+    residual = torch.addmm(y.double(), x.double(), frozen.double().T, alpha=-1)  # float64: the floor is a small part of ‖R‖²
+    population = method.population(spec, theta2.T - frozen, cfg.data.noise_std, start)
+    return Optimum(method.optimum(spec, x, residual, start), population)
 
 
 def diagnostics(cfg: Config, base_weight: torch.Tensor, delta: torch.Tensor, rank: int) -> subspace.Diagnostics:
@@ -135,11 +135,11 @@ def pretrain(
     dev = torch.device(runtime.device)
     x, y = (t.to(dev) for t in regression(cfg, thetas(cfg)[0], "pretrain"))
     w0 = init_linear_weight(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "init_base")).to(dev)
-    name = choose_engine(runtime.engine)[0]
-    engine = ENGINES[name].pretrain(w0, x, y, cfg.pretrain.lr, cfg.pretrain.batch_size, **parallel_kwargs(name, runtime.world))
+    task = Task((KEY_W,), w0, None, {KEY_W: w0}, x, y, cfg.pretrain.lr, cfg.pretrain.batch_size)
+    engine = build(choose_engine(runtime.engine)[0], PRETRAIN, task, runtime.world)
     batches = generator(cfg.seed, "batches_pretrain")
     fit = train(engine, schedule(cfg.pretrain), batches, on_epoch, resume, on_checkpoint)
-    return PretrainResult(engine.weight().cpu(), fit.history, fit.divergence)
+    return PretrainResult(engine.trained()[KEY_W].cpu(), fit.history, fit.divergence)
 
 
 def finetune(
@@ -150,34 +150,33 @@ def finetune(
     resume: TrainState | None = None,
     on_checkpoint: CheckpointCallback | None = None,
 ) -> FinetuneResult:
-    """Fit a rank-r adapter on the frozen base to the shifted data y2 = X2·θ2 (see `pretrain`)."""
+    """Fit the method's params on the frozen base to the shifted data y2 = X2·θ2 (see `pretrain`)."""
     dev = torch.device(runtime.device)
     theta, theta2 = thetas(cfg)
     x, y = (t.to(dev) for t in regression(cfg, theta2, "finetune"))
     spec = adapter_spec(cfg)
-    seed = adapter_seed(cfg)
-    lora_a, lora_b, frozen = init_adapter(base_weight, spec, generator(seed, "init_adapter"))
-    name = choose_engine(runtime.engine, spec)[0]
-    parallel = parallel_kwargs(name, runtime.world)
-    engine = ENGINES[name].finetune(frozen.to(dev), spec, lora_a.to(dev), lora_b.to(dev), x, y, cfg.finetune.lr, cfg.finetune.batch_size, **parallel)
+    method, seed = method_of(spec), adapter_seed(cfg)
+    initial, frozen = method.start(base_weight, spec, generator(seed, "init_adapter"))
+    start = {key: t.to(dev) for key, t in initial.items()}
+    task = Task(method.trains, frozen.to(dev), spec, start, x, y, cfg.finetune.lr, cfg.finetune.batch_size)
+    engine = build(choose_engine(runtime.engine, spec.method)[0], spec.method, task, runtime.world)
     fit = train(engine, schedule(cfg.finetune), generator(seed, "batches_finetune"), on_epoch, resume, on_checkpoint)
-    adapter = {key: t.cpu() for key, t in engine.adapter().items()}
-    initial = lora.state_dict(lora_a, lora_b)
+    adapter = {key: t.cpu() for key, t in engine.trained().items()}
     return FinetuneResult(adapter, initial, true_delta(theta, theta2), fit.history, fit.divergence)
 
 
 @torch.inference_mode()
-def merge(cfg: Config, base_weight: torch.Tensor, spec: lora.AdapterSpec, adapter: dict[str, torch.Tensor]) -> MergeResult:
-    """W' = W + ΔW for an adapter of `spec` on the original base W (as stored: PiSSA's and
-    OLoRA's exported onto W), checked against the unmerged adapter on the shifted data."""
+def merge(cfg: Config, base_weight: torch.Tensor, spec: AdapterSpec, adapter: dict[str, torch.Tensor]) -> MergeResult:
+    """W' = W + ΔW for the params of `spec`'s method on the original base W (as stored: PiSSA's
+    and OLoRA's exported onto W), checked against the unmerged forward on the shifted data."""
     x, y = regression(cfg, thetas(cfg)[1], "finetune")
-    merged = lora.merge({"weight": base_weight}, spec, adapter)["weight"]
-    module = LoRALinear(linear_from_weight(base_weight), spec, adapter[lora.KEY_A], adapter[lora.KEY_B], adapter.get(lora.KEY_M))
-    adapter_out = module(x)
+    method = method_of(spec)
+    merged = merge_params({"weight": base_weight}, spec, adapter)["weight"]
+    adapter_out = method.forward(base_weight, spec, adapter, x)
     merged_out = x @ merged.T
     return MergeResult(
         merged=merged,
-        delta=lora.delta_weight(base_weight, spec, adapter),
+        delta=method.delta(base_weight, spec, adapter),
         base_loss=F.mse_loss(x @ base_weight.T, y).item(),
         adapter_loss=F.mse_loss(adapter_out, y).item(),
         merged_loss=F.mse_loss(merged_out, y).item(),

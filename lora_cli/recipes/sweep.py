@@ -2,8 +2,9 @@
 
 Trials that share a pretraining config share one base. Trials that also share the finetune
 data, the shift and the batch order (the adapter seed) form a group, and a group's adapters
-that the batched engine can train are trained together as its lanes; the rest (DoRA, and
-PiSSA/OLoRA, whose frozen residual differs per trial) run one by one on an engine that can.
+that the batched engine trains (the methods it declares in train/engines.py) are trained
+together as its lanes; the rest (DoRA, full fine-tuning, and PiSSA/OLoRA, whose frozen
+residual differs per trial) run one by one on an engine that can.
 No files, no printing.
 """
 
@@ -14,9 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from lora_cli.config.schemas import Config
-from lora_cli.core.inits import INITS
+from lora_cli.errors import ConfigError
+from lora_cli.methods.inits import INITS
+from lora_cli.methods.registry import method_of
+from lora_cli.methods.spec import KEY_A, KEY_B
 from lora_cli.recipes import pipeline as recipe
-from lora_cli.train.engines import choose_engine
+from lora_cli.train.engines import choose_engine, why_not
 
 BATCHED = "batched"
 
@@ -41,8 +45,9 @@ def _key(value: dict[str, Any]) -> str:
 def not_batchable(cfg: Config) -> str | None:
     """Why the batched engine cannot train this trial's adapter, or None."""
     spec = recipe.adapter_spec(cfg)
-    if spec.dora:
-        return "DoRA rescales each output row by a norm of W + ΔW, which the batched gradients leave out"
+    reason = why_not(BATCHED, spec.method)
+    if reason:
+        return reason
     if INITS[spec.init].changes_base:
         return f"{spec.init} freezes its own residual of the base, so it cannot share the base's cached residual"
     return None
@@ -65,11 +70,13 @@ def plan(cfgs: list[Config], engine: str = "auto") -> list[Group]:
     groups: dict[str, list[int]] = {}
     alone: list[Group] = []
     for i, cfg in enumerate(cfgs):
-        why = not_batchable(cfg) if engine == "auto" else f"--engine {engine} was asked for"
+        why = not_batchable(cfg) if engine in ("auto", BATCHED) else f"--engine {engine} was asked for"
         if why is None:
             groups.setdefault(group_key(cfg), []).append(i)
+        elif engine == BATCHED:
+            raise ConfigError(f"--engine {BATCHED}: cannot train trial {i + 1}: {why}; use --engine auto, which trains it alone")
         else:
-            alone.append(Group((i,), choose_engine(engine, recipe.adapter_spec(cfg))[0], why))
+            alone.append(Group((i,), choose_engine(engine, cfg.adapter.method)[0], why))
     batched = [Group(tuple(members), BATCHED) for members in groups.values()]
     return batched + alone
 
@@ -102,8 +109,6 @@ def finetune_group(
     `shared`: the group's `problem`, when the caller has it already."""
     import torch
 
-    from lora_cli.core.adapter import state_dict
-    from lora_cli.core.inits import init_adapter
     from lora_cli.core.rng import generator
     from lora_cli.core.shifts import true_delta
     from lora_cli.train.batched import BatchedFinetune, Lane
@@ -114,8 +119,9 @@ def finetune_group(
     lanes = []
     for cfg in cfgs:
         spec = recipe.adapter_spec(cfg)
-        lora_a, lora_b, _ = init_adapter(base_weight, spec, generator(recipe.adapter_seed(cfg), "init_adapter"))
-        lanes.append(Lane(spec, lora_a.to(dev), lora_b.to(dev), cfg.finetune.lr))
+        method = method_of(spec)
+        start, _ = method.start(base_weight, spec, generator(recipe.adapter_seed(cfg), "init_adapter"))
+        lanes.append(Lane(spec, start[KEY_A].to(dev), start[KEY_B].to(dev), cfg.finetune.lr, KEY_A in method.trains))
     schedule = recipe.schedule(first.finetune)
     engine = BatchedFinetune(base_weight.to(dev), lanes, x, y, schedule.batch_size, evaluations(schedule))
     batches = generator(recipe.adapter_seed(first), "batches_finetune")
@@ -123,7 +129,7 @@ def finetune_group(
     shift = true_delta(data.theta, data.theta2)
     return [
         recipe.FinetuneResult(
-            {key: t.cpu() for key, t in adapter.items()}, state_dict(lane.lora_a.cpu(), lane.lora_b.cpu()), shift, fit.history, fit.divergence
+            {key: t.cpu() for key, t in adapter.items()}, {KEY_A: lane.lora_a.cpu(), KEY_B: lane.lora_b.cpu()}, shift, fit.history, fit.divergence
         )
         for adapter, lane, fit in zip(engine.adapters(), lanes, fits)
     ]
@@ -131,16 +137,29 @@ def finetune_group(
 
 def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = None) -> list[recipe.Optimum]:
     """Each trial's finetune optimum for one batched group (shared data, shift and frozen base):
-    `recipe.finetune_optimum` for every rank at once, from one projection and one SVD each."""
+    `recipe.finetune_optimum`, for every LoRA trial's rank at once from one projection and one
+    SVD each, for the other methods' trials (LoRA-FA) one by one."""
     import torch
 
     from lora_cli.core import floors
+    from lora_cli.core.rng import generator
 
     data = shared or problem(cfgs[0])
-    ranks = [recipe.adapter_spec(cfg).rank for cfg in cfgs]
-    losses = floors.regression_floors(data.x, torch.addmm(data.y, data.x, base_weight.T, alpha=-1), ranks)
-    population = floors.population_floors(data.theta2.T - base_weight, ranks, cfgs[0].data.noise_std)
-    return [recipe.Optimum(loss, pop) for loss, pop in zip(losses, population)]
+    residual = torch.addmm(data.y.double(), data.x.double(), base_weight.double().T, alpha=-1)  # float64, as recipe.finetune_optimum
+    target = data.theta2.T - base_weight
+    specs = [recipe.adapter_spec(cfg) for cfg in cfgs]
+    ranks = [spec.rank for spec in specs if spec.method == "lora"]
+    losses = iter(floors.regression_floors(data.x, residual, ranks))
+    population = iter(floors.population_floors(target, ranks, cfgs[0].data.noise_std))
+    optima = []
+    for cfg, spec in zip(cfgs, specs):
+        if spec.method == "lora":
+            optima.append(recipe.Optimum(next(losses), next(population)))
+            continue
+        method = method_of(spec)
+        start, _ = method.start(base_weight, spec, generator(recipe.adapter_seed(cfg), "init_adapter"))
+        optima.append(recipe.Optimum(method.optimum(spec, data.x, residual, start), method.population(spec, target, cfg.data.noise_std, start)))
+    return optima
 
 
 def group_targets(cfg: Config, base_weight: Any, shared: Problem | None = None) -> tuple[Any, Any]:

@@ -52,8 +52,8 @@ def follow(plan: Plan, runtime: Runtime) -> None:
 
 def _train(run: RunFolder, cfg: Any, runtime: Runtime, stage: str, base: Any, resume: bool) -> Any:
     use_threads(cfg, stage, runtime.threads)
-    spec = recipe.adapter_spec(cfg) if stage == "finetune" else None
-    runtime = dataclasses.replace(runtime, engine=choose_engine(runtime.engine, spec)[0])
+    method = cfg.adapter.method if stage == "finetune" else None
+    runtime = dataclasses.replace(runtime, engine=choose_engine(runtime.engine, method)[0])
     state = resume_state(run, stage, runtime.engine) if resume else None
     if stage == "pretrain":
         return recipe.pretrain(cfg, runtime, None, state, None)

@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lora_cli.core.adapter import KEY_A, KEY_B, KEY_M, MODULE, AdapterSpec, check_shapes
+from lora_cli.methods import peft
+from lora_cli.methods.registry import method_of
+from lora_cli.methods.spec import KEY_A, KEY_B, KEY_M, MODULE, AdapterSpec
 from lora_cli.errors import RunError
-from lora_cli.store import peft_format
 from lora_cli.store.files import read_json_object, read_small, sha256_bytes
 
 OWN_MODULE = KEY_A.removesuffix(".lora_A.weight")  # the module path lora's own adapters name
@@ -25,13 +26,13 @@ def read_adapter(folder: Path, weight_shape: tuple[int, int]) -> tuple[AdapterSp
 
     if not folder.is_dir():
         raise RunError(f"--adapter {folder}: no such folder; {FIX}")
-    config_path, weights_path = folder / peft_format.CONFIG_FILE, folder / peft_format.WEIGHTS_FILE
+    config_path, weights_path = folder / peft.CONFIG_FILE, folder / peft.WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():
             raise RunError(f"{path}: missing (or not a regular file); {FIX}")
     saved = read_json_object(config_path, FIX)
     try:
-        spec = peft_format.spec_from_config(saved)
+        spec = peft.spec_from_config(saved)
     except ValueError as exc:
         raise RunError(f"{config_path}: {exc}") from None
     try:
@@ -43,16 +44,16 @@ def read_adapter(folder: Path, weight_shape: tuple[int, int]) -> tuple[AdapterSp
     except Exception as exc:  # safetensors raises its own error types
         raise RunError(f"{weights_path}: not a readable safetensors file ({exc}); {FIX}") from None
     try:
-        adapter, names = peft_format.adapter_from_peft(tensors)
+        adapter, names = peft.adapter_from_peft(tensors)
     except ValueError as exc:
         raise RunError(f"{weights_path}: {exc}; {FIX}") from None
-    problem = check_shapes(weight_shape, spec, adapter)
+    problem = method_of(spec).check(weight_shape, spec, adapter)
     if problem:
         for key in (KEY_A, KEY_B, KEY_M):  # say it with the file's own names
             problem = problem.replace(key, names.get(key, key.rsplit(f"{MODULE}.", 1)[-1]))
         raise RunError(f"{weights_path}: {problem}; adapter_config.json says r = {spec.rank}, and the run's base is {weight_shape[0]} x {weight_shape[1]}")
     adapter = {key: tensor.to(torch.float32) for key, tensor in adapter.items()}
     source = {"path": str(folder.resolve()), "sha256": sha256_bytes(data), "rank": spec.rank, "alpha": spec.alpha,
-              "scaling_rule": spec.scaling_rule, "dora": spec.dora, "module": names[KEY_A].removesuffix("lora_A.weight").rstrip("."),
+              "scaling_rule": spec.scaling_rule, "method": spec.method, "module": names[KEY_A].removesuffix("lora_A.weight").rstrip("."),
               "target_modules": saved.get("target_modules")}
     return spec, adapter, source

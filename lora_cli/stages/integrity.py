@@ -60,6 +60,8 @@ def trial_problem(path: Path, config: Any) -> str | None:
 def base_problem(path: Path) -> str | None:
     """Why a sweep's pretrained base folder cannot be kept, or None (also None when there is no
     complete base there: the sweep pretrains it)."""
+    if not path.exists():  # not pretrained yet: nothing is damaged
+        return None
     try:
         folder = kinds.open_run(path, lock=None)
     except RunError as exc:

@@ -22,6 +22,7 @@ from lora_cli.store.run_index import newest
 BASE = "base.safetensors"  # key "weight" (d_out, d_in)
 ADAPTER_WEIGHTS = "adapter/adapter_model.safetensors"  # PEFT layout
 ADAPTER_CONFIG = "adapter/adapter_config.json"
+FINETUNED = "finetuned.safetensors"  # key "weight": W' of a method with no PEFT adapter (full fine-tuning)
 SHIFT = "shift.safetensors"  # key "true_delta": ΔW* = (θ2 − θ)ᵀ (d_out, d_in), for figures
 MERGED = "merged.safetensors"  # key "weight" (d_out, d_in)
 APPROX = "approx.safetensors"  # keys "target", "A", "B"
@@ -40,7 +41,8 @@ KINDS: dict[str, Kind] = {
         Config,
         Layout(
             ("pretrain", "finetune", "merge"),
-            {"pretrain": (BASE,), "finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG, SHIFT), "merge": (MERGED,)},
+            {"pretrain": (BASE,), "finetune": (SHIFT,), "merge": (MERGED,)},
+            {"finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG, FINETUNED)},  # by method: a PEFT adapter, or W' (stages/trained_files.py)
         ),
     ),
     "approx": Kind(ApproxConfig, Layout(("approx",), {"approx": (APPROX,)})),

@@ -15,12 +15,12 @@ from typing import Any
 
 from lora_cli.config.loading import load_config
 from lora_cli.config.schemas import RENAMED, Config
-from lora_cli.core.adapter import delta_weight, expected_shapes
+from lora_cli.methods import peft
+from lora_cli.methods.registry import method_of
 from lora_cli.errors import ConfigError, RunError
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.resources import check_memory
 from lora_cli.stages import results
-from lora_cli.stages.imported import read_adapter
 from lora_cli.stages.common import (
     check_divergence,
     checkpointer,
@@ -33,8 +33,8 @@ from lora_cli.stages.common import (
 )
 from lora_cli.stages.results import FinetuneRecord, MergeRecord, Parameters, PretrainRecord, StageRecord
 from lora_cli.stages.recording import EpochTracker, recording
-from lora_cli.store import peft_format
-from lora_cli.stages.kinds import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BASE, MERGED, SHIFT, run_config, save_config
+from lora_cli.stages.trained_files import save_trained, to_merge
+from lora_cli.stages.kinds import ADAPTER_CONFIG, BASE, MERGED, SHIFT, run_config, save_config
 from lora_cli.store.run_folder import RunFolder
 from lora_cli.train.engines import Runtime, choose_engine
 from lora_cli.train.loop import EpochCallback
@@ -47,12 +47,12 @@ STAGES = ("pretrain", "finetune", "merge")
 
 def _parameters(cfg: Config) -> Parameters:
     spec, d = recipe.adapter_spec(cfg), cfg.data
-    return Parameters.count(d.d_in, d.d_out, spec.rank, spec.parameter_count(d.d_in, d.d_out))
+    return Parameters.count(d.d_in, d.d_out, spec.rank, method_of(spec).parameter_count(spec, d.d_in, d.d_out), spec.method)
 
 
-def _engine(runtime: Runtime, spec: Any) -> Runtime:
-    """`runtime` with its engine resolved for `spec` (None: the base); see engines.choose_engine."""
-    return dataclasses.replace(runtime, engine=choose_engine(runtime.engine, spec)[0])
+def _engine(runtime: Runtime, method: str | None) -> Runtime:
+    """`runtime` with its engine resolved for `method` (None: the base); see engines.choose_engine."""
+    return dataclasses.replace(runtime, engine=choose_engine(runtime.engine, method)[0])
 
 
 def _runtime_fields(runtime: Runtime, n_threads: int, state) -> dict[str, Any]:
@@ -123,8 +123,7 @@ def finetune_stage(
     if not resume:
         refuse_rerun(run, "finetune", force, "the merge built on it is discarded")
     check_memory(cfg, "finetune")
-    spec = recipe.adapter_spec(cfg)
-    runtime = _engine(runtime, spec)
+    runtime = _engine(runtime, cfg.adapter.method)
     base = load_base(run, cfg)
     state = resume_state(run, "finetune", runtime.engine) if resume else None
     n_threads = use_threads(cfg, "finetune", runtime.threads)
@@ -153,13 +152,11 @@ def record_finetune(
     `diagnose` (ΔW, rank -> Diagnostics) stand in for the recipe's own when a sweep shares them."""
     check_divergence(result.divergence, "finetune.lr")
     spec = recipe.adapter_spec(cfg)
-    stored, exported = peft_format.export_spec(spec), peft_format.export(spec, result.adapter, result.initial)
-    run.save_tensors(ADAPTER_WEIGHTS, exported)
-    run.save_json(ADAPTER_CONFIG, peft_format.adapter_config(stored))
+    stored, exported = save_trained(run, cfg, result)
     run.save_tensors(SHIFT, {"true_delta": result.true_delta})
     fields = {**training_fields(run, "finetune", result.history, time.perf_counter()), "seconds": seconds}
     fields |= _optimum(cfg.finetune.optimum, fields["final_loss"], optimum or (lambda: recipe.finetune_optimum(cfg, base)), note)
-    delta = delta_weight(base, stored, exported)
+    delta = method_of(stored).delta(base, stored, exported)
     if cfg.finetune.subspace:
         fields["subspace"] = (diagnose or (lambda d, r: recipe.diagnostics(cfg, base, d, r)))(delta, spec.rank).to_dict()
     record = FinetuneRecord(
@@ -172,7 +169,7 @@ def record_finetune(
         init=spec.init,
         scaling_rule=spec.scaling_rule,
         lr_ratio=spec.lr_ratio,
-        dora=spec.dora,
+        method=spec.method,
         seed=recipe.adapter_seed(cfg),
         base_sha256=run.manifest()["files"][BASE]["sha256"],
     )
@@ -189,13 +186,13 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None,
     refuse_rerun(run, "merge", force, "")
     check_memory(cfg, "merge")
     base = load_base(run, cfg)
-    spec, adapter, source = _adapter_to_merge(run, cfg, base, adapter_dir)
+    spec, adapter, source = to_merge(run, cfg, base, adapter_dir)
     n_threads = use_threads(cfg, "merge", threads)
     start = time.perf_counter()
     result = recipe.merge(cfg, base, spec, adapter)
     losses = (result.base_loss, result.adapter_loss, result.merged_loss, result.max_abs_diff)
     if not (bool(result.merged.isfinite().all()) and all(map(math.isfinite, losses))):
-        where = adapter_dir / peft_format.CONFIG_FILE if adapter_dir else run.path / ADAPTER_CONFIG
+        where = adapter_dir / peft.CONFIG_FILE if adapter_dir else run.path / ADAPTER_CONFIG
         raise RunError(f"{where}: merging gives non-finite weights or losses (scaling {spec.scaling:.3g} times B·A overflows float32); nothing was written")
     record = MergeRecord(
         stage="merge",
@@ -218,43 +215,10 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None,
         return finish(run, record)
 
 
-def _adapter_to_merge(run: RunFolder, cfg: Config, base: Any, adapter_dir: Path | None) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
-    """(spec, adapter, source): the run's own adapter (source None), after checking it was
-    trained on this base, or the PEFT folder `adapter_dir`, checked against the base."""
-    if adapter_dir is not None:
-        return read_adapter(adapter_dir, tuple(base.shape))
-    if run.manifest()["files"][BASE]["sha256"] != run.stage("finetune").get("base_sha256"):
-        raise RunError(
-            f"{run.path / BASE}: is not the base the adapter was trained on (SHA-256 differs); "
-            f"rerun `lora finetune --run-dir {run.path} --force`"
-        )
-    return stored_spec(cfg), load_adapter(run, cfg), None
-
-
 def load_base(run: RunFolder, cfg: Config):
     """base.safetensors, checked against its hash and against the config's shape and dtype."""
     tensors = run.load_tensors(BASE)
     return require_tensor(tensors, "weight", (cfg.data.d_out, cfg.data.d_in), run.path / BASE, run.fix())
-
-
-def stored_spec(cfg: Config):
-    """The spec of the adapter as its run folder holds it (PEFT-loadable onto base.safetensors)."""
-    return peft_format.export_spec(recipe.adapter_spec(cfg))
-
-
-def load_adapter(run: RunFolder, cfg: Config) -> dict[str, Any]:
-    """The stored adapter state dict (of `stored_spec`), checked against its hash, the config's
-    shapes and adapter_config.json."""
-    tensors = run.load_tensors(ADAPTER_WEIGHTS)
-    spec, d, fix = stored_spec(cfg), cfg.data, run.fix()
-    path = run.path / ADAPTER_WEIGHTS
-    shapes = expected_shapes(spec, d.d_in, d.d_out)
-    adapter = {key: require_tensor(tensors, key, shape, path, fix) for key, shape in shapes.items()}
-    saved = run.load_json(ADAPTER_CONFIG)
-    problem = peft_format.mismatch(saved, spec)
-    if problem:
-        raise RunError(f"{run.path / ADAPTER_CONFIG}: {problem} config.yaml; {fix}")
-    return adapter
 
 
 def continued(run: RunFolder, stages: tuple[str, ...]) -> tuple[str, ...]:

@@ -20,22 +20,24 @@ from lora_cli.store.run_files import MANIFEST
 
 # in --json and the object, not in the manifest entry: where it is, what it is, its metrics lines
 _NOT_IN_ENTRY = ("stage", "run_dir", "kept", "history")
+_LEGACY = ("dora",)  # fields records held once, still part of what their digest covers
 
 
 @dataclass(kw_only=True)
 class Parameters:
-    """Full d_in·d_out against a rank-`rank` adapter's `lora` trainable numbers."""
+    """Full d_in·d_out against the `lora` numbers a rank-`rank` `method` trains."""
 
     full: int
     lora: int
     rank: int
     reduction: float
     compression: float
+    method: str = "lora"  # an entry of methods/registry.METHODS (records before methods: lora or DoRA)
 
     @classmethod
-    def count(cls, d_in: int, d_out: int, rank: int, lora: int) -> Parameters:
+    def count(cls, d_in: int, d_out: int, rank: int, lora: int, method: str = "lora") -> Parameters:
         full = d_in * d_out
-        return cls(full=full, lora=lora, rank=rank, reduction=1 - lora / full, compression=full / lora)
+        return cls(full=full, lora=lora, rank=rank, reduction=1 - lora / full, compression=full / lora, method=method)
 
 
 class Comparison(TypedDict):
@@ -67,7 +69,8 @@ class AdapterSource(TypedDict):
     rank: int
     alpha: float
     scaling_rule: str
-    dora: bool
+    dora: NotRequired[bool]  # before methods: whether it was DoRA
+    method: NotRequired[str]
     module: NotRequired[str]  # not in records written before they were kept
     target_modules: NotRequired[Any]
 
@@ -122,7 +125,7 @@ class FinetuneRecord(PretrainRecord):
     init: str
     scaling_rule: str = "standard"
     lr_ratio: float = 1.0  # LoRA+: lora_B's learning rate over lora_A's
-    dora: bool = False  # a trained magnitude per output row (DoRA)
+    method: str = "lora"  # an entry of methods/registry.METHODS
     seed: int  # of the adapter init and the batches
     base_sha256: str  # the base it was trained on; merge refuses any other
     population_optimal_loss: float | None = None  # the best rank-r update's expected loss on fresh data
@@ -163,7 +166,12 @@ def load(run: Any, stage: str, kept: bool = False) -> StageRecord:
     checked against its type; RunError (damaged, with the folder's repair) when it is not one."""
     cls = RECORDS[stage]
     names = {f.name for f in dataclasses.fields(cls)}
-    entry = {k: v for k, v in run.stage(stage).items() if k in names}
+    stored = run.stage(stage)
+    entry = {k: v for k, v in stored.items() if k in names}
+    if "method" in names and "method" not in stored and stored.get("dora") is True:  # recorded before methods, as a flag
+        entry["method"] = "dora"
+        if isinstance(entry.get("parameters"), dict):
+            entry["parameters"] = {**entry["parameters"], "method": "dora"}
     if "history" in names:
         entry["history"] = [row for row in run.metrics() if row["stage"] == stage]
     from pydantic import ValidationError
@@ -183,7 +191,7 @@ def problem(run: Any, stage: str) -> str | None:
     except DamageError as exc:
         return exc.problem
     stored = run.stage(stage)
-    fields = {f.name for f in dataclasses.fields(RECORDS[stage])} - set(_NOT_IN_ENTRY)
+    fields = {f.name for f in dataclasses.fields(RECORDS[stage])} - set(_NOT_IN_ENTRY) | set(_LEGACY)
     expected = stored.get("record_sha256")  # absent in folders written before it was recorded
     if expected is not None and entry_digest({k: v for k, v in stored.items() if k in fields}) != expected:
         return f"{run.path / MANIFEST}: stages.{stage} was changed after the stage recorded it"

@@ -27,6 +27,7 @@ from lora_cli import distributed
 from lora_cli.config.sweep import Sweep, Trial, load_sweep
 from lora_cli.config.yamlio import dump_yaml
 from lora_cli.errors import ConfigError, DivergenceError, Interrupted, RunError, signal_name
+from lora_cli.methods.spec import KEY_A, KEY_B
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.recipes import sweep as plan
 from lora_cli.resources import group_estimate
@@ -255,4 +256,4 @@ def _diagnose(delta, cfg, result, shift, target, rank: int):
     from lora_cli.core.subspace import diagnose
 
     s = recipe.adapter_spec(cfg).scaling
-    return diagnose(delta, shift, target, rank, factors=(s * result.lora_B, result.lora_A))
+    return diagnose(delta, shift, target, rank, factors=(s * result.adapter[KEY_B], result.adapter[KEY_A]))

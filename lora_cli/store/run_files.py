@@ -128,7 +128,9 @@ class RunFiles:
     def damage(self, name: str) -> str | None:
         """Why stage `name`'s recorded result cannot be trusted (the first of its files that is
         missing, changed, unreadable or not finite, or its metrics rows), or None."""
-        for rel in self.layout.files.get(name, ()):  # RunFolder's Layout
+        recorded = self.manifest()["files"]
+        written = [*self.layout.files.get(name, ()), *(rel for rel in self.layout.optional.get(name, ()) if rel in recorded)]
+        for rel in written:  # RunFolder's Layout
             problem = self.file_problem(rel)
             if problem:
                 return problem

@@ -32,13 +32,15 @@ from lora_cli.store.run_files import MANIFEST, METRICS, RunFiles
 @dataclass(frozen=True)
 class Layout:
     """One kind of run, as the store needs to know it: the stages in order (re-running one
-    discards those after it) and the files each stage writes (its checkpoint comes on top)."""
+    discards those after it), the files each stage writes (its checkpoint comes on top) and
+    those it writes only in some runs (a finetune writes a PEFT adapter or a full weight)."""
 
     stages: tuple[str, ...]
     files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    optional: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def files_of(self, stage: str) -> tuple[str, ...]:
-        return (*self.files.get(stage, ()), checkpoint_path(stage))
+        return (*self.files.get(stage, ()), *self.optional.get(stage, ()), checkpoint_path(stage))
 
 
 def checkpoint_path(stage: str) -> str:

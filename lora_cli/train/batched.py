@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from lora_cli.core.adapter import AdapterSpec, state_dict
+from lora_cli.methods.lora import state_dict
+from lora_cli.methods.spec import AdapterSpec
 from lora_cli.train.fast import FlatAdam, StepRows, inputs_and_residual, mse_of
 
 
@@ -78,6 +79,7 @@ class Lane:
     lora_a: torch.Tensor  # (r, d_in)
     lora_b: torch.Tensor  # (d_out, r)
     lr: float
+    train_a: bool = True  # False: lora_A stays as it starts (LoRA-FA)
 
 
 def lr_segments(lanes: list[Lane], d_in: int, d_out: int) -> list[tuple[int, float]]:
@@ -123,6 +125,12 @@ class BatchedFinetune:
         self.ut, self.grad_ut = x.new_empty(rows, b), x.new_empty(rows, b)
         self.u_rows = self.ut.T  # a view made once
         self.gram = x.new_empty(rows, rows)  # ũ·ũᵀ: lane k's s²·uᵀu is its k-th diagonal block
+        frozen = [self.rows(k) for k, lane in enumerate(lanes) if not lane.train_a]
+        self.train_a = None  # 1 on the rows of lanes that train lora_A, 0 on LoRA-FA's (None: all train it)
+        if frozen:
+            self.train_a = x.new_ones(rows, 1)
+            for part in frozen:
+                self.train_a[part] = 0.0
         self.moments = Moments(self.x_all, self.residual) if use_moments(x.shape, d_out, len(lanes) * evaluations) else None
         self.buckets = self._buckets(ranks)
 
@@ -167,6 +175,8 @@ class BatchedFinetune:
             grad_ut3.baddbmm_(gram_b, ut3)  # + BᵀB·s·uᵀ
         self.grad_ut.mul_(self.row_cs)  # c·s·(s·BᵀB·uᵀ − Bᵀ·rbᵀ)
         torch.mm(self.grad_ut, xb, out=self.grad_a)  # dL/dA, (Σr, d_in)
+        if self.train_a is not None:
+            self.grad_a.mul_(self.train_a)  # a zero gradient leaves Adam's step exactly zero: A stays as it started
 
     def _batch_losses(self, rb: torch.Tensor) -> list[float]:
         """Each lane's MSE on the step's batch, before the step's update (ũᵀ holds s·uᵀ)."""

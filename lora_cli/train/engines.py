@@ -1,30 +1,46 @@
 """The engine registry, and the runtime (engine, device, threads) resolved once at the edge.
 
-An engine is a class with `run_steps`, `evaluate`, `state` and `load` (train/loop.Engine);
-this registry says how to build one for each stage and what adapters it supports, and refuses
-anything else with one line. Importing this module does not import torch (`lora --help`
-lists the names), the builders do.
+An engine is a class with `run_steps`, `evaluate`, `state`, `load` (train/loop.Engine) and
+`trained` (the method's params as trained). Each entry declares the methods it trains, each
+with its builder (a Task -> an engine); a method it does not declare it refuses in one line.
+Pretraining is the `full` method from a fresh weight. Importing this module does not import
+torch (`lora --help` lists the names), the builders do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lora_cli.errors import ConfigError
+from lora_cli.methods.registry import METHODS
 
 DEVICES = ("auto", "cpu", "cuda")
-AUTO = "auto"  # the first engine in ENGINES that can train the adapter
+AUTO = "auto"  # the first engine in ENGINES that trains the method (lane engines only in sweeps)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What an engine trains: the method's params from `start`, on the frozen weight, to fit y ≈ model(x)."""
+
+    trains: tuple[str, ...]  # the keys of `start` the optimiser updates (methods/method.Method.trains)
+    frozen: Any  # the base weight W (d_out, d_in) that stays as it is
+    spec: Any  # the AdapterSpec (None when pretraining)
+    start: dict[str, Any]  # the method's params at step 0
+    x: Any  # (n, d_in)
+    y: Any  # (n, d_out)
+    lr: float
+    batch_size: int
 
 
 @dataclass(frozen=True)
 class EngineEntry:
     help: str
-    pretrain: Callable[..., Any]  # (w0, x, y, lr, batch_size) -> an Engine with .weight()
-    finetune: Callable[..., Any]  # (base_w, spec, lora_A, lora_B, x, y, lr, batch_size) -> one with .adapter()
-    supports: Callable[[Any], str | None] = lambda spec: None  # why it cannot train `spec`, or None
+    trains: dict[str, Callable[..., Any]] = field(default_factory=dict)  # method -> (Task, **parallel) -> engine
+    missing: str = "it does not train {method}"  # why it cannot train a method it does not declare
     parallel: bool = False  # its builders take world= and train data-parallel under torchrun
+    lanes: bool = False  # trains a sweep's trials together (recipes/sweep.py), never one run alone
 
 
 def _lazy(module: str, name: str) -> Callable[..., Any]:
@@ -38,46 +54,71 @@ def _lazy(module: str, name: str) -> Callable[..., Any]:
     return build
 
 
+_FAST, _REFERENCE = "lora_cli.train.fast", "lora_cli.train.reference"
 ENGINES: dict[str, EngineEntry] = {
     "fast": EngineEntry(
         "hand-written gradients, cached base output, one fused Adam",
-        _lazy("lora_cli.train.fast", "FastPretrain"),
-        _lazy("lora_cli.train.fast", "FastFinetune"),
-        lambda spec: "it has no hand-written DoRA gradients" if spec.dora else None,
+        {"full": _lazy(_FAST, "FastPretrain"), "lora": _lazy(_FAST, "FastFinetune"), "lora_fa": _lazy(_FAST, "FastFinetune")},
+        "it has no hand-written {method} gradients",
         parallel=True,
     ),
     "reference": EngineEntry(
         "plain autograd and torch.optim.Adam, as the blog",
-        _lazy("lora_cli.train.reference", "ReferencePretrain"),
-        _lazy("lora_cli.train.reference", "ReferenceFinetune"),
+        {name: _lazy(_REFERENCE, "ReferencePretrain" if name == "full" else "ReferenceFinetune") for name in ("full", "lora", "dora", "lora_fa")},
+    ),
+    "batched": EngineEntry(
+        "a sweep's adapters on one base trained together, one fused step for all (lora sweep only)",
+        {"lora": _lazy("lora_cli.train.batched", "BatchedFinetune"), "lora_fa": _lazy("lora_cli.train.batched", "BatchedFinetune")},
+        "its stacked gradients have no {method} term",
+        lanes=True,
     ),
 }
+PRETRAIN = "full"  # pretraining trains every weight of a fresh W
 
 
-def engine_entry(name: str, spec: Any = None) -> EngineEntry:
-    """The registry entry for `name`; ConfigError (never a fallback) when it is unknown or
-    cannot train the adapter `spec`."""
+def why_not(name: str, method: str) -> str | None:
+    """Why engine `name` cannot train `method`, or None."""
+    entry = ENGINES[name]
+    if method in entry.trains:
+        return None
+    return entry.missing.format(method=METHODS[method].label or method)
+
+
+def _able(method: str, lanes: bool = False) -> list[str]:
+    return [name for name, e in ENGINES.items() if method in e.trains and e.lanes == lanes]
+
+
+def engine_entry(name: str, method: str | None = None) -> EngineEntry:
+    """The registry entry for `name`; ConfigError (never a fallback) when it is unknown, trains
+    only a sweep's lanes, or cannot train `method` (None: pretraining)."""
     entry = ENGINES.get(name)
     if entry is None:
         raise ConfigError(f"--engine {name!r}: unknown engine; choose one of {AUTO}, {', '.join(ENGINES)}")
-    reason = entry.supports(spec) if spec is not None else None
+    if entry.lanes and method is not None:
+        raise ConfigError(f"--engine {name}: trains a sweep's trials together; for one run use --engine {' or '.join(_able(method))}")
+    reason = why_not(name, method or PRETRAIN)
     if reason:
-        able = [other for other, e in ENGINES.items() if not e.supports(spec)]
-        raise ConfigError(f"--engine {name}: cannot train this adapter: {reason}; use --engine {' or '.join(able)}")
+        raise ConfigError(f"--engine {name}: cannot train this adapter: {reason}; use --engine {' or '.join(_able(method or PRETRAIN))}")
     return entry
 
 
-def choose_engine(name: str, spec: Any = None) -> tuple[str, str | None]:
-    """The engine to train `spec` (None: the base) with: `name` itself (checked), or for
-    "auto" the first entry that supports it, with a line saying why when that is not the first."""
+def choose_engine(name: str, method: str | None = None) -> tuple[str, str | None]:
+    """The engine to train `method` (None: the base) with: `name` itself (checked), or for
+    "auto" the first one-run entry that declares it, with a line saying why when that is not the first."""
+    if ENGINES.get(name, EngineEntry("")).lanes and method is None:
+        name = AUTO  # pretraining a sweep's base: the batched engine trains adapters only
     if name != AUTO:
-        engine_entry(name, spec)
+        engine_entry(name, method)
         return name, None
-    first = next(iter(ENGINES))
-    if spec is None or not ENGINES[first].supports(spec):
+    first, chosen = next(iter(ENGINES)), _able(method or PRETRAIN)[0]
+    if chosen == first:
         return first, None
-    chosen = next(other for other, e in ENGINES.items() if not e.supports(spec))
-    return chosen, f"Training on the {chosen} engine: the {first} engine cannot train this adapter ({ENGINES[first].supports(spec)})"
+    return chosen, f"Training on the {chosen} engine: the {first} engine cannot train this adapter ({why_not(first, method or PRETRAIN)})"
+
+
+def build(name: str, method: str, task: Task, world: Any = None) -> Any:
+    """Engine `name`'s trainer for `method` on `task` (data-parallel over `world` when it can)."""
+    return ENGINES[name].trains[method](task, **parallel_kwargs(name, world))
 
 
 def parallel_kwargs(name: str, world: Any) -> dict[str, Any]:
@@ -91,13 +132,13 @@ def parallel_kwargs(name: str, world: Any) -> dict[str, Any]:
     return {"world": world}
 
 
-def require_parallel(engine: str, spec: Any, world: Any) -> tuple[str, str | None]:
-    """`choose_engine(engine, spec)`, refusing up front, before any folder or work, an engine
+def require_parallel(engine: str, method: str | None, world: Any) -> tuple[str, str | None]:
+    """`choose_engine(engine, method)`, refusing up front, before any folder or work, an engine
     that cannot share the stage over torchrun's processes."""
-    name, why = choose_engine(engine, spec)
+    name, why = choose_engine(engine, method)
     if why is not None and world is not None and world.size > 1 and not ENGINES[name].parallel:
         first = next(iter(ENGINES))
-        raise ConfigError(f"this adapter trains on the {name} engine (the {first} engine cannot: {ENGINES[first].supports(spec)}), "
+        raise ConfigError(f"this adapter trains on the {name} engine (the {first} engine cannot: {why_not(first, method or PRETRAIN)}), "
                           "which runs in one process only; start this without torchrun (a sweep under torchrun trains such trials one to a process)")
     parallel_kwargs(name, world)
     return name, why
@@ -115,7 +156,7 @@ class Runtime:
 
 def resolve_runtime(engine: str = AUTO, device: str = "auto", threads: int | None = None) -> Runtime:
     """Check the engine and resolve the device (auto -> cuda when a GPU is usable, else cpu)."""
-    if engine != AUTO:
+    if engine not in ENGINES and engine != AUTO:
         engine_entry(engine)
     return Runtime(engine, resolve_device(device), threads)
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from lora_cli.core.adapter import state_dict
+from lora_cli.methods.lora import state_dict
+from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W
 from lora_cli.distributed import World, all_reduce_
 from lora_cli.errors import ConfigError
 
@@ -144,11 +145,12 @@ class FastPretrain:
 
     name = "fast"
 
-    def __init__(self, w0: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int, world: World = World()):
-        """`world`: under torchrun, this rank takes its share of each batch's rows and the
-        gradients are summed over the ranks (`Share`)."""
+    def __init__(self, task, world: World = World()):
+        """`task.start["weight"]` is w0; `world`: under torchrun, this rank takes its share of
+        each batch's rows and the gradients are summed over the ranks (`Share`)."""
+        w0, x, y, lr = task.start[KEY_W], task.x, task.y, task.lr
         self.x, self.y, self.n = x, y, x.shape[0]
-        b, d_out = batch_size, y.shape[1]
+        b, d_out = task.batch_size, y.shape[1]
         self.scale = 2.0 / (b * d_out)
         self.w, self.grad = w0.clone(), torch.empty_like(w0)
         self.opt = FlatAdam(self.w, self.grad, lr)
@@ -177,8 +179,8 @@ class FastPretrain:
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
         self.opt.load("weight", tensors)
 
-    def weight(self) -> torch.Tensor:
-        return self.w
+    def trained(self) -> dict[str, torch.Tensor]:
+        return {KEY_W: self.w}
 
 
 @torch.no_grad()
@@ -194,12 +196,15 @@ def inputs_and_residual(base_w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) 
 
 
 class FastFinetune:
-    """Adam on lora_A (r, d_in), lora_B (d_out, r) so x·Wᵀ + s·(x·Aᵀ)·Bᵀ ≈ y, W frozen."""
+    """Adam on lora_A (r, d_in), lora_B (d_out, r) so x·Wᵀ + s·(x·Aᵀ)·Bᵀ ≈ y, W frozen; on
+    lora_B alone when the task does not train lora_A (LoRA-FA: no gradient for A is formed)."""
 
     name = "fast"
 
     @torch.no_grad()
-    def __init__(self, base_w, spec, a0, b0, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int, world: World = World()):
+    def __init__(self, task, world: World = World()):
+        base_w, spec, x, y, lr, batch_size = task.frozen, task.spec, task.x, task.y, task.lr, task.batch_size
+        a0, b0, self.train_a = task.start[KEY_A], task.start[KEY_B], KEY_A in task.trains
         n, d_in = x.shape
         d_out, r, b = y.shape[1], a0.shape[0], batch_size
         self.n, self.s, self.scale = n, spec.scaling, 2.0 / (b * d_out)
@@ -211,8 +216,11 @@ class FastFinetune:
         self.grad_a, self.grad_b = self.grad[: r * d_in].view(r, d_in), self.grad[r * d_in :].view(d_out, r)
         self.lora_a.copy_(a0)
         self.lora_b.copy_(b0)
-        lrs = [(r * d_in, lr * spec.lr_ratio)] if spec.lr_ratio != 1 else None  # LoRA+: lora_B's rate
-        self.opt = FlatAdam(self.flat, self.grad, lr, lrs=lrs)
+        if self.train_a:
+            lrs = [(r * d_in, lr * spec.lr_ratio)] if spec.lr_ratio != 1 else None  # LoRA+: lora_B's rate
+            self.opt = FlatAdam(self.flat, self.grad, lr, lrs=lrs)
+        else:  # lora_B's part of the buffers only
+            self.opt = FlatAdam(self.flat[r * d_in :], self.grad[r * d_in :], lr * spec.lr_ratio)
         self.share = Share(world, b)  # this rank's rows of each batch (all of them in one process)
         self.rows = StepRows([self.xr], self.share.size, n // b, columns=[[d_in, d_out]])
         self.u, self.grad_u = x.new_empty(self.share.size, r), x.new_empty(self.share.size, r)
@@ -228,9 +236,10 @@ class FastFinetune:
             torch.mm(xb, self.a_t, out=u)  # (b, r)
             torch.addmm(rb, u, self.b_t, beta=-s * scale, alpha=s * s * scale, out=err)
             torch.mm(err_t, u, out=self.grad_b)  # dL/dB = s·errᵀ·u, (d_out, r)
-            torch.mm(err, self.lora_b, out=grad_u)  # dL/du = s·err·B, (b, r)
-            torch.mm(grad_u_t, xb, out=self.grad_a)  # dL/dA = (dL/du)ᵀ·xb, (r, d_in)
-            self.share.sum_(self.grad)
+            if self.train_a:
+                torch.mm(err, self.lora_b, out=grad_u)  # dL/du = s·err·B, (b, r)
+                torch.mm(grad_u_t, xb, out=self.grad_a)  # dL/dA = (dL/du)ᵀ·xb, (r, d_in)
+            self.share.sum_(self.opt.grad)
             self.opt.step()
         return self.share.mse(err, s * scale)
 
@@ -244,6 +253,6 @@ class FastFinetune:
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
         self.opt.load("adapter", tensors)
 
-    def adapter(self) -> dict[str, torch.Tensor]:
+    def trained(self) -> dict[str, torch.Tensor]:
         """The adapter as trained, as a PEFT-keyed state dict."""
         return state_dict(self.lora_a.clone(), self.lora_b.clone())

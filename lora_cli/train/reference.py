@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lora_cli.core.adapter import AdapterSpec, state_dict
-from lora_cli.core.modules import LoRALinear, linear_from_weight
+from lora_cli.methods.modules import LoRALinear, linear_from_weight
+from lora_cli.methods.spec import KEY_A, KEY_W
 
 
 class ReferenceEngine:
@@ -59,26 +59,31 @@ class ReferenceEngine:
 
 
 class ReferencePretrain(ReferenceEngine):
-    """The base nn.Linear, every weight trained."""
+    """An nn.Linear from task.start["weight"], every weight trained (pretraining, full fine-tuning)."""
 
-    def __init__(self, w0: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int):
-        model = linear_from_weight(w0)
-        super().__init__(model, [model.weight], x, y, lr)
+    def __init__(self, task):
+        model = linear_from_weight(task.start[KEY_W])
+        super().__init__(model, [model.weight], task.x, task.y, task.lr)
 
-    def weight(self) -> torch.Tensor:
-        return self.model.weight.detach()
+    def trained(self) -> dict[str, torch.Tensor]:
+        return {KEY_W: self.model.weight.detach()}
 
 
 class ReferenceFinetune(ReferenceEngine):
-    """A LoRALinear on the frozen base; only lora_A and lora_B are trained."""
+    """A LoRALinear on the frozen base; only the tensors the task trains get gradients."""
 
-    def __init__(self, base_w, spec: AdapterSpec, lora_a, lora_b, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int):
-        model = LoRALinear(linear_from_weight(base_w), spec, lora_a, lora_b)
-        a, *others = model.adapter_parameters()  # LoRA+: lora_B and any 1-D parameter (DoRA's m) at lr·ratio
-        groups = [{"params": [a]}, {"params": others, "lr": lr * spec.lr_ratio}]
-        super().__init__(model, model.adapter_parameters() if spec.lr_ratio == 1 else groups, x, y, lr)
+    def __init__(self, task):
+        model = LoRALinear(linear_from_weight(task.frozen), task.spec, task.start)
+        named = model.named_adapter()
+        for key, p in named.items():
+            p.requires_grad_(key in task.trains)
+        trained = [p for key, p in named.items() if key in task.trains]
+        lr, ratio = task.lr, task.spec.lr_ratio
+        # LoRA+: lora_B and any 1-D parameter (DoRA's m) at lr·ratio, lora_A at lr
+        groups = [{"params": [p for key, p in named.items() if key == KEY_A and key in task.trains]},
+                  {"params": [p for key, p in named.items() if key != KEY_A and key in task.trains], "lr": lr * ratio}]
+        super().__init__(model, trained if ratio == 1 else [g for g in groups if g["params"]], task.x, task.y, lr)
 
-    def adapter(self) -> dict[str, torch.Tensor]:
+    def trained(self) -> dict[str, torch.Tensor]:
         """The adapter as trained, as a PEFT-keyed state dict."""
-        m = self.model
-        return state_dict(m.lora_A, m.lora_B, m.magnitude)
+        return {key: p.detach().contiguous() for key, p in self.model.named_adapter().items()}

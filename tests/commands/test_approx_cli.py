@@ -48,7 +48,7 @@ def test_approx_options_change_the_problem(runs_dir):
     result = runner.invoke(app, ["approx", "--d-in", "16", "--d-out", "12", "--rank", "3", "--iterations", "50", "--json"])
     assert result.exit_code == 0
     report = json.loads(result.stdout)
-    assert report["parameters"] == {"full": 192, "lora": 84, "rank": 3, "reduction": 1 - 84 / 192, "compression": 192 / 84}
+    assert report["parameters"] == {"full": 192, "lora": 84, "rank": 3, "reduction": 1 - 84 / 192, "compression": 192 / 84, "method": "lora"}
     assert len(report["singular_values"]) == 12
     assert report["final_loss"] > report["optimal_loss"]
 

@@ -45,7 +45,7 @@ def test_a_peft_saved_adapter_merges_as_peft_merges_it(pretrained, tmp_path, con
     with torch.no_grad():
         torch.testing.assert_close(merged, model.merge_and_unload().linear.weight, rtol=1e-5, atol=1e-6)
     source = record["adapter_source"]
-    assert (source["rank"], source["dora"]) == (config["r"], config.get("use_dora", False))
+    assert (source["rank"], source["method"]) == (config["r"], "dora" if config.get("use_dora") else "lora")
     assert source["scaling_rule"] == ("rslora" if config.get("use_rslora") else "standard")
     assert record["subspace"]["rank"] <= config["r"] and record["subspace"]["shift"]["relative_error"] > 0
     manifest = json.loads((run_dir / "manifest.json").read_text())

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from lora_cli.cli import app
-from lora_cli.core.adapter import KEY_A, KEY_B
+from lora_cli.methods.spec import KEY_A, KEY_B
 from tests.conftest import SMOKE
 
 runner = CliRunner()
@@ -147,7 +147,7 @@ def test_dora_is_refused_by_the_fast_engine_and_auto_picks_one_that_trains_it(ru
     assert "Training on the reference engine: the fast engine cannot train this adapter" in done.stderr
     stages = json.loads(done.stdout)["stages"]
     assert (stages["pretrain"]["engine"], stages["finetune"]["engine"]) == ("fast", "reference")
-    assert stages["finetune"]["dora"] is True and stages["finetune"]["parameters"]["lora"] == 2 * (33 + 32) + 32
+    assert stages["finetune"]["method"] == "dora" and stages["finetune"]["parameters"]["lora"] == 2 * (33 + 32) + 32
     assert stages["merge"]["final_loss"] == pytest.approx(stages["finetune"]["final_loss"], rel=1e-5)
 
 

@@ -119,7 +119,7 @@ def _prepare(lab: Path, line: str) -> None:
 
         target = newest(lab / "runs", "pipeline")
         if not (target / "adapter/adapter_model.safetensors").exists():
-            assert runner.invoke(app, ["finetune", "--run-dir", str(target)]).exit_code == 0
+            assert runner.invoke(app, ["finetune", "--run-dir", str(target), "--method", "lora", "--force"]).exit_code == 0
         shutil.rmtree(lab / "my_peft_adapter", ignore_errors=True)
         shutil.copytree(target / "adapter", lab / "my_peft_adapter")
 

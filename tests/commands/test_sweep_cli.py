@@ -6,7 +6,6 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from lora_cli.cli import app

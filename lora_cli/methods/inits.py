@@ -1,4 +1,4 @@
-"""How weights start: the base layer's init, and the adapter init registry.
+"""How the LoRA family's factors start: the adapter init registry.
 
 An adapter init sees the base weight W (d_out, d_in) and returns (lora_A, lora_B, W to
 freeze). Every entry keeps W + s·B₀·A₀ = W at step 0: the random ones by B₀ = 0 (or, for
@@ -17,19 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lora_cli.core.adapter import AdapterSpec
+from lora_cli.methods.spec import AdapterSpec
 
 if TYPE_CHECKING:
     import torch
 
 AdapterInit = Callable[["torch.Tensor", AdapterSpec, "torch.Generator"], "tuple[torch.Tensor, torch.Tensor, torch.Tensor]"]
-
-
-def init_linear_weight(d_in: int, d_out: int, g: torch.Generator) -> torch.Tensor:
-    """A fresh weight (d_out, d_in) drawn as nn.Linear does, but from `g`."""
-    import torch
-
-    return torch.nn.init.kaiming_uniform_(torch.empty(d_out, d_in), a=math.sqrt(5), generator=g)
 
 
 def _zeros_b(w: torch.Tensor, spec: AdapterSpec) -> torch.Tensor:

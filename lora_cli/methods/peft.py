@@ -1,7 +1,7 @@
 """The adapter on disk in Hugging Face PEFT's layout: adapter_config.json from the AdapterSpec,
 and the export that lets PEFT load every init onto the original base weight.
 
-The tensors are already PEFT-keyed (core/adapter.state_dict). The blog writes the same
+The tensors are already PEFT-keyed (methods/spec.py). The blog writes the same
 update as x·A·B with A (d_in, r) and B (r, d_out): blog A = lora_Aᵀ, blog B = lora_Bᵀ,
 and blog Δθ = A·B = (lora_B·lora_A)ᵀ.
 
@@ -18,8 +18,8 @@ import dataclasses
 import math
 from typing import Any
 
-from lora_cli.core.adapter import KEY_A, KEY_B, KEY_M, MODULE, SCALING_RULES, AdapterSpec
-from lora_cli.core.inits import INITS
+from lora_cli.methods.inits import INITS
+from lora_cli.methods.spec import KEY_A, KEY_B, KEY_M, MODULE, SCALING_RULES, AdapterSpec
 from lora_cli.store.files import json_shown
 
 
@@ -32,7 +32,7 @@ def adapter_config(spec: AdapterSpec) -> dict[str, Any]:
         "target_modules": [MODULE],
         "init_lora_weights": INITS[spec.init].peft,
         "use_rslora": spec.scaling_rule == "rslora",
-        "use_dora": spec.dora,
+        "use_dora": spec.method == "dora",
         "fan_in_fan_out": False,
         "bias": "none",
         "lora_dropout": 0.0,
@@ -102,7 +102,7 @@ def spec_from_config(saved: dict[str, Any]) -> AdapterSpec:
         if saved.get(key, allowed) != allowed:
             raise ValueError(f"{key} = {saved.get(key)!r}: only {allowed!r} is supported")
     rule = "rslora" if saved.get("use_rslora") else "standard"
-    return AdapterSpec(rank=rank, alpha=float(alpha), init="kaiming", scaling_rule=rule, dora=bool(saved.get("use_dora")))
+    return AdapterSpec(rank=rank, alpha=float(alpha), init="kaiming", scaling_rule=rule, method="dora" if saved.get("use_dora") else "lora")
 
 
 def adapter_from_peft(tensors: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

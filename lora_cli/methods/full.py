@@ -1,0 +1,53 @@
+"""Full fine-tuning: every weight of W trained on the shifted task from the pretrained base.
+
+The baseline every adapter is measured against: its optimum is least squares over all W on the
+finetune data, and on fresh data the noise floor σ² (W' = θ2ᵀ is reachable). Its one tensor is
+W' itself; it is no low-rank adapter, so it has no PEFT export.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lora_cli.methods.method import Method, Params
+from lora_cli.methods.spec import KEY_W, AdapterSpec
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Full(Method):
+    name = "full"
+    help = "full fine-tuning: every weight of W trained (the baseline; adapter.rank only sizes the diagnostics)"
+    label = "full fine-tuning"
+    trains = (KEY_W,)
+    no_peft = "full fine-tuning changes every weight of W, so there is no low-rank adapter to export; merged.safetensors holds W'"
+
+    def shapes(self, spec: AdapterSpec, d_in: int, d_out: int) -> dict[str, tuple[int, ...]]:
+        return {KEY_W: (d_out, d_in)}
+
+    def step_flops(self, spec: AdapterSpec, batch: int, d_in: int, d_out: int) -> float:
+        return 4.0 * batch * d_in * d_out  # the forward and weight-gradient GEMMs, as pretraining
+
+    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator) -> tuple[Params, torch.Tensor]:
+        return {KEY_W: w.clone()}, w
+
+    def merged(self, w: torch.Tensor, spec: AdapterSpec, params: Params) -> torch.Tensor:
+        return params[KEY_W].clone()
+
+    def optimum(self, spec: AdapterSpec, x: torch.Tensor, residual: torch.Tensor, start: Params) -> float:
+        from lora_cli.core.floors import regression_floor
+
+        return regression_floor(x, residual)  # least squares over every W' = W + ΔW
+
+    def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params) -> float | None:
+        return noise_std**2  # W' = θ2ᵀ leaves only the noise
+
+    def allowed(self, spec: AdapterSpec) -> str:
+        return "full-rank update of W"
+
+    def words(self, record: Any) -> str:
+        return "full fine-tuning (every weight of W)"
+
+    def sized(self, spec: AdapterSpec) -> str:
+        return "full fine-tuned weight"

@@ -1,0 +1,37 @@
+"""LoRA-FA (Zhang et al. 2023; PEFT's create_lorafa_optimizer): lora_A frozen at its init, only lora_B trained.
+
+ΔW = s·B·A₀ keeps its rows in the span of A₀'s, so the best it can do is least squares of
+the frozen base's residual R on the projected inputs U = X·A₀ᵀ (n, r): a closed form, with
+no rank cut (B is unconstrained once A₀ is fixed). It exports as a plain PEFT LoRA adapter.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lora_cli.methods.lora import LoRA
+from lora_cli.methods.method import Params
+from lora_cli.methods.spec import KEY_A, KEY_B, AdapterSpec
+
+if TYPE_CHECKING:
+    import torch
+
+
+class LoRAFA(LoRA):
+    name = "lora_fa"
+    help = "LoRA with lora_A frozen at its init, only lora_B trained (LoRA-FA; PEFT's create_lorafa_optimizer)"
+    label = "LoRA-FA"
+    trains = (KEY_B,)
+
+    def optimum(self, spec: AdapterSpec, x: torch.Tensor, residual: torch.Tensor, start: Params) -> float:
+        from lora_cli.core.floors import regression_floor
+
+        return regression_floor(x.double() @ start[KEY_A].double().T, residual)  # min over B of ‖R − s·U·Bᵀ‖²
+
+    def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params) -> float | None:
+        from lora_cli.core.floors import population_floor_in_rows
+
+        return population_floor_in_rows(target, start[KEY_A], noise_std)
+
+    def allowed(self, spec: AdapterSpec) -> str:
+        return f"s·B·A₀ with lora_A frozen, rank {spec.rank}"
