@@ -28,8 +28,12 @@ def loss_curves(curves: dict[str, tuple[list[int], list[float]]], unit: str, opt
     """Loss against `unit` on a log scale, one line per curve, optionally the optimum as a line."""
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.add_subplot()
+    colors = {}
     for label, (xs, ys) in curves.items():
-        ax.plot(xs, ys, marker="o", markersize=3.5, label=label)
+        trained = label.removesuffix(" (test)")  # a held-out curve shares its training curve's colour, dashed
+        style = {"linestyle": "--", "marker": "s", "color": colors.get(trained)} if trained != label else {"marker": "o"}
+        (line,) = ax.plot(xs, ys, markersize=3.5, label=label, **style)
+        colors.setdefault(label, line.get_color())
     if optimum is not None and optimum > 0:
         ax.axhline(optimum, color=KEPT, linestyle="--", label=f"optimum (Eckart–Young) = {optimum:.6f}")
     ax.set_yscale("log")
@@ -37,7 +41,7 @@ def loss_curves(curves: dict[str, tuple[list[int], list[float]]], unit: str, opt
     ax.set_ylabel("MSE (log scale)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    ax.set_title("Training loss")
+    ax.set_title("Training loss" + (" and held-out test loss (dashed)" if any(k.endswith(" (test)") for k in curves) else ""))
     return fig
 
 
@@ -125,9 +129,9 @@ def plot_run(run: RunFolder, out_dir: Path | None = None) -> list[Path]:
     return paths
 
 
-def _curve(rows: list[dict[str, Any]], stage: str, unit: str) -> tuple[list[int], list[float]]:
-    picked = [r for r in rows if r["stage"] == stage]
-    return [r[unit] for r in picked], [r["loss"] for r in picked]
+def _curve(rows: list[dict[str, Any]], stage: str, unit: str, metric: str = "loss") -> tuple[list[int], list[float]]:
+    picked = [r for r in rows if r["stage"] == stage and r.get(metric) is not None]
+    return [r[unit] for r in picked], [r[metric] for r in picked]
 
 
 def _approx_figures(run: RunFolder) -> dict[str, Figure]:
@@ -151,7 +155,9 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
     if not done:
         return {}
     rows = run.metrics()
-    figures = {"pipeline_loss.png": loss_curves({s: _curve(rows, s, "epoch") for s in done}, "epoch")}
+    curves = {s: _curve(rows, s, "epoch") for s in done}
+    curves |= {f"{s} (test)": test for s in done if (test := _curve(rows, s, "epoch", "test_loss"))[0]}
+    figures = {"pipeline_loss.png": loss_curves(curves, "epoch")}
     if "finetune" in done:
         from lora_cli.recipes.pipeline import diagnostics
         from lora_cli.stages.pipeline import load_base

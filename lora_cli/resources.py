@@ -25,13 +25,14 @@ def stage_bytes(cfg: Config | ApproxConfig, stage: str) -> dict[str, int]:
         d, k, r = cfg.d_in, cfg.d_out, cfg.rank
         return {"target and product": 3 * d * k * FLOAT, "factors and Adam state": 8 * r * (d + k) * FLOAT}
     n, d_in, d_out = cfg.data.n, cfg.data.d_in, cfg.data.d_out
-    weight = d_in * d_out * FLOAT
+    weight, test = d_in * d_out * FLOAT, 2 * cfg.data.n_test * (d_in + d_out) * FLOAT  # held-out X, y (and R)
     if stage == "pretrain":  # θ, X, y; W, grad, Adam m and v; X·Wᵀ − y when evaluating
-        return {"data (θ, X, y)": weight + n * (d_in + d_out) * FLOAT, "weights and Adam state": 4 * weight, "evaluation": n * d_out * FLOAT}
+        return {"data (θ, X, y)": weight + n * (d_in + d_out) * FLOAT, "weights and Adam state": 4 * weight, "evaluation": n * d_out * FLOAT,
+                "test rows": test}
     if stage == "finetune":  # θ, θ2, X2, y2, [X2 | R]; frozen W; what trains with its gradient and Adam state
         trained = 4 * _method(cfg).parameter_count(_spec(cfg), d_in, d_out) * FLOAT
         return {"data (θ, θ2, X2, y2, [X2 | R])": 2 * weight + 2 * n * (d_in + d_out) * FLOAT, "frozen base": weight,
-                "trained tensors and Adam state": trained, "evaluation": n * d_out * FLOAT}
+                "trained tensors and Adam state": trained, "evaluation": n * d_out * FLOAT, "test rows": test}
     if stage != "merge":
         raise ValueError(f"no memory estimate for a stage named {stage!r}")
     # merge: θ, θ2, X2, y2; W, ΔW, W'; three (n, d_out) outputs

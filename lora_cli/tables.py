@@ -18,15 +18,23 @@ def fmt_loss(loss: float) -> str:
 
 
 def loss_table(rows: list[dict[str, Any]], unit: str = "Epoch", title: str | None = None) -> Table:
-    """`Epoch | Loss | Improvement`; the first row is the baseline."""
+    """`Epoch | Loss | Improvement` (and `Test loss` where rows have it); the first row is the baseline."""
     table = Table(title=title, title_justify="left")
     table.add_column(unit, justify="right")
     table.add_column("Loss", justify="right")
     table.add_column("Improvement", justify="right")
+    test = any(row.get("test_loss") is not None for row in rows)
+    if test:
+        table.add_column("Test loss", justify="right")
     for i, row in enumerate(rows):
         improvement = "baseline" if i == 0 else f"{100 * row['improvement']:.2f}%"
-        table.add_row(str(row[unit.lower()]), fmt_loss(row["loss"]), improvement)
+        cells = [str(row[unit.lower()]), fmt_loss(row["loss"]), improvement]
+        table.add_row(*cells, *([_maybe(row.get("test_loss"))] if test else []))
     return table
+
+
+def _maybe(loss: float | None) -> str:
+    return "-" if loss is None else fmt_loss(loss)
 
 
 def parameter_table(params: Parameters, d_in: int, d_out: int) -> Table:
@@ -63,6 +71,8 @@ def merge_table(report: MergeRecord) -> Table:
     table.add_row("MSE of the base alone", fmt_loss(report.baseline_loss))
     table.add_row("MSE of base + adapter", fmt_loss(report.adapter_loss))
     table.add_row("MSE of the merged weight", fmt_loss(report.final_loss))
+    if report.test_loss is not None:
+        table.add_row("... on the held-out test rows", fmt_loss(report.test_loss))
     table.add_row("max |merged(x) - adapter(x)|", f"{report.max_abs_diff:.3e}")
     table.add_row("ΔW mean", f"{report.delta_mean:.6f}")
     std = report.delta_std
@@ -237,7 +247,8 @@ def optimum_lines(record: Any) -> list[str]:
     lines += [method.caveat] if method.caveat else []
     population = getattr(record, "population_optimal_loss", None)
     if population is not None:
-        lines.append(f"On fresh data the best {method.allowed(spec)} has expected MSE {fmt_loss(population)}")
+        test = f"; this run's test loss {fmt_loss(record.final_test_loss)}" if record.final_test_loss is not None else ""
+        lines.append(f"On fresh data the best {method.allowed(spec)} has expected MSE {fmt_loss(population)}{test}")
     return lines
 
 

@@ -90,7 +90,7 @@ def test_open_refuses_non_runs_and_newer_formats(tmp_path):
 
 
 def test_a_checkpoint_is_read_back_only_as_the_stage_that_wrote_it(tmp_path):
-    from lora_cli.store.checkpoints import decode, encode
+    from lora_cli.train.checkpoint import decode, encode
     from lora_cli.train.loop import History, LogPoint, TrainState
 
     state = TrainState(4, "fast", {"weight": torch.ones(2, 2)}, torch.zeros(8, dtype=torch.uint8), History([LogPoint(0, 0, 1.5)]))
@@ -114,7 +114,7 @@ def test_the_store_knows_no_kind_but_the_layout_it_is_given(tmp_path):
         run.start_stage(stage)
         run.save_tensors(rel, {"x": torch.ones(2)})
         run.update_stage(stage, status="complete")
-    run.add_metrics([{"stage": "draw", "epoch": 1}, {"stage": "paint", "epoch": 1}])
+    run.append_metrics([{"stage": s, "epoch": 1, "step": 1, "loss": 1.0} for s in ("draw", "paint")])
     run.start_stage("draw")
     assert set(run.manifest()["stages"]) == {"draw"} and run.manifest()["files"] == {}
     assert not (run.path / "canvas.safetensors").exists() and run.metrics() == []

@@ -1,11 +1,12 @@
 """Every trained tensor of the shipped configs, byte for byte against another git revision.
 
-    python tools/same_tensors.py REV [--quick]
+    python tools/same_tensors.py REV [--quick] [--new-set KEY=VALUE]...
 
 Runs the same command lines with this checkout and with a worktree of REV (both on this
 venv's Python and libraries), then compares every tensor in every *.safetensors file the
 runs wrote, by key and by bytes. Prints one line per run and exits 1 on any difference.
-A refactor that claims "behaviour unchanged" is held to this.
+A refactor that claims "behaviour unchanged" is held to this. --new-set adds `--set KEY=VALUE`
+to this checkout's command lines only (a key REV does not know, switched on or off).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def command_lines(quick: bool) -> dict[str, list[str]]:
     return lines
 
 
-def run(tree: Path, args: list[str], folder: Path) -> None:
+def run(tree: Path, args: list[str], folder: Path, sets: list[str] = ()) -> None:
     where = ["--run-dir", str(folder)] if args[0] != "sweep" else ["--run-dir", str(folder), "--no-plot"]
+    where += [part for pair in sets for part in ("--set", pair)] if args[0] != "approx" else []
     env = {"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin", "LORA_THREADS": "1", "HOME": str(folder.parent)}
     done = subprocess.run([sys.executable, "-m", "lora_cli", *args, *where], cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -59,7 +61,7 @@ def digests(folder: Path) -> dict[str, str]:
     return out
 
 
-def main(rev: str, quick: bool) -> int:
+def main(rev: str, quick: bool, sets: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "old"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), rev], check=True, capture_output=True)
@@ -67,7 +69,7 @@ def main(rev: str, quick: bool) -> int:
             differ = 0
             for name, args in command_lines(quick).items():
                 mine, theirs = Path(tmp) / "new" / name.replace(" ", "_"), Path(tmp) / "rev" / name.replace(" ", "_")
-                run(ROOT, args, mine)
+                run(ROOT, args, mine, sets)
                 run(old, args, theirs)
                 a, b = digests(mine), digests(theirs)
                 same = [k for k in a if b.get(k) == a[k]]
@@ -82,4 +84,5 @@ def main(rev: str, quick: bool) -> int:
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
-    raise SystemExit(main(sys.argv[1], "--quick" in sys.argv[2:]))
+    rest = sys.argv[2:]
+    raise SystemExit(main(sys.argv[1], "--quick" in rest, [rest[i + 1] for i, a in enumerate(rest) if a == "--new-set"]))

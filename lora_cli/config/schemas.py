@@ -56,6 +56,7 @@ class DataConfig(Section):
     d_in: int = whole(1001, "input features: columns of X, rows of θ")
     d_out: int = whole(1000, "outputs: columns of θ and of y")
     noise_std: float = Field(0.0, ge=0.0, le=LIMIT, description="std of Gaussian noise added to y")
+    n_test: int = whole(1000, "fresh rows per stage for the held-out test loss (0 = none); drawn on their own, so training is the same either way", 0)
 
 
 class ShiftConfig(Section):

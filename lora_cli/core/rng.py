@@ -22,6 +22,10 @@ PURPOSES = (
     "init_adapter",
     "batches_pretrain",
     "batches_finetune",
+    "x_test_pretrain",  # the held-out rows (data.n_test): their own streams, so training never sees a change
+    "noise_test_pretrain",
+    "x_test_finetune",
+    "noise_test_finetune",
 )
 
 

@@ -20,7 +20,7 @@ from lora_cli.methods.registry import merge as merge_params
 from lora_cli.methods.registry import method_of
 from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W, AdapterSpec
 from lora_cli.train.engines import PRETRAIN, Runtime, Task, build, choose_engine
-from lora_cli.train.loop import CheckpointCallback, Divergence, EpochCallback, History, Schedule, TrainState, train
+from lora_cli.train.loop import CheckpointCallback, Divergence, EpochCallback, History, LogCallback, Schedule, TrainState, train
 
 
 @dataclass
@@ -55,6 +55,7 @@ class MergeResult:
     adapter_loss: float  # MSE of base + adapter
     merged_loss: float  # MSE of the merged weight
     max_abs_diff: float  # max |merged(x) − adapter(x)| over the shifted data
+    test_loss: float | None = None  # MSE of the merged weight on the finetune split's held-out rows
 
 
 def adapter_spec(cfg: Config) -> AdapterSpec:
@@ -79,6 +80,16 @@ def regression(cfg: Config, theta: torch.Tensor, split: str) -> tuple[torch.Tens
     """(X, y) of the "pretrain" or "finetune" split, each with its own streams."""
     g_x, g_noise = generator(cfg.seed, f"x_{split}"), generator(cfg.seed, f"noise_{split}")
     return make_regression(cfg.data.n, theta, g_x, g_noise, cfg.data.noise_std)
+
+
+def held_out(cfg: Config, theta: torch.Tensor, split: str, device: str = "cpu") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{"test": (X, y)}: data.n_test fresh rows of the split, from streams of their own (so
+    switching them on or off changes no trained number); {} when data.n_test is 0."""
+    if cfg.data.n_test == 0:
+        return {}
+    g_x, g_noise = generator(cfg.seed, f"x_test_{split}"), generator(cfg.seed, f"noise_test_{split}")
+    x, y = make_regression(cfg.data.n_test, theta, g_x, g_noise, cfg.data.noise_std)
+    return {"test": (x.to(device), y.to(device))}
 
 
 @dataclass
@@ -126,6 +137,7 @@ def pretrain(
     on_epoch: EpochCallback | None = None,
     resume: TrainState | None = None,
     on_checkpoint: CheckpointCallback | None = None,
+    on_log: LogCallback | None = None,
 ) -> PretrainResult:
     """Fit nn.Linear(d_in, d_out, bias=False) to y = X·θ from its default init.
 
@@ -133,12 +145,13 @@ def pretrain(
     `resume` continues from a checkpoint of the same engine; `on_checkpoint` receives them.
     """
     dev = torch.device(runtime.device)
-    x, y = (t.to(dev) for t in regression(cfg, thetas(cfg)[0], "pretrain"))
+    theta = thetas(cfg)[0]
+    x, y = (t.to(dev) for t in regression(cfg, theta, "pretrain"))
     w0 = init_linear_weight(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "init_base")).to(dev)
-    task = Task((KEY_W,), w0, None, {KEY_W: w0}, x, y, cfg.pretrain.lr, cfg.pretrain.batch_size)
+    task = Task((KEY_W,), w0, None, {KEY_W: w0}, x, y, cfg.pretrain.lr, cfg.pretrain.batch_size, held_out(cfg, theta, "pretrain", dev))
     engine = build(choose_engine(runtime.engine)[0], PRETRAIN, task, runtime.world)
     batches = generator(cfg.seed, "batches_pretrain")
-    fit = train(engine, schedule(cfg.pretrain), batches, on_epoch, resume, on_checkpoint)
+    fit = train(engine, schedule(cfg.pretrain), batches, on_epoch, resume, on_checkpoint, on_log)
     return PretrainResult(engine.trained()[KEY_W].cpu(), fit.history, fit.divergence)
 
 
@@ -149,6 +162,7 @@ def finetune(
     on_epoch: EpochCallback | None = None,
     resume: TrainState | None = None,
     on_checkpoint: CheckpointCallback | None = None,
+    on_log: LogCallback | None = None,
 ) -> FinetuneResult:
     """Fit the method's params on the frozen base to the shifted data y2 = X2·θ2 (see `pretrain`)."""
     dev = torch.device(runtime.device)
@@ -158,9 +172,10 @@ def finetune(
     method, seed = method_of(spec), adapter_seed(cfg)
     initial, frozen = method.start(base_weight, spec, generator(seed, "init_adapter"))
     start = {key: t.to(dev) for key, t in initial.items()}
-    task = Task(method.trains, frozen.to(dev), spec, start, x, y, cfg.finetune.lr, cfg.finetune.batch_size)
+    test = held_out(cfg, theta2, "finetune", dev)
+    task = Task(method.trains, frozen.to(dev), spec, start, x, y, cfg.finetune.lr, cfg.finetune.batch_size, test)
     engine = build(choose_engine(runtime.engine, spec.method)[0], spec.method, task, runtime.world)
-    fit = train(engine, schedule(cfg.finetune), generator(seed, "batches_finetune"), on_epoch, resume, on_checkpoint)
+    fit = train(engine, schedule(cfg.finetune), generator(seed, "batches_finetune"), on_epoch, resume, on_checkpoint, on_log)
     adapter = {key: t.cpu() for key, t in engine.trained().items()}
     return FinetuneResult(adapter, initial, true_delta(theta, theta2), fit.history, fit.divergence)
 
@@ -169,7 +184,9 @@ def finetune(
 def merge(cfg: Config, base_weight: torch.Tensor, spec: AdapterSpec, adapter: dict[str, torch.Tensor]) -> MergeResult:
     """W' = W + ΔW for the params of `spec`'s method on the original base W (as stored: PiSSA's
     and OLoRA's exported onto W), checked against the unmerged forward on the shifted data."""
-    x, y = regression(cfg, thetas(cfg)[1], "finetune")
+    theta2 = thetas(cfg)[1]
+    x, y = regression(cfg, theta2, "finetune")
+    test = held_out(cfg, theta2, "finetune").get("test")
     method = method_of(spec)
     merged = merge_params({"weight": base_weight}, spec, adapter)["weight"]
     adapter_out = method.forward(base_weight, spec, adapter, x)
@@ -181,4 +198,5 @@ def merge(cfg: Config, base_weight: torch.Tensor, spec: AdapterSpec, adapter: di
         adapter_loss=F.mse_loss(adapter_out, y).item(),
         merged_loss=F.mse_loss(merged_out, y).item(),
         max_abs_diff=(merged_out - adapter_out).abs().max().item(),
+        test_loss=F.mse_loss(test[0] @ merged.T, test[1]).item() if test else None,
     )

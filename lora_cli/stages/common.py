@@ -12,16 +12,11 @@ from lora_cli.resources import step_work
 from lora_cli.stages import results
 from lora_cli.stages.results import TrainingRecord
 from lora_cli.store.run_folder import RunFolder
+from lora_cli.measure.stream import MetricsFile, Stream, rows
+from lora_cli.train.checkpoint import decode, encode
 from lora_cli.train.loop import Divergence, History, TrainState
 
 R = TypeVar("R")
-
-
-def history_rows(stage: str, history: History, unit: str = "epoch") -> list[dict[str, Any]]:
-    return [
-        {"stage": stage, unit: p.epoch, "step": p.step, "loss": p.loss, "improvement": history.improvement(p.loss)}
-        for p in history.points
-    ]
 
 
 def check_divergence(divergence: Divergence | None, stage_key: str) -> None:
@@ -38,7 +33,7 @@ def finish(run: RunFolder, record: R) -> R:
     entry = record.entry()
     entry["record_sha256"] = results.entry_digest(entry)  # resume checks the record against it
     if isinstance(record, TrainingRecord):
-        run.add_metrics(record.history)
+        run.set_metrics(record.stage, record.history)
         entry["metrics_sha256"] = run.metrics_digest(record.stage)  # resume checks the rows against it
     run.update_stage(record.stage, **entry)
     run.remove_checkpoint(record.stage)
@@ -53,7 +48,8 @@ def training_fields(run: RunFolder, stage: str, history: History, started: float
         "seconds": time.perf_counter() - started,
         "baseline_loss": history.baseline,
         "final_loss": history.final,
-        "history": history_rows(stage, history, unit),
+        "history": rows(stage, history, unit),
+        "final_test_loss": history.points[-1].metrics.get("test_loss"),
     }
 
 
@@ -82,7 +78,8 @@ def resume_state(run: RunFolder, name: str, engine: str) -> TrainState | None:
     """The checkpoint to continue from; None (start the stage over) when there is none yet."""
     if run.stage(name).get("status") == "complete":
         raise RunError(f"{run.path}: {name} is already complete; there is nothing to resume")
-    state = run.load_checkpoint(name)
+    path = run.checkpoint_file(name)
+    state = decode(path, name) if path is not None else None
     if state is not None and state.engine != engine:
         raise RunError(
             f"{run.path}: the {name} checkpoint was written by the {state.engine} engine; resume with --engine {state.engine}"
@@ -90,8 +87,17 @@ def resume_state(run: RunFolder, name: str, engine: str) -> TrainState | None:
     return state
 
 
+def stream(run: RunFolder, name: str, state: TrainState | None) -> Stream:
+    """Stage `name`'s metric stream into the run folder (its rows before `state`'s checkpoint
+    written again first: start_stage dropped them with the rest of the stage)."""
+    out = Stream(name, [MetricsFile(run)])
+    if state is not None:
+        out.replay(state.history)
+    return out
+
+
 def checkpointer(run: RunFolder, name: str):
-    return lambda state: run.save_checkpoint(name, state)
+    return lambda state: run.save_checkpoint(name, encode(name, state), state.epoch)
 
 
 def require_tensor(tensors: dict, key: str, shape: tuple[int, ...], path, fix: str):

@@ -14,14 +14,19 @@ from lora_cli.store.files import atomic_write
 from lora_cli.store.run_folder import RunFolder
 
 def data_tensors(run: RunFolder) -> dict[str, Any]:
-    """x, y, x2, y2, theta, theta2 and true_delta, exactly as the run's stages drew them."""
+    """x, y, x2, y2, theta, theta2 and true_delta, exactly as the run's stages drew them, and
+    the held-out test rows x_test, y_test (pretrain) and x2_test, y2_test (finetune) when data.n_test > 0."""
     if run.kind != "pipeline":  # open_run(expect="pipeline") refuses first, naming what takes the folder
         raise RunError(f"{run.path}: is not a pipeline run folder; lora data regenerates a pipeline run's data")
     cfg = run_config(run)
     theta, theta2 = recipe.thetas(cfg)
     x, y = recipe.regression(cfg, theta, "pretrain")
     x2, y2 = recipe.regression(cfg, theta2, "finetune")
-    return {"x": x, "y": y, "x2": x2, "y2": y2, "theta": theta, "theta2": theta2, "true_delta": true_delta(theta, theta2)}
+    tensors = {"x": x, "y": y, "x2": x2, "y2": y2, "theta": theta, "theta2": theta2, "true_delta": true_delta(theta, theta2)}
+    for names, theta_of, split in ((("x_test", "y_test"), theta, "pretrain"), (("x2_test", "y2_test"), theta2, "finetune")):
+        for name, tensor in zip(names, recipe.held_out(cfg, theta_of, split).get("test", ())):
+            tensors[name] = tensor
+    return tensors
 
 
 def write_data(run: RunFolder, out: Path, force: bool = False) -> dict[str, list[int]]:

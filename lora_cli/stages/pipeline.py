@@ -28,6 +28,7 @@ from lora_cli.stages.common import (
     refuse_rerun,
     require_tensor,
     resume_state,
+    stream,
     training_fields,
     use_threads,
 )
@@ -89,7 +90,7 @@ def pretrain_stage(
     tracker = EpochTracker(on_epoch)
     with recording(run, "pretrain", resume, tracker):
         start = time.perf_counter()
-        result = recipe.pretrain(cfg, runtime, tracker, state, checkpointer(run, "pretrain"))
+        result = recipe.pretrain(cfg, runtime, tracker, state, checkpointer(run, "pretrain"), stream(run, "pretrain", state))
         check_divergence(result.divergence, "pretrain.lr")
         run.save_tensors(BASE, {"weight": result.weight})
         fields = training_fields(run, "pretrain", result.history, start)
@@ -131,7 +132,7 @@ def finetune_stage(
     with recording(run, "finetune", resume, tracker):
         save_config(run, cfg)
         start = time.perf_counter()
-        result = recipe.finetune(cfg, base, runtime, tracker, state, checkpointer(run, "finetune"))
+        result = recipe.finetune(cfg, base, runtime, tracker, state, checkpointer(run, "finetune"), stream(run, "finetune", state))
         fields = _runtime_fields(runtime, n_threads, state)
         return record_finetune(run, cfg, base, result, time.perf_counter() - start, fields, note=note)
 
@@ -203,6 +204,7 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None,
         threads=n_threads,
         adapter_loss=result.adapter_loss,
         max_abs_diff=result.max_abs_diff,
+        test_loss=result.test_loss,
         delta_mean=result.delta.mean().item(),
         # the sample std of one number is undefined: null, not NaN (and no torch warning)
         delta_std=result.delta.std().item() if result.delta.numel() > 1 else None,

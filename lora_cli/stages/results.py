@@ -105,6 +105,7 @@ class StageRecord:
 class TrainingRecord(StageRecord):
     parameters: Parameters
     history: list[dict[str, Any]] = field(default_factory=list)  # the stage's metrics.jsonl lines
+    final_test_loss: float | None = None  # the MSE on data.n_test held-out rows at the end (None: no test rows)
 
 
 @dataclass(kw_only=True)
@@ -136,6 +137,7 @@ class FinetuneRecord(PretrainRecord):
 class MergeRecord(StageRecord):
     adapter_loss: float
     max_abs_diff: float  # max |merged(x) − adapter(x)| over the shifted data
+    test_loss: float | None = None  # the merged weight's MSE on the finetune split's held-out rows
     delta_mean: float
     delta_std: float | None  # None for a 1 x 1 ΔW: the sample std of one number is undefined
     delta_corner: list[list[float]]  # Δθ[:5, :5], the blog's layout (d_in, d_out)

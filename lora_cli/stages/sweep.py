@@ -212,7 +212,7 @@ def _trial_folder(run: RunFolder, trial: Trial, base: RunFolder, register: bool 
     child = sweep_bases.fresh_child(run, f"trials/{trial.id}", trial.config, register)
     child.adopt_file(kinds.BASE, base.path / kinds.BASE)
     child.update_stage("pretrain", **base.stage("pretrain"), shared_from=str(base.path))
-    child.add_metrics([row for row in base.metrics() if row.get("stage") == "pretrain"])
+    child.set_metrics("pretrain", [row for row in base.metrics() if row.get("stage") == "pretrain"])
     child.start_stage("finetune")
     return child
 

@@ -16,7 +16,7 @@ from lora_cli.store.files import dumps
 from lora_cli.store.run_folder import RunFolder
 
 # the finetune record's fields each row carries, after the trial's id, status and axis values
-RECORD_FIELDS = ("rank", "alpha", "scaling_rule", "init", "lr_ratio", "method", "baseline_loss", "final_loss",
+RECORD_FIELDS = ("rank", "alpha", "scaling_rule", "init", "lr_ratio", "method", "baseline_loss", "final_loss", "final_test_loss",
                  "optimal_loss", "gap", "population_optimal_loss", "engine", "seconds")
 SUBSPACE_FIELDS = ("delta_relative_error", "energy_captured", "best_energy", "column_angle_max", "stable_rank")
 

@@ -184,8 +184,15 @@ class RunFiles:
             self._write_metrics([row for _, row in good])
         return len(bad)
 
-    def add_metrics(self, rows: list[dict[str, Any]]) -> None:
-        self._write_metrics(self.metrics() + rows)
+    def set_metrics(self, stage: str, rows: list[dict[str, Any]]) -> None:
+        """Make `rows` the stage's rows (any it streamed are replaced by the same, recorded ones)."""
+        self._write_metrics([row for row in self.metrics() if row["stage"] != stage] + rows)
+
+    def append_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows as training logs them, flushed, so a reader (tail -f) sees each at once."""
+        with open(self.path / METRICS, "a") as f:
+            f.write("".join(dumps(r) + "\n" for r in rows))
+            f.flush()
 
     def _drop_metrics(self, stages: tuple[str, ...]) -> None:
         """Forget the rows of `stages` (and any unreadable line)."""

@@ -16,6 +16,7 @@ never leaves a half-written file.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,10 @@ class Layout:
 
     def files_of(self, stage: str) -> tuple[str, ...]:
         return (*self.files.get(stage, ()), *self.optional.get(stage, ()), checkpoint_path(stage))
+
+
+CHECKPOINT_EPOCH = "epoch"  # a checkpoint file's metadata key holding its epoch
+LEGACY_CHECKPOINT = "lora_checkpoint"  # where it was before: inside this key's JSON
 
 
 def checkpoint_path(stage: str) -> str:
@@ -234,23 +239,34 @@ class RunFolder(RunFiles):
         """The epoch of `name`'s checkpoint when the stage stopped before completing, else None."""
         if self.stage(name).get("status") == "complete" or not (self.path / checkpoint_path(name)).is_file():
             return None
-        state = self.load_checkpoint(name)
-        return state.epoch if state else None
+        return self.checkpoint_epoch(name)
 
-    # ---- checkpoints (format in lora_cli.store.checkpoints) ------------------------
+    # ---- checkpoints (their format: lora_cli/train/checkpoint.py) ------------------
 
-    def save_checkpoint(self, stage: str, state: Any) -> None:
-        from lora_cli.store.checkpoints import encode
+    def save_checkpoint(self, stage: str, data: bytes, epoch: int) -> None:
+        atomic_write(self.path / checkpoint_path(stage), data)
+        self.update_stage(stage, checkpoint_epoch=epoch)
 
-        atomic_write(self.path / checkpoint_path(stage), encode(stage, state))
-        self.update_stage(stage, checkpoint_epoch=state.epoch)
-
-    def load_checkpoint(self, stage: str) -> Any:
-        """The stage's TrainState, or None when it has no checkpoint."""
-        from lora_cli.store.checkpoints import decode
-
+    def checkpoint_file(self, stage: str) -> Path | None:
+        """The stage's checkpoint file, or None when it has none."""
         path = self.path / checkpoint_path(stage)
-        return decode(path, stage) if path.is_file() else None
+        return path if path.is_file() else None
+
+    def checkpoint_epoch(self, stage: str) -> int | None:
+        """The epoch the stage's checkpoint holds (the file's CHECKPOINT_EPOCH metadata), or None
+        when there is none; RunError when the file is damaged."""
+        path = self.checkpoint_file(stage)
+        if path is None:
+            return None
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata()
+            epoch = meta.get(CHECKPOINT_EPOCH) or json.loads(meta[LEGACY_CHECKPOINT])["epoch"]  # files from before it was its own key
+            return int(epoch)
+        except Exception as exc:  # any damage: safetensors, JSON or missing fields
+            raise RunError(f"{path}: damaged checkpoint ({type(exc).__name__}); start the stage over with --force") from None
 
     def remove_checkpoint(self, stage: str) -> None:
         """Delete the stage's checkpoint (call once its result is durable) and its record."""

@@ -29,7 +29,8 @@ import torch
 
 from lora_cli.methods.lora import state_dict
 from lora_cli.methods.spec import AdapterSpec
-from lora_cli.train.fast import FlatAdam, StepRows, inputs_and_residual, mse_of
+from lora_cli.train.fast import FlatAdam, StepRows, held_out_residuals, inputs_and_residual, mse_of
+from lora_cli.train.loop import TRAIN
 
 
 # A full-data evaluation of one lane streams about four (n, d_out) passes; the moments cost
@@ -100,9 +101,11 @@ class BatchedFinetune:
     name = "batched"
 
     @torch.no_grad()
-    def __init__(self, base_w: torch.Tensor, lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, batch_size: int, evaluations: int = 0):
+    def __init__(self, base_w: torch.Tensor, lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, batch_size: int, evaluations: int = 0,
+                 held_out: dict | None = None):
         """`evaluations`: how many full-data evaluations the schedule will ask for; when the lanes
-        make it worth it, the moments XᵀX and XᵀR are computed once (`use_moments`)."""
+        make it worth it, the moments XᵀX and XᵀR are computed once (`use_moments`). `held_out`:
+        name -> (x, y) evaluated beside the training data (each lane directly)."""
         (n, d_in), d_out, b = x.shape, y.shape[1], batch_size
         ranks = [lane.spec.rank for lane in lanes]
         self.n, self.k = n, len(lanes)
@@ -110,6 +113,7 @@ class BatchedFinetune:
         rows, c = self.starts[-1], 2.0 / (b * d_out)
         self.xr = inputs_and_residual(base_w, x, y)
         self.x_all, self.residual = self.xr[:, :d_in], self.xr[:, d_in:]
+        self.held_out = held_out_residuals(base_w, held_out or {})
         self.flat, self.grad = x.new_zeros(rows * (d_in + d_out)), x.new_zeros(rows * (d_in + d_out))
         self.a, self.bt = self.flat[: rows * d_in].view(rows, d_in), self.flat[rows * d_in :].view(rows, d_out)
         self.grad_a, self.grad_bt = self.grad[: rows * d_in].view(rows, d_in), self.grad[rows * d_in :].view(rows, d_out)
@@ -183,18 +187,24 @@ class BatchedFinetune:
         return [mse_of(torch.addmm(rb, self.ut[self.rows(k)].T, self.bt[self.rows(k)], beta=-1)) for k in range(self.k)]
 
     @torch.no_grad()
-    def evaluate(self) -> list[float]:
-        """Each lane's full-data MSE: from the float64 moments XᵀX, XᵀR when the engine was told
-        to use them (see `moments`), else directly, one X·Aᵀ for all lanes and the cached residual."""
-        if self.moments is not None:
-            return self.moments.losses(self.a, self.bt, self.starts, self.scalings)
-        u_all = self.x_all @ self.a.T  # (n, Σr)
-        if not hasattr(self, "error"):
-            self.error = torch.empty_like(self.residual)
+    def evaluate(self) -> list[dict[str, float]]:
+        """Each lane's metrics: its full-data MSE from the float64 moments XᵀX, XᵀR when the engine
+        was told to use them (see `moments`), else directly; each held-out split's directly."""
+        train = self.moments.losses(self.a, self.bt, self.starts, self.scalings) if self.moments is not None else self._direct(self.x_all, self.residual)
+        out = [{TRAIN: loss} for loss in train]
+        for name, (x, residual) in self.held_out.items():
+            for lane, loss in zip(out, self._direct(x, residual)):
+                lane[f"{name}_loss"] = loss
+        return out
+
+    def _direct(self, x: torch.Tensor, residual: torch.Tensor) -> list[float]:
+        """Each lane's MSE on (x, residual): one X·Aᵀ for all lanes, then each lane's product."""
+        u_all = x @ self.a.T  # (n, Σr)
+        error = torch.empty_like(residual)
         out = []
         for k, s in enumerate(self.scalings):
-            torch.addmm(self.residual, u_all[:, self.rows(k)], self.bt[self.rows(k)], beta=-1, alpha=s, out=self.error)
-            out.append(mse_of(self.error))
+            torch.addmm(residual, u_all[:, self.rows(k)], self.bt[self.rows(k)], beta=-1, alpha=s, out=error)
+            out.append(mse_of(error))
         return out
 
     @torch.no_grad()

@@ -32,6 +32,7 @@ class Task:
     y: Any  # (n, d_out)
     lr: float
     batch_size: int
+    held_out: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name -> (x, y) evaluated, never trained on ("test")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import torch
 
 from lora_cli.methods.lora import state_dict
 from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W
+from lora_cli.train.loop import TRAIN
 from lora_cli.distributed import World, all_reduce_
 from lora_cli.errors import ConfigError
 
@@ -149,7 +150,7 @@ class FastPretrain:
         """`task.start["weight"]` is w0; `world`: under torchrun, this rank takes its share of
         each batch's rows and the gradients are summed over the ranks (`Share`)."""
         w0, x, y, lr = task.start[KEY_W], task.x, task.y, task.lr
-        self.x, self.y, self.n = x, y, x.shape[0]
+        self.x, self.y, self.n, self.held_out = x, y, x.shape[0], task.held_out
         b, d_out = task.batch_size, y.shape[1]
         self.scale = 2.0 / (b * d_out)
         self.w, self.grad = w0.clone(), torch.empty_like(w0)
@@ -170,8 +171,9 @@ class FastPretrain:
         return self.share.mse(err, scale)
 
     @torch.no_grad()
-    def evaluate(self) -> float:
-        return mse_of(torch.addmm(self.y, self.x, self.w_t, beta=-1))
+    def evaluate(self) -> dict[str, float]:
+        losses = {TRAIN: mse_of(torch.addmm(self.y, self.x, self.w_t, beta=-1))}
+        return losses | {f"{name}_loss": mse_of(torch.addmm(y, x, self.w_t, beta=-1)) for name, (x, y) in self.held_out.items()}
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.opt.state("weight")
@@ -195,6 +197,11 @@ def inputs_and_residual(base_w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) 
     return xr
 
 
+def held_out_residuals(base_w: torch.Tensor, held_out: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """name -> (X, R = y − X·Wᵀ) of each held-out split: the frozen base's error, once."""
+    return {name: (x, torch.addmm(y, x, base_w.T, alpha=-1)) for name, (x, y) in held_out.items()}
+
+
 class FastFinetune:
     """Adam on lora_A (r, d_in), lora_B (d_out, r) so x·Wᵀ + s·(x·Aᵀ)·Bᵀ ≈ y, W frozen; on
     lora_B alone when the task does not train lora_A (LoRA-FA: no gradient for A is formed)."""
@@ -210,6 +217,7 @@ class FastFinetune:
         self.n, self.s, self.scale = n, spec.scaling, 2.0 / (b * d_out)
         self.xr = inputs_and_residual(base_w, x, y)
         self.x_all, self.residual = self.xr[:, :d_in], self.xr[:, d_in:]
+        self.held_out = held_out_residuals(base_w, task.held_out)
         self.flat = x.new_empty(r * d_in + d_out * r)  # [lora_A | lora_B], so Adam is one pass
         self.grad = torch.empty_like(self.flat)
         self.lora_a, self.lora_b = self.flat[: r * d_in].view(r, d_in), self.flat[r * d_in :].view(d_out, r)
@@ -244,8 +252,11 @@ class FastFinetune:
         return self.share.mse(err, s * scale)
 
     @torch.no_grad()
-    def evaluate(self) -> float:
-        return mse_of(torch.addmm(self.residual, self.x_all @ self.a_t, self.b_t, beta=-1, alpha=self.s))
+    def evaluate(self) -> dict[str, float]:
+        losses = {TRAIN: mse_of(torch.addmm(self.residual, self.x_all @ self.a_t, self.b_t, beta=-1, alpha=self.s))}
+        for name, (x, residual) in self.held_out.items():
+            losses[f"{name}_loss"] = mse_of(torch.addmm(residual, x @ self.a_t, self.b_t, beta=-1, alpha=self.s))
+        return losses
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.opt.state("adapter")

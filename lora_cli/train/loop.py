@@ -1,10 +1,12 @@
 """THE training loop: every engine, every stage, one epoch loop.
 
 Each epoch draws its batches from the shared sampler (n // batch_size steps of batch_size
-distinct rows), hands them to the engine, checks for divergence, logs the full-data MSE on
-log epochs (and at epoch 0, the baseline, and at the last epoch), and offers a checkpoint.
-Engines (lora_cli/train/engines.py) supply the steps, the evaluation and their state; nothing
-here prints or touches a file: progress goes to a callback, checkpoints to another.
+distinct rows), hands them to the engine, checks for divergence, logs the full-data MSE and
+the engine's other metrics (the held-out test loss) on log epochs (and at epoch 0, the
+baseline, and at the last epoch), and offers a checkpoint. Engines (lora_cli/train/engines.py)
+supply the steps, the evaluation and their state; nothing here prints or touches a file:
+progress goes to a callback, each logged point to another (the metric stream, measure/),
+checkpoints to a third.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lora_cli.train.sampler import epoch_batches
 
 # on_epoch(epoch, full-data loss if this epoch was logged else None); epoch 0 = before training
 EpochCallback = Callable[[int, "float | None"], None]
+TRAIN = "train_loss"  # the metric every engine's evaluate() returns: the full training data's MSE
 
 # A loss this many times its starting value has run away. Adam moves every weight by about
 # lr a step, so a huge lr can grow the loss to 1e20 while every number stays finite.
@@ -40,7 +43,8 @@ class Schedule:
 class LogPoint:
     epoch: int
     step: int
-    loss: float
+    loss: float  # the training data's MSE
+    metrics: dict[str, float] = field(default_factory=dict)  # the others by name, e.g. {"test_loss": 0.1}
 
 
 @dataclass
@@ -100,6 +104,8 @@ class TrainState:
 # on_checkpoint(state): called every checkpoint_every epochs and after the last one (so that
 # an interrupt while the result is being measured and written loses no training)
 CheckpointCallback = Callable[[TrainState], None]
+# on_log(point): every logged point as it is logged, the baseline first (one-lane engines)
+LogCallback = Callable[[LogPoint], None]
 
 
 class Engine(Protocol):
@@ -111,8 +117,8 @@ class Engine(Protocol):
     def run_steps(self, batches: torch.Tensor) -> float:
         """One optimiser step per row of `batches` (steps, b); the last step's batch MSE."""
 
-    def evaluate(self) -> float:
-        """The full-data MSE now."""
+    def evaluate(self) -> dict[str, float]:
+        """The metrics now: TRAIN (the full training data's MSE) and one per held-out split."""
 
     def state(self) -> dict[str, torch.Tensor]:
         """Parameters and optimiser state (live tensors; the loop copies them)."""
@@ -128,6 +134,7 @@ def train(
     on_epoch: EpochCallback | None = None,
     resume: TrainState | None = None,
     on_checkpoint: CheckpointCallback | None = None,
+    on_log: LogCallback | None = None,
 ) -> Fit:
     """Run `engine` for `schedule.epochs` epochs, or from `resume` to the end.
 
@@ -135,10 +142,11 @@ def train(
         generator: draws the batches; the same state gives the same batches on every engine.
         resume: a checkpoint of this engine; continuing from it is bit-identical on CPU.
         on_checkpoint: receives a TrainState every schedule.checkpoint_every epochs and at the end.
+        on_log: receives each logged point as it is logged (not those `resume` holds).
     Returns:
         The logged full-data losses (epoch 0 first), and the divergence if the loss ran away.
     """
-    return train_lanes(_OneLane(engine), schedule, generator, on_epoch, resume, on_checkpoint)[0]
+    return train_lanes(_OneLane(engine), schedule, generator, on_epoch, resume, on_checkpoint, on_log)[0]
 
 
 def train_lanes(
@@ -148,6 +156,7 @@ def train_lanes(
     on_epoch: EpochCallback | None = None,
     resume: TrainState | None = None,
     on_checkpoint: CheckpointCallback | None = None,
+    on_log: LogCallback | None = None,
 ) -> list[Fit]:
     """`train` for an engine of several lanes (independent adapters on the same batches, as
     train/batched.py): its run_steps and evaluate return one loss per lane. A lane that diverges
@@ -156,7 +165,9 @@ def train_lanes(
     """
     steps = engine.n // schedule.batch_size
     if resume is None:
-        fits, first = [Fit(History([LogPoint(0, 0, loss)])) for loss in engine.evaluate()], 1
+        fits, first = [Fit(History([_point(0, 0, metrics)])) for metrics in engine.evaluate()], 1
+        if on_log:
+            on_log(fits[0].history.points[0])
     else:
         engine.load(resume.tensors)
         generator.set_state(resume.generator_state)
@@ -168,11 +179,14 @@ def train_lanes(
         _check_lanes(engine, fits, engine.run_steps(batches), epoch, epoch * steps)  # no full evaluation of a runaway
         logged = None
         if (epoch % schedule.log_every == 0 or epoch == schedule.epochs) and _live(fits):
-            losses = engine.evaluate()
+            metrics = engine.evaluate()
+            losses = [m[TRAIN] for m in metrics]
             _check_lanes(engine, fits, losses, epoch, epoch * steps)
-            for fit, loss in zip(fits, losses):
+            for fit, lane in zip(fits, metrics):
                 if fit.divergence is None:
-                    fit.history.points.append(LogPoint(epoch, epoch * steps, loss))
+                    fit.history.points.append(_point(epoch, epoch * steps, lane))
+            if on_log and fits[0].divergence is None:
+                on_log(fits[0].history.points[-1])
             logged = _lowest(fits, losses)
         if not _live(fits):
             return fits
@@ -185,6 +199,10 @@ def train_lanes(
     return fits
 
 
+def _point(epoch: int, step: int, metrics: dict[str, float]) -> LogPoint:
+    return LogPoint(epoch, step, metrics[TRAIN], {k: v for k, v in metrics.items() if k != TRAIN})
+
+
 class _OneLane:
     """A one-adapter engine seen as an engine of one lane."""
 
@@ -194,7 +212,7 @@ class _OneLane:
     def run_steps(self, batches: torch.Tensor) -> list[float]:
         return [self.engine.run_steps(batches)]
 
-    def evaluate(self) -> list[float]:
+    def evaluate(self) -> list[dict[str, float]]:
         return [self.engine.evaluate()]
 
     def stop(self, lane: int) -> None:

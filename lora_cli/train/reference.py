@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from lora_cli.methods.modules import LoRALinear, linear_from_weight
 from lora_cli.methods.spec import KEY_A, KEY_W
+from lora_cli.train.loop import TRAIN
 
 
 class ReferenceEngine:
@@ -19,9 +20,10 @@ class ReferenceEngine:
 
     name = "reference"
 
-    def __init__(self, model: nn.Module, params: list, x: torch.Tensor, y: torch.Tensor, lr: float):
-        """`params`: parameters, or torch.optim parameter groups (each with its own lr)."""
-        self.model, self.x, self.y = model, x, y
+    def __init__(self, model: nn.Module, params: list, x: torch.Tensor, y: torch.Tensor, lr: float, held_out: dict | None = None):
+        """`params`: parameters, or torch.optim parameter groups (each with its own lr);
+        `held_out`: name -> (x, y) evaluated beside the training data."""
+        self.model, self.x, self.y, self.held_out = model, x, y, held_out or {}
         self.n = x.shape[0]
         self.opt = torch.optim.Adam(params, lr=lr)
         self.params = [p for group in self.opt.param_groups for p in group["params"]]
@@ -35,8 +37,9 @@ class ReferenceEngine:
         return loss.item()
 
     @torch.inference_mode()
-    def evaluate(self) -> float:
-        return F.mse_loss(self.model(self.x), self.y).item()
+    def evaluate(self) -> dict[str, float]:
+        losses = {TRAIN: F.mse_loss(self.model(self.x), self.y).item()}
+        return losses | {f"{name}_loss": F.mse_loss(self.model(x), y).item() for name, (x, y) in self.held_out.items()}
 
     def state(self) -> dict[str, torch.Tensor]:
         tensors = {}
@@ -63,7 +66,7 @@ class ReferencePretrain(ReferenceEngine):
 
     def __init__(self, task):
         model = linear_from_weight(task.start[KEY_W])
-        super().__init__(model, [model.weight], task.x, task.y, task.lr)
+        super().__init__(model, [model.weight], task.x, task.y, task.lr, task.held_out)
 
     def trained(self) -> dict[str, torch.Tensor]:
         return {KEY_W: self.model.weight.detach()}
@@ -82,7 +85,7 @@ class ReferenceFinetune(ReferenceEngine):
         # LoRA+: lora_B and any 1-D parameter (DoRA's m) at lr·ratio, lora_A at lr
         groups = [{"params": [p for key, p in named.items() if key == KEY_A and key in task.trains]},
                   {"params": [p for key, p in named.items() if key != KEY_A and key in task.trains], "lr": lr * ratio}]
-        super().__init__(model, trained if ratio == 1 else [g for g in groups if g["params"]], task.x, task.y, lr)
+        super().__init__(model, trained if ratio == 1 else [g for g in groups if g["params"]], task.x, task.y, lr, task.held_out)
 
     def trained(self) -> dict[str, torch.Tensor]:
         """The adapter as trained, as a PEFT-keyed state dict."""

@@ -1,9 +1,10 @@
-"""The checkpoint file: one safetensors file holding a stage's TrainState.
+"""The checkpoint format: one safetensors file holding a stage's TrainState.
 
 Tensors (parameters, optimiser state, the batch generator's RNG state) are the file's
-tensors; the epoch, engine and loss history go in its header metadata. Written whole by
-an atomic rename, tensors and metadata always belong to the same epoch. Checkpoints are
-transient (deleted when the stage completes), so manifest.json does not list them.
+tensors; the epoch, engine and logged history (each point's metrics by name) go in its
+header metadata, the epoch also on its own (`EPOCH`), which is all the run store reads.
+The store writes the bytes whole by an atomic rename, so tensors and metadata always belong
+to the same epoch. Checkpoints are transient (deleted when the stage completes).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 
 from lora_cli.errors import RunError
+from lora_cli.store.run_folder import CHECKPOINT_EPOCH
 from lora_cli.train.loop import History, LogPoint, TrainState
 
 KEY = "lora_checkpoint"
@@ -21,10 +23,10 @@ def encode(stage: str, state: TrainState) -> bytes:
     from safetensors.torch import save
 
     meta = {"stage": stage, "epoch": state.epoch, "engine": state.engine,
-            "history": [[p.epoch, p.step, p.loss] for p in state.history.points]}
+            "history": [[p.epoch, p.step, p.loss, p.metrics] for p in state.history.points]}
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.tensors.items()}
     tensors["generator_state"] = state.generator_state
-    return save(tensors, metadata={KEY: json.dumps(meta)})
+    return save(tensors, metadata={KEY: json.dumps(meta), CHECKPOINT_EPOCH: str(state.epoch)})
 
 
 def decode(path: Path, stage: str) -> TrainState:
@@ -36,7 +38,8 @@ def decode(path: Path, stage: str) -> TrainState:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()[KEY])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        history = History([LogPoint(int(e), int(s), float(loss)) for e, s, loss in meta["history"]])
+        # [epoch, step, loss] before named metrics, [epoch, step, loss, {name: value}] since
+        history = History([LogPoint(int(p[0]), int(p[1]), float(p[2]), {k: float(v) for k, v in (p[3:] or [{}])[0].items()}) for p in meta["history"]])
         generator_state = tensors.pop("generator_state")
         state = TrainState(int(meta["epoch"]), str(meta["engine"]), tensors, generator_state, history)
         written_by = str(meta["stage"])
