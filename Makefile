@@ -1,4 +1,5 @@
 # make demo: set up .venv and run the blog pipeline.  make test: set up .venv and run the tests.
+# make test-fast: the inner loop, every test that is not marked slow (under a minute on 2 cores).
 # torch==2.13.0 is installed before the project so pip never pulls a multi-GB CUDA build;
 # pass TORCH='torch' (or your own pin) to use another build, e.g. make demo TORCH='torch==2.5.1'.
 PYTHON ?= python3
@@ -7,7 +8,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo smoke test clean
+.PHONY: setup demo smoke test test-fast clean
 
 setup: $(STAMP)
 
@@ -25,6 +26,9 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

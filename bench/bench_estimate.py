@@ -54,9 +54,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    from lora_cli import threads
+    from lora_cli.runtime import threads
     from lora_cli.recipes import pipeline
-    from lora_cli.resources import group_estimate
+    from lora_cli.runtime.resources import group_estimate
 
     count = threads.use(threads.cores())
     rows = []

@@ -111,7 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from lora_cli import threads
+    from lora_cli.runtime import threads
     from lora_cli.recipes.pipeline import thetas
 
     count = threads.use(threads.cores())

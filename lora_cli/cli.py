@@ -31,7 +31,7 @@ class LoraGroup(TyperGroup):
     def resolve_command(self, ctx: Any, args: Any) -> Any:
         name, command, rest = super().resolve_command(ctx, args)
         if command is not None and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):  # started by torchrun
-            from lora_cli.distributed import refuse_unshared
+            from lora_cli.runtime.distributed import refuse_unshared
 
             refuse_unshared(command.name)
         return name, command, rest

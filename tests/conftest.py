@@ -32,6 +32,13 @@ def tiny_config(**sets) -> Config:
     return load_config(SMOKE, [("test", k, v) for k, v in sets.items()])
 
 
+def pytest_collection_modifyitems(items):
+    """A test that starts processes is slow too: `-m "not slow"` leaves both out."""
+    for item in items:
+        if item.get_closest_marker("process"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def runs_dir(tmp_path, monkeypatch) -> Path:
     """An empty runs root that the CLI uses by default, inside a throwaway working directory."""

@@ -165,7 +165,7 @@ def test_every_shipped_sweep_expands():
     from lora_cli.config.sweep import load_sweep
 
     sizes = {path.name: len(load_sweep(path).trials) for path in (CONFIGS / "sweeps").glob("*.yaml")}
-    assert sizes == {"rank-vs-shift-rank.yaml": 15, "inits.yaml": 36, "rslora-vs-standard.yaml": 14}
+    assert sizes == {"rank-vs-shift-rank.yaml": 15, "inits.yaml": 36, "rslora-vs-standard.yaml": 14, "methods.yaml": 8}
 
 
 def test_the_json_schema_agrees_with_the_loader(tmp_path):

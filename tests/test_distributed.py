@@ -1,10 +1,10 @@
-"""The pieces of lora_cli.distributed that need no second process: batch shares, the group
+"""The pieces of lora_cli.runtime.distributed that need no second process: batch shares, the group
 assignment, how a lost peer is worded, and the up-front refusal of one-process engines."""
 
 import pytest
 
-from lora_cli import distributed
-from lora_cli.distributed import World
+from lora_cli.runtime import distributed
+from lora_cli.runtime.distributed import World
 from lora_cli.errors import ConfigError, RunError
 from lora_cli.train.engines import require_parallel
 

@@ -16,6 +16,7 @@ def _modules():
     return sorted(PACKAGE.rglob("*.py"))
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("name", CORE)
 def test_the_core_loads_no_config_store_rich_or_matplotlib(name):
     code = f"import sys, lora_cli.core.{name}; print('\\n'.join(sys.modules))"
@@ -43,6 +44,7 @@ def test_no_module_over_300_lines_and_no_function_over_60():
     assert long_modules == [] and long_functions == []
 
 
+@pytest.mark.process
 def test_the_command_line_starts_without_torch_pydantic_or_matplotlib():
     """`lora --help` stays fast: the heavy libraries load only in commands that use them."""
     code = "import sys, lora_cli.cli; print('\\n'.join(sys.modules))"
@@ -50,11 +52,52 @@ def test_the_command_line_starts_without_torch_pydantic_or_matplotlib():
     assert [m for m in loaded if m.split(".")[0] in ("torch", "pydantic", "matplotlib", "safetensors")] == []
 
 
-def test_the_run_store_knows_no_config_schema_and_no_stage():
-    """store/ is generic: kinds, stage order and file names come from stages/kinds.py."""
+def _imports(folder: str) -> dict[str, set[str]]:
+    """Each module of a folder -> the lora_cli modules it imports (at the top or inside functions)."""
+    out = {}
+    for path in sorted((PACKAGE / folder).glob("*.py")):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lora_cli"):
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("lora_cli")}
+        out[path.name] = found
+    return out
+
+
+def _reaching(folder: str, forbidden: tuple[str, ...]) -> list[str]:
+    return [f"{folder}/{name} imports {m}" for name, found in _imports(folder).items() for m in sorted(found) if m.startswith(forbidden)]
+
+
+def test_the_run_store_knows_no_config_schema_no_stage_no_training_and_no_method():
+    """store/ is generic: kinds, stage order and file names come from stages/kinds.py; the
+    checkpoint format lives with training (train/checkpoint.py), the PEFT format with the methods."""
+    assert _reaching("store", ("lora_cli.config", "lora_cli.stages", "lora_cli.recipes", "lora_cli.train", "lora_cli.core", "lora_cli.methods")) == []
     for path in (PACKAGE / "store").glob("*.py"):
         text = path.read_text()
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                assert not node.module.startswith(("lora_cli.config", "lora_cli.stages", "lora_cli.recipes")), path.name
         assert '"pretrain"' not in text and '"finetune"' not in text and '"merge"' not in text, path.name
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    """core is the problem alone; methods know no config; training knows no stage; show draws
+    stored results and never recomputes them (no recipes, no training). The generic store is
+    below them all (file helpers, the checkpoint's epoch key)."""
+    upper = ("lora_cli.config", "lora_cli.stages", "lora_cli.recipes", "lora_cli.commands", "lora_cli.show")
+    assert _reaching("core", (*upper, "lora_cli.store", "lora_cli.methods", "lora_cli.train", "lora_cli.measure")) == []
+    assert _reaching("methods", (*upper, "lora_cli.train")) == []
+    assert _reaching("train", upper) == []
+    assert _reaching("measure", ("lora_cli.stages", "lora_cli.recipes", "lora_cli.commands", "lora_cli.config")) == []
+    assert _reaching("show", ("lora_cli.recipes", "lora_cli.train", "lora_cli.commands")) == []
+
+
+def test_the_package_root_holds_only_the_entry_points():
+    """Every module belongs to a folder named for its role."""
+    assert sorted(p.name for p in PACKAGE.glob("*.py")) == ["__init__.py", "__main__.py", "cli.py", "errors.py"]
+
+
+def test_every_method_has_an_engine_that_trains_it_alone():
+    from lora_cli.methods.registry import METHODS
+    from lora_cli.train.engines import ENGINES
+
+    assert all(any(name in e.trains and not e.lanes for e in ENGINES.values()) for name in METHODS)

@@ -61,3 +61,14 @@ def test_finetune_seed_varies_the_adapter_over_the_same_base_and_data():
     assert not torch.equal(other.lora_A, default.lora_A)
     assert other.history.baseline == default.history.baseline, "same base, same data: same loss at epoch 0"
     assert torch.equal(other.true_delta, default.true_delta)
+
+
+def test_merge_applies_the_scaling():
+    """rank 2, alpha 3: scaling 1.5, so a merge that dropped it could not pass (the smoke config's is 1)."""
+    cfg = tiny_config(**{"adapter.rank": 2, "adapter.alpha": 3.0, "pretrain.epochs": 3, "finetune.epochs": 3})
+    pre = pipeline.pretrain(cfg)
+    fin = pipeline.finetune(cfg, pre.weight)
+    merged = pipeline.merge(cfg, pre.weight, pipeline.adapter_spec(cfg), fin.adapter)
+    assert pipeline.adapter_spec(cfg).scaling == 1.5
+    assert_close(merged.merged, pre.weight + 1.5 * fin.lora_B @ fin.lora_A)
+    assert merged.max_abs_diff < 1e-4 and merged.merged_loss == pytest.approx(fin.history.final, rel=1e-3)

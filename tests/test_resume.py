@@ -5,7 +5,7 @@ import torch
 
 from lora_cli.recipes import pipeline
 from lora_cli.train.engines import Runtime
-from lora_cli.resources import ResourceError, check_memory, stage_bytes
+from lora_cli.runtime.resources import ResourceError, check_memory, stage_bytes
 from tests.conftest import tiny_config
 
 SETS = {"pretrain.epochs": 9, "pretrain.checkpoint_every": 3, "finetune.epochs": 9, "finetune.checkpoint_every": 4}

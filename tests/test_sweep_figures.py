@@ -3,8 +3,8 @@ optimum beside each final loss, one heatmap cell per pair of values."""
 
 import math
 
-from lora_cli.sweep_figures import curves_figure, heatmap_figure, loss_against_rank, sweep_figures, variant_series
-from lora_cli.tables import fmt_loss
+from lora_cli.show.sweep_figures import curves_figure, heatmap_figure, loss_against_rank, sweep_figures, variant_series
+from lora_cli.show.tables import fmt_loss
 
 AXES = ("adapter.scaling", "adapter.rank", "finetune.seed")
 

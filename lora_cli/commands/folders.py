@@ -16,7 +16,7 @@ from lora_cli.errors import Interrupted, RunError, signal_name
 
 def create_run(cfg: Any, run_dir: Path | None, force: bool, out: Output, stages: tuple[str, ...]):
     """A fresh run folder, made only once the config is known to fit in memory for `stages`."""
-    from lora_cli.resources import check_memory
+    from lora_cli.runtime.resources import check_memory
     from lora_cli.stages.kinds import create_run as create
 
     for stage in stages:
@@ -94,7 +94,7 @@ def resume_hint(hint: str) -> Iterator[None]:
 
 def write_plots(run, out: Output, out_dir: Path | None = None) -> list[str]:
     """Write the run's figures and list them for the person; returns their paths as text."""
-    from lora_cli.figures import plot_run
+    from lora_cli.show.figures import plot_run
 
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise RunError(f"{out_dir}: exists and is not a folder; choose another --out")
@@ -108,21 +108,21 @@ def show_record(out: Output, record: Any, shape: tuple[int, int] = (0, 0)) -> No
     if record.kept:
         out.note(f"{record.stage}: already complete, kept")
         return
-    from lora_cli import tables
+    from lora_cli.show import tables
 
     out.show(*tables.stage_tables(record, shape))
 
 
 @contextmanager
 def shared_work(rt: Any, as_json: bool) -> Iterator[tuple[Any, Output, Callable[..., None] | None]]:
-    """The command's runtime and output, under torchrun too (see lora_cli.distributed).
+    """The command's runtime and output, under torchrun too (see lora_cli.runtime.distributed).
 
     Rank 0 (and a lone process) gets `lead(run, cfg, train, resume)`, to call once its run
     folder is open: it tells the other ranks where, which stages to train and which of those
     continue from a checkpoint. The other ranks train
     as followers (stages/follower.py) inside this block, print nothing, and get None.
     """
-    from lora_cli import distributed
+    from lora_cli.runtime import distributed
 
     with distributed.session(rt.device) as world:
         rt = dataclasses.replace(rt, world=world)

@@ -25,7 +25,7 @@ def runs(
     A stage another process is running shows as running; one whose process was stopped or
     killed shows as interrupted, with the epoch it can resume from.
     """
-    from lora_cli import tables as report
+    from lora_cli.show import tables as report
     from lora_cli.store.run_index import list_runs, summary
 
     root = root or runs_root()
@@ -48,7 +48,7 @@ def validate(
     Pipeline configs (lora run), approx configs (lora approx) and sweep specs (lora sweep: their
     trials, each checked) are told apart by their keys.
     """
-    from lora_cli import tables as report
+    from lora_cli.show import tables as report
     from lora_cli.config.loading import describe_schema, detect_schema, load_config
     from lora_cli.config.sweep import is_sweep_file
 
@@ -71,7 +71,7 @@ def validate(
 
 def _validate_sweep(path: Path, sets, out: Output) -> None:
     """A sweep spec: every trial expanded and checked; the trials listed."""
-    from lora_cli import sweep_tables
+    from lora_cli.show import sweep_tables
     from lora_cli.config.sweep import load_sweep
 
     sweep = load_sweep(path, sets=sets)

@@ -164,7 +164,7 @@ def adapter_flags(opts: Any) -> dict[str, tuple[tuple[str, ...], str | None]]:
 
 def thread_count(text: str | None) -> int | None:
     """--threads as a whole number ≥ 1, worded as the config words its own checks; None when absent."""
-    from lora_cli import threads
+    from lora_cli.runtime import threads
 
     if text is None:
         return threads.requested(None)

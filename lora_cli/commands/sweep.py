@@ -54,7 +54,7 @@ def sweep(
     Example: lora sweep configs/smoke.yaml --grid adapter.rank=1,2,4 --grid adapter.scaling=standard,rslora
     Example: lora sweep --resume runs/rank-vs-shift-rank-sweep-20261125T120000Z
     """
-    from lora_cli import distributed
+    from lora_cli.runtime import distributed
     from lora_cli.stages import sweep as stages
 
     rt = runtime(opts.engine, opts.device, opts.threads)
@@ -74,7 +74,7 @@ def sweep(
         _use_threads(sw, rt.threads)
         with resume_hint(f"lora sweep --resume {folder.path}"), out.overall("trials done", len(sw.trials)) as trials_done:
             rows = stages.run_sweep(folder, sw, rt, out.progress, base, fail_fast, out.note, trials_done)
-    from lora_cli import sweep_tables
+    from lora_cli.show import sweep_tables
 
     out.show(sweep_tables.summary_table(rows, sw.axes))
     result = {"sweep_dir": str(folder.path), "axes": list(sw.axes), "trials": rows}
@@ -128,7 +128,7 @@ def _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, no_plot,
             out.note(f"Warning: {memory}; as it is, lora sweep would refuse it")
         return sw, None
     if memory:
-        from lora_cli.resources import ResourceError
+        from lora_cli.runtime.resources import ResourceError
 
         raise ResourceError(memory)
     if base is None:  # every process pretrains the base together
@@ -155,7 +155,7 @@ def _axis(text: str) -> tuple[str, list[Any]]:
 def _plan(sw: Any, engine: str, processes: int) -> list[dict[str, Any]]:
     """The groups as run_sweep will train them; under torchrun, with the rank each goes to."""
     from lora_cli.recipes.sweep import plan
-    from lora_cli.resources import group_estimate, size_text
+    from lora_cli.runtime.resources import group_estimate, size_text
     from lora_cli.stages.sweep import owners
 
     configs = [t.config for t in sw.trials]
@@ -171,9 +171,9 @@ def _plan(sw: Any, engine: str, processes: int) -> list[dict[str, Any]]:
 
 
 def _show_plan(out: Output, sw: Any, plan: list[dict[str, Any]], figures: bool) -> None:
-    from lora_cli import sweep_tables
+    from lora_cli.show import sweep_tables
     from lora_cli.recipes.sweep import pretrain_key
-    from lora_cli.resources import FIGURES_S, START_S, base_estimate
+    from lora_cli.runtime.resources import FIGURES_S, START_S, base_estimate
 
     engines = {trial: g["engine"] for g in plan for trial in g["trials"]}
     out.show(sweep_tables.plan_table(list(sw.trials), sw.axes, engines), sweep_tables.groups_table(plan))
@@ -198,7 +198,7 @@ def _count(n: int, noun: str) -> str:
 
 def _memory_problem(plan: list[dict[str, Any]]) -> str | None:
     """What is wrong when the largest group needs more than 90 % of the memory available."""
-    from lora_cli.resources import available_bytes, size_text
+    from lora_cli.runtime.resources import available_bytes, size_text
 
     have = available_bytes()
     worst = max(plan, key=lambda g: g["bytes"])
@@ -211,8 +211,8 @@ def _memory_problem(plan: list[dict[str, Any]]) -> str | None:
 
 
 def _use_threads(sw: Any, request: int | None) -> None:
-    from lora_cli import threads
-    from lora_cli.resources import step_work
+    from lora_cli.runtime import threads
+    from lora_cli.runtime.resources import step_work
 
     work = sum(step_work(t.config, "finetune") for t in sw.trials)
     threads.use(threads.choose(work, request))

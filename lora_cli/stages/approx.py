@@ -8,7 +8,7 @@ from lora_cli.config.schemas import ApproxConfig
 from lora_cli.core import floors
 from lora_cli.methods.spec import low_rank_size
 from lora_cli.recipes import approx
-from lora_cli.resources import check_memory
+from lora_cli.runtime.resources import check_memory
 from lora_cli.stages.common import check_divergence, finish, training_fields, use_threads
 from lora_cli.stages.results import ApproxRecord, Parameters
 from lora_cli.stages.recording import recording

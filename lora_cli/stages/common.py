@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any, TypeVar
 
-from lora_cli import threads
+from lora_cli.runtime import threads
 from lora_cli.config.schemas import ApproxConfig, Config
 from lora_cli.errors import DivergenceError, RunError
-from lora_cli.resources import step_work
+from lora_cli.runtime.resources import step_work
 from lora_cli.stages import results
 from lora_cli.stages.results import TrainingRecord
 from lora_cli.store.run_folder import RunFolder

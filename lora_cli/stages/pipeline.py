@@ -19,7 +19,7 @@ from lora_cli.methods import peft
 from lora_cli.methods.registry import method_of
 from lora_cli.errors import ConfigError, RunError
 from lora_cli.recipes import pipeline as recipe
-from lora_cli.resources import check_memory
+from lora_cli.runtime.resources import check_memory
 from lora_cli.stages import results
 from lora_cli.stages.common import (
     check_divergence,

@@ -23,14 +23,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lora_cli import distributed
+from lora_cli.runtime import distributed
 from lora_cli.config.sweep import Sweep, Trial, load_sweep
 from lora_cli.config.yamlio import dump_yaml
 from lora_cli.errors import ConfigError, DivergenceError, Interrupted, RunError, signal_name
 from lora_cli.methods.spec import KEY_A, KEY_B
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.recipes import sweep as plan
-from lora_cli.resources import group_estimate
+from lora_cli.runtime.resources import group_estimate
 from lora_cli.stages import integrity, kinds, sweep_bases
 from lora_cli.stages.pipeline import record_finetune
 from lora_cli.stages.recording import mark_failed, recording

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lora_cli import distributed
+from lora_cli.runtime import distributed
 from lora_cli.errors import ConfigError
 from lora_cli.recipes import sweep as plan
 from lora_cli.stages import integrity, kinds

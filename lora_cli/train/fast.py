@@ -21,7 +21,7 @@ import torch
 from lora_cli.methods.lora import state_dict
 from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W
 from lora_cli.train.loop import TRAIN
-from lora_cli.distributed import World, all_reduce_
+from lora_cli.runtime.distributed import World, all_reduce_
 from lora_cli.errors import ConfigError
 
 

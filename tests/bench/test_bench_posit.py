@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_every_variant_trains_the_same_problem(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--n", "256", "--d-in", "16", "--d-out", "12", "--epochs", "2", "--json", str(out)]

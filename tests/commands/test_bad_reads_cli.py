@@ -20,6 +20,8 @@ from lora_cli.cli import app
 from tests.commands.procs import error_lines, lora_run
 from tests.conftest import ROOT, SMOKE
 
+pytestmark = pytest.mark.process  # real lora processes: each start costs about a second
+
 runner = CliRunner()
 
 

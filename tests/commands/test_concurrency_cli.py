@@ -16,6 +16,8 @@ from lora_cli.store.files import sha256_bytes
 from tests.commands.procs import error_lines, lora_process, stage, wait_for
 from tests.conftest import ROOT, SMOKE
 
+pytestmark = pytest.mark.process  # real lora processes: each start costs about a second
+
 runner = CliRunner()
 
 

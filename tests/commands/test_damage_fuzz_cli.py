@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from lora_cli.cli import app
 from tests.conftest import SMOKE
 
+pytestmark = pytest.mark.process  # real lora processes: each start costs about a second
+
 runner = CliRunner()
 CASES = 30  # per folder kind; seeds 0..CASES-1, the same every run
 VALUES = [None, "x", "", [], {}, 0, -1, 1.5, 1e308, True, "1", [1, 2], {"a": 1}]

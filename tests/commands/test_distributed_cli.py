@@ -11,9 +11,11 @@ import time
 
 import pytest
 
-from lora_cli import distributed
+from lora_cli.runtime import distributed
 from tests.commands.procs import stage, wait_for
 from tests.conftest import ROOT, SMOKE
+
+pytestmark = pytest.mark.process  # real lora processes: each start costs about a second
 
 # noise keeps every loss well above float32 rounding; 33-row batches split 17 + 16 over two ranks
 UNEQUAL = ["--set", "data.noise_std=0.1", "--set", "pretrain.batch_size=33", "--set", "finetune.batch_size=33"]

@@ -41,6 +41,7 @@ def test_each_test_loss_is_the_mse_of_lora_data_s_test_rows_under_the_saved_weig
     assert "Test loss" in runner.invoke(app, ["finetune", "--run-dir", str(run_dir), "--force", "--epochs", "2"]).stdout
 
 
+@pytest.mark.slow
 def test_a_converged_run_s_test_loss_on_many_rows_is_within_5_percent_of_the_population_optimum():
     # 4096 training rows: least squares over all 33 x 32 weights fits some noise, σ²·d_in/(n − d_in) more
     # test loss on average (7 % at the smoke config's 512 rows, 0.8 % here)
@@ -77,6 +78,7 @@ def test_the_batched_engine_s_lanes_are_the_same_with_or_without_test_rows():
         assert "test_loss" in on.history.points[-1].metrics and not off.history.points[-1].metrics
 
 
+@pytest.mark.process
 def test_metrics_jsonl_holds_the_logged_epochs_while_the_run_still_trains(tmp_path):
     run_dir = tmp_path / "r"
     sets = ["--set", "data.n=4096", "--set", "data.d_in=256", "--set", "data.d_out=256", "--set", "pretrain.epochs=400",

@@ -98,7 +98,7 @@ def test_old_configs_and_run_folders_that_said_dora_read_as_the_dora_method(tmp_
     from rich.console import Console
 
     from lora_cli.stages.kinds import open_run
-    from lora_cli.tables import stage_tables
+    from lora_cli.show.tables import stage_tables
 
     console = Console(width=200, record=True)
     for part in stage_tables(results.load(open_run(run_dir, lock=None), "finetune"), (33, 32)):

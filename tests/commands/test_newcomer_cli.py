@@ -16,6 +16,8 @@ from lora_cli.errors import RunError
 from tests.commands.procs import error_lines
 from tests.conftest import ROOT, SMOKE
 
+pytestmark = pytest.mark.process  # real lora processes: each start costs about a second
+
 runner = CliRunner()
 
 

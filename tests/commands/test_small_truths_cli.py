@@ -118,7 +118,7 @@ def test_peft_tensors_by_their_own_names(finished, tmp_path):
 def test_an_import_shows_in_runs_and_in_the_figures(finished, tmp_path):
     import shutil
 
-    from lora_cli.figures import _learned_delta
+    from lora_cli.show.figures import _learned_delta
     from lora_cli.stages.kinds import open_run, run_config
     from lora_cli.stages.pipeline import load_base
 

@@ -144,6 +144,7 @@ def test_dry_run_plans_without_writing(tmp_path, runs_dir):
     assert not runs_dir.exists()
 
 
+@pytest.mark.process
 def test_sigkill_mid_sweep_then_resume_ends_as_an_uninterrupted_sweep(tmp_path):
     spec = tmp_path / "long.yaml"
     spec.write_text(LONG)

@@ -14,6 +14,8 @@ from safetensors.torch import load_file, save_file
 from tests.commands.procs import error_lines, lora_run
 from tests.conftest import SMOKE
 
+pytestmark = pytest.mark.process  # real lora processes: each start costs about a second
+
 SPEC = f"""name: tiny
 base: {SMOKE}
 config: {{pretrain: {{epochs: 5}}, finetune: {{epochs: 5}}}}

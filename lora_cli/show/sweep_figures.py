@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from lora_cli.config.sweep import labels
-from lora_cli.tables import fmt_loss
+from lora_cli.show.tables import fmt_loss
 
 RANK = "adapter.rank"
 

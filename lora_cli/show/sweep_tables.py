@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from lora_cli.tables import fmt_loss
+from lora_cli.show.tables import fmt_loss
 
 
 def plan_table(trials: list[Any], axes: tuple[str, ...], engines: dict[str, str]) -> Table:
@@ -34,7 +34,8 @@ def groups_table(groups: list[dict[str, Any]]) -> Table:
 
 def summary_table(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> Table:
     """Trials sorted by gap to their optimum (failed last); ★ marks the lowest final loss among
-    trials on the same problem (same data, shift and schedule)."""
+    trials on the same problem (same data, shift and schedule). Where the trials have held-out
+    rows, their test loss stands beside the best update's expected loss on fresh data."""
     best: dict[str, tuple[float, str]] = {}
     for row in rows:
         if row["final_loss"] is not None and row["final_loss"] < best.get(row["problem"], (float("inf"), ""))[0]:
@@ -47,12 +48,16 @@ def summary_table(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> Table:
     names = labels(list(axes))
     for axis in axes:
         table.add_column(names[axis], justify="right")
-    for column in ("final loss", "optimum", "gap", ""):
+    keys = ["final_loss", "optimal_loss", "gap"]
+    keys += ["final_test_loss", "population_optimal_loss"] if any(row.get("final_test_loss") is not None for row in rows) else []
+    headers = {"final_loss": "final loss", "optimal_loss": "optimum", "gap": "gap", "final_test_loss": "test loss",
+               "population_optimal_loss": "fresh-data optimum"}
+    for column in (*(headers[k] for k in keys), ""):
         table.add_column(column, justify="right")
     order = sorted(rows, key=lambda r: (r["gap"] is None, r["gap"] if r["gap"] is not None else 0.0, r["trial"]))
     for row in order:
-        numbers = [fmt_loss(row[k]) if row[k] is not None else "-" for k in ("final_loss", "optimal_loss", "gap")]
+        numbers = [fmt_loss(row[k]) if row.get(k) is not None else "-" for k in keys]
         if row["status"] != "complete":
-            numbers = [row["status"], "", ""]
+            numbers = [row["status"], *[""] * (len(keys) - 1)]
         table.add_row(row["trial"].split("-", 1)[0], *(str(row[a]) for a in axes), *numbers, "★" if row["trial"] in marked else "")
     return table

@@ -159,7 +159,6 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
     curves |= {f"{s} (test)": test for s in done if (test := _curve(rows, s, "epoch", "test_loss"))[0]}
     figures = {"pipeline_loss.png": loss_curves(curves, "epoch")}
     if "finetune" in done:
-        from lora_cli.recipes.pipeline import diagnostics
         from lora_cli.stages.pipeline import load_base
 
         cfg = run_config(run)
@@ -168,11 +167,22 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
         true_shift = run.load_tensors(SHIFT)["true_delta"]  # (d_out, d_in), stored by finetune
         panels = {label: delta, "error ΔW − (θ2 − θ)ᵀ": delta - true_shift}
         figures["delta_heatmap.png"] = heatmaps(panels, f"Learned update vs the true shift (rank {r})", shared_scale=False)
-        diag = diagnostics(cfg, base, delta, r)
-        series = {"learned ΔW": diag.singular_values, "true shift (θ2 − θ)ᵀ": diag.shift.singular_values, "θ2ᵀ − W": diag.target.singular_values}
-        angle = f"; angle to the shift {diag.shift.column_angles[0]:.3g}°" if diag.shift.column_angles else ""
-        figures["delta_singular_values.png"] = spectra(series, r, f"Spectra: what the adapter learned and what it should{angle}")
+        diag = _stored_subspace(run)
+        if diag:  # the diagnostics its record holds (none when finetune.subspace was off)
+            shift, target = diag["shift"], diag["target"]
+            series = {"learned ΔW": diag["singular_values"], "true shift (θ2 − θ)ᵀ": shift["singular_values"], "θ2ᵀ − W": target["singular_values"]}
+            angle = f"; angle to the shift {shift['column_angles'][0]:.3g}°" if shift["column_angles"] and shift["column_angles"][0] is not None else ""
+            figures["delta_singular_values.png"] = spectra(series, r, f"Spectra: what the adapter learned and what it should{angle}")
     return figures
+
+
+def _stored_subspace(run: RunFolder) -> dict[str, Any] | None:
+    """The subspace diagnostics of the ΔW the run ends with, as recorded: the merge's for an
+    imported adapter (lora merge --adapter), else the finetune's."""
+    merge = run.stage("merge")
+    if merge.get("status") == "complete" and merge.get("adapter_source"):
+        return merge.get("subspace")
+    return run.stage("finetune").get("subspace")
 
 
 
@@ -199,7 +209,7 @@ def _sweep_figures(run: RunFolder) -> dict[str, Figure]:
     from lora_cli.stages.kinds import LAYOUTS
     from lora_cli.stages.sweep_results import rows
     from lora_cli.store.run_folder import CONFIG
-    from lora_cli.sweep_figures import sweep_figures
+    from lora_cli.show.sweep_figures import sweep_figures
 
     sweep = load_sweep(run.path / CONFIG, stored=True)
     table, children, names = rows(run, sweep), run.children(LAYOUTS), labels(list(sweep.axes))

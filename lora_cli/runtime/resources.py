@@ -42,7 +42,7 @@ def stage_bytes(cfg: Config | ApproxConfig, stage: str) -> dict[str, int]:
 def step_work(cfg: Config | ApproxConfig, stage: str) -> float:
     """FLOPs plus elements gathered in one step of the stage (merge: its one full-data product).
 
-    lora_cli/threads.py gives work under its PARALLEL_FLOPS one thread. The gather counts: at
+    lora_cli/runtime/threads.py gives work under its PARALLEL_FLOPS one thread. The gather counts: at
     the blog's size a rank-1 step is only 1.5 MFLOP, yet its 128-row gather (1 MB) runs 1.4x
     faster on two threads.
     """
