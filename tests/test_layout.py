@@ -91,6 +91,11 @@ def test_each_layer_imports_only_the_layers_below_it():
     assert _reaching("show", ("lora_cli.recipes", "lora_cli.train", "lora_cli.commands")) == []
 
 
+def test_config_modules_import_no_cycle():
+    """sweep.py builds on loading.py, so loading.py never imports sweep.py (json_schema.py sees both)."""
+    assert not any(m.startswith("lora_cli.config.sweep") for m in _imports("config")["loading.py"])
+
+
 def test_the_package_root_holds_only_the_entry_points():
     """Every module belongs to a folder named for its role."""
     assert sorted(p.name for p in PACKAGE.glob("*.py")) == ["__init__.py", "__main__.py", "cli.py", "errors.py"]

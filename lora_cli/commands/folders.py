@@ -14,12 +14,13 @@ from lora_cli.commands.output import Output
 from lora_cli.errors import Interrupted, RunError, signal_name
 
 
-def create_run(cfg: Any, run_dir: Path | None, force: bool, out: Output, stages: tuple[str, ...]):
-    """A fresh run folder, made only once the config is known to fit in memory for `stages`."""
+def create_run(cfg: Any, run_dir: Path | None, force: bool, out: Output, stages: tuple[str, ...] | None = None):
+    """A fresh run folder, made only once the config is known to fit in memory for `stages`
+    (None: every stage of its kind)."""
     from lora_cli.runtime.resources import check_memory
-    from lora_cli.stages.kinds import create_run as create
+    from lora_cli.stages.kinds import LAYOUTS, create_run as create, kind_of
 
-    for stage in stages:
+    for stage in stages or LAYOUTS[kind_of(cfg)].stages:
         check_memory(cfg, stage)
     run = create(cfg, run_dir, runs_root(), force)
     out.note(f"Run folder: {run.path}")

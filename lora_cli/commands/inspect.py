@@ -89,6 +89,6 @@ def schema(
 
     Then start a config with: # yaml-language-server: $schema=lora-pipeline.schema.json
     """
-    from lora_cli.config.loading import json_schema
+    from lora_cli.config.json_schema import json_schema
 
     typer.echo(json.dumps(json_schema(kind.value), indent=2, ensure_ascii=False))

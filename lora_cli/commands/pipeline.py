@@ -27,7 +27,6 @@ from lora_cli.errors import ConfigError
 
 EpochsOpt = number_option("--epochs", "Training epochs of this stage.")
 BothEpochsOpt = number_option("--epochs", "Epochs of both training stages.")
-PIPELINE = ("pretrain", "finetune", "merge")
 
 
 @shared("engine", "device", "threads", "force", "resume", "as_json")
@@ -53,7 +52,7 @@ def pretrain(
             cfg = kinds.run_config(run)
         else:
             cfg = load_config(config, overrides)
-            run = create_run(cfg, run_dir, opts.force, out, PIPELINE)
+            run = create_run(cfg, run_dir, opts.force, out, ("pretrain",))
         lead(run, cfg, ("pretrain",), ("pretrain",) if opts.resume else ())
         with resume_hint(f"lora pretrain --resume --run-dir {run.path}{engine_flag(rt)}"):
             with out.progress("pretrain", cfg.pretrain.epochs) as on_epoch:
@@ -152,7 +151,7 @@ def run(
         "--seed": (("seed",), seed),
     }
     from lora_cli.config.loading import load_config
-    from lora_cli.stages import integrity, pipeline as stages
+    from lora_cli.stages import integrity, kinds, pipeline as stages
 
     overrides = collect_overrides(sets, flags)
     if config is None and not opts.resume:
@@ -171,8 +170,8 @@ def run(
         if opts.resume:
             kept = integrity.kept_stages(folder, out.note)
         else:
-            folder, kept = create_run(cfg, run_dir, opts.force, out, PIPELINE), ()
-        train = tuple(s for s in ("pretrain", "finetune") if s not in kept)
+            folder, kept = create_run(cfg, run_dir, opts.force, out), ()
+        train = tuple(s for s in kinds.TRAINED if s not in kept)
         resume = stages.continued(folder, train) if opts.resume else ()
         lead(folder, cfg, train, resume)
         with resume_hint(f"lora run --resume --run-dir {folder.path}{engine_flag(rt)}"):

@@ -20,7 +20,7 @@ from lora_cli.config.schemas import RENAMED, SCHEMAS, ApproxConfig, Config, Sect
 from lora_cli.config.yamlio import YamlError, dump_yaml, read_yaml_file
 from lora_cli.errors import ConfigError
 
-__all__ = ["ApproxConfig", "Config", "load_config", "check_values", "detect_schema", "describe_schema", "json_schema"]
+__all__ = ["ApproxConfig", "Config", "load_config", "check_values", "detect_schema", "describe_schema"]
 
 
 def load_config(
@@ -103,17 +103,6 @@ def config_to_yaml(cfg: Section, header: str = "") -> str:
 def describe_schema(schema: type[Section] = Config) -> list[tuple[str, str, Any, str]]:
     """Rows (key, type, default, help) for every config key, for docs and `lora validate`."""
     return list(_walk(schema, ""))
-
-
-def json_schema(kind: str) -> dict[str, Any]:
-    """The JSON Schema of a config kind ("pipeline", "approx" or "sweep"), for editors."""
-    if kind == "sweep":
-        from lora_cli.config.sweep import SweepSpec
-
-        doc = SweepSpec.model_json_schema()
-    else:
-        doc = SCHEMAS[kind].model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **doc}
 
 
 # ---- internals -------------------------------------------------------------

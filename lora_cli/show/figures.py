@@ -17,7 +17,7 @@ from matplotlib.patches import Patch
 from lora_cli.errors import RunError
 from lora_cli.store.files import atomic_write
 from lora_cli.stages import results
-from lora_cli.stages.kinds import APPROX, SHIFT, run_config
+from lora_cli.stages.kinds import APPROX, SHIFT, TRAINED, run_config
 from lora_cli.stages.results import Parameters
 from lora_cli.store.run_folder import RunFolder
 
@@ -124,7 +124,7 @@ def plot_run(run: RunFolder, out_dir: Path | None = None) -> list[Path]:
         atomic_write(path, buffer.getvalue())
         paths.append(path)
     if out_dir.resolve() == run.path.resolve():  # re-running a stage they draw deletes them
-        drawn = [s for s in ("approx", "pretrain", "finetune", "sweep") if run.stage(s).get("status") == "complete"]
+        drawn = [s for s in run.layout.stages if run.stage(s).get("status") == "complete"]
         run.record_figures({name: drawn for name in figures})
     return paths
 
@@ -151,7 +151,7 @@ def _approx_figures(run: RunFolder) -> dict[str, Figure]:
 
 
 def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
-    done = [s for s in ("pretrain", "finetune") if run.stage(s).get("status") == "complete"]
+    done = [s for s in TRAINED if run.stage(s).get("status") == "complete"]
     if not done:
         return {}
     rows = run.metrics()

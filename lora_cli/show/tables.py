@@ -210,11 +210,14 @@ def subspace_tables(diag: dict[str, Any] | None) -> list[RenderableType]:
 def stage_tables(record: StageRecord, shape: tuple[int, int] = (0, 0)) -> list[RenderableType]:
     """Everything a command prints for one completed stage; `shape` is (d_in, d_out) of the
     layer, for the stages that train one."""
-    return _STAGE_TABLES.get(record.stage, _training_tables)(record, *shape)
+    from lora_cli.stages.results import ApproxRecord, MergeRecord
+
+    tables = {MergeRecord: _merge_tables, ApproxRecord: _approx_tables}.get(type(record), _training_tables)  # by the record's type
+    return tables(record, *shape)
 
 
 def _training_tables(record: StageRecord, d_in: int, d_out: int) -> list[RenderableType]:
-    what = "full-rank base" if record.stage == "pretrain" else _method(record).words(record)
+    what = _method(record).words(record) if _adapted(record) else "full-rank base"
     return [
         f"[bold]{record.stage}[/]: {what}, full-data MSE  ({record.seconds:.2f} s, {record.engine} engine, {record.device})",
         loss_table(record.history),
@@ -222,6 +225,11 @@ def _training_tables(record: StageRecord, d_in: int, d_out: int) -> list[Rendera
         *subspace_tables(getattr(record, "subspace", None)),
         parameter_table(record.parameters, d_in, d_out),
     ]
+
+
+def _adapted(record: Any) -> bool:
+    """A finetune's record (it names its method), not a pretrain's."""
+    return hasattr(record, "method")
 
 
 def _method(record: Any) -> Any:
@@ -240,7 +248,7 @@ def optimum_lines(record: Any) -> list[str]:
     """The final loss beside the best any allowed update reaches on the same data (float64)."""
     if record.optimal_loss is None:
         return []
-    if record.stage == "pretrain":
+    if not _adapted(record):
         return [f"Optimum {fmt_loss(record.optimal_loss)} (best any W, this data); gap {record.gap:.3e}"]
     method, spec = _method(record), _spec(record)
     lines = [f"Optimum {fmt_loss(record.optimal_loss)} (best {method.allowed(spec)}, this data); gap {record.gap:.3e}"]
@@ -278,5 +286,3 @@ def _approx_tables(record: ApproxRecord, d_in: int, d_out: int) -> list[Renderab
         singular_values_table(record.singular_values, record.rank),
     ]
 
-
-_STAGE_TABLES = {"merge": _merge_tables, "approx": _approx_tables}

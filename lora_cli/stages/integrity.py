@@ -14,7 +14,7 @@ from lora_cli.errors import DamageError, RunError
 from lora_cli.stages import kinds, results
 from lora_cli.store.run_folder import RunFolder
 
-PIPELINE = kinds.LAYOUTS["pipeline"].stages
+PIPELINE = kinds.PIPELINE
 Note = Callable[[str], None]
 
 
@@ -48,7 +48,7 @@ def trial_problem(path: Path, config: Any) -> str | None:
     except RunError as exc:
         return _problem(exc)
     folder.drop_unreadable_metrics()  # lines no stage recorded: nothing depends on them
-    for stage in ("pretrain", "finetune"):
+    for stage in kinds.TRAINED:
         problem = results.problem(folder, stage)
         if problem:
             return problem

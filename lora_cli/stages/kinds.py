@@ -30,6 +30,12 @@ RESULTS_CSV = "results.csv"  # a sweep's trials, one row each
 RESULTS_JSONL = "results.jsonl"
 
 
+# the pipeline's stages in order, declared here once (every other module reads them from here),
+# and those of them that train: an epoch loop, and a config section of the same name
+PIPELINE = ("pretrain", "finetune", "merge")
+TRAINED = ("pretrain", "finetune")
+
+
 @dataclass(frozen=True)
 class Kind:
     schema: type[Section]
@@ -40,7 +46,7 @@ KINDS: dict[str, Kind] = {
     "pipeline": Kind(
         Config,
         Layout(
-            ("pretrain", "finetune", "merge"),
+            PIPELINE,
             {"pretrain": (BASE,), "finetune": (SHIFT,), "merge": (MERGED,)},
             {"finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG, FINETUNED)},  # by method: a PEFT adapter, or W' (stages/trained_files.py)
         ),

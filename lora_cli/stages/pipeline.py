@@ -35,7 +35,7 @@ from lora_cli.stages.common import (
 from lora_cli.stages.results import FinetuneRecord, MergeRecord, Parameters, PretrainRecord, StageRecord
 from lora_cli.stages.recording import EpochTracker, recording
 from lora_cli.stages.trained_files import save_trained, to_merge
-from lora_cli.stages.kinds import ADAPTER_CONFIG, BASE, MERGED, SHIFT, run_config, save_config
+from lora_cli.stages.kinds import ADAPTER_CONFIG, BASE, MERGED, PIPELINE, SHIFT, run_config, save_config
 from lora_cli.store.run_folder import RunFolder
 from lora_cli.train.engines import Runtime, choose_engine
 from lora_cli.train.loop import EpochCallback
@@ -43,7 +43,6 @@ from lora_cli.train.loop import EpochCallback
 Overrides = list[tuple[str, str, Any]]
 Note = Callable[[str], None]
 FINETUNE_KEYS = ("adapter.", "finetune.", "shift.")
-STAGES = ("pretrain", "finetune", "merge")
 
 
 def _parameters(cfg: Config) -> Parameters:
@@ -246,7 +245,7 @@ def run_all(
     each stage's record as it completes (a kept one has `kept` set).
     """
     reports = {}
-    for stage in STAGES:
+    for stage in PIPELINE:
         if stage in kept:
             report = results.load(run, stage, kept=True)
         elif stage == "merge":
