@@ -23,9 +23,11 @@ def test_resumed_pretrain_is_bit_identical(engine):
         assert resumed.history.points == full.history.points
 
 
-@pytest.mark.parametrize("engine, rank, dora", [("fast", 1, False), ("fast", 4, False), ("reference", 2, False), ("auto", 2, True)])
-def test_resumed_finetune_is_bit_identical(engine, rank, dora):
-    cfg = tiny_config(**SETS, **{"adapter.rank": rank, "adapter.dora": dora, "adapter.lr_ratio": 4.0 if dora else 1.0})
+@pytest.mark.parametrize("engine, rank, method", [("fast", 1, "lora"), ("fast", 4, "lora"), ("reference", 2, "lora"), ("auto", 2, "dora"),
+                                                 ("fast", 2, "lora_fa"), ("reference", 2, "lora_fa"), ("fast", 1, "full"), ("reference", 1, "full")])
+def test_resumed_finetune_is_bit_identical(engine, rank, method):
+    """Every method, its checkpoints holding each logged point's metrics (the test loss) too."""
+    cfg = tiny_config(**SETS, **{"adapter.rank": rank, "adapter.method": method, "adapter.lr_ratio": 4.0 if method != "full" else 1.0})
     base = pipeline.pretrain(cfg).weight
     states = []
     full = pipeline.finetune(cfg, base, runtime=Runtime(engine), on_checkpoint=states.append)
@@ -35,6 +37,7 @@ def test_resumed_finetune_is_bit_identical(engine, rank, dora):
         assert resumed.adapter.keys() == full.adapter.keys()
         assert all(torch.equal(resumed.adapter[key], full.adapter[key]) for key in full.adapter)
         assert resumed.history.points == full.history.points
+    assert "test_loss" in full.history.points[-1].metrics
 
 
 def test_no_checkpoints_when_switched_off():

@@ -93,7 +93,7 @@ def test_a_checkpoint_is_read_back_only_as_the_stage_that_wrote_it(tmp_path):
     from lora_cli.train.checkpoint import decode, encode
     from lora_cli.train.loop import History, LogPoint, TrainState
 
-    state = TrainState(4, "fast", {"weight": torch.ones(2, 2)}, torch.zeros(8, dtype=torch.uint8), History([LogPoint(0, 0, 1.5)]))
+    state = TrainState(4, "fast", {"weight": torch.ones(2, 2)}, torch.zeros(8, dtype=torch.uint8), History([LogPoint(0, 0, 1.5, {"test_loss": 2.5})]))
     path = tmp_path / "finetune.safetensors"
     path.write_bytes(encode("pretrain", state))
     back = decode(path, "pretrain")

@@ -74,7 +74,7 @@ def plan(cfgs: list[Config], engine: str = "auto") -> list[Group]:
         if why is None:
             groups.setdefault(group_key(cfg), []).append(i)
         elif engine == BATCHED:
-            raise ConfigError(f"--engine {BATCHED}: cannot train trial {i + 1}: {why}; use --engine auto, which trains it alone")
+            raise ConfigError(f"--engine {BATCHED}: cannot train trial {i:03d}: {why}; use --engine auto, which trains it alone")
         else:
             alone.append(Group((i,), choose_engine(engine, cfg.adapter.method)[0], why))
     batched = [Group(tuple(members), BATCHED) for members in groups.values()]
