@@ -216,7 +216,8 @@ class RunFolder(RunFiles):
         self._write_manifest(m)  # first: a kill below leaves files the manifest no longer claims
         for rel in [*stale, *files]:
             remove(self.path / rel)
-        remove_empty_folder(self.path / "checkpoints")
+        for folder in sorted({Path(rel).parent for rel in [*stale, *files]} - {Path(".")}, reverse=True):
+            remove_empty_folder(self.path / folder)  # checkpoints/, or adapter/ when a finetune now writes no adapter
         self._drop_metrics(stages)
         for leftover in self.path.rglob(".*.tmp"):  # from a write that was killed (atomic_write's names)
             remove(leftover)

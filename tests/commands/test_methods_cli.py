@@ -69,6 +69,8 @@ def test_full_fine_tuning_runs_merges_and_says_it_has_no_adapter(tmp_path):
     assert not (run_dir / "finetuned.safetensors").exists()
     assert json.loads((run_dir / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
     assert lora("merge", "--run-dir", run_dir).exit_code == 0
+    assert lora("finetune", "--run-dir", run_dir, "--method", "full", "--force").exit_code == 0
+    assert not (run_dir / "adapter").exists()  # no empty adapter folder left to suggest there is one
 
 
 def test_old_configs_and_run_folders_that_said_dora_read_as_the_dora_method(tmp_path):
