@@ -17,7 +17,7 @@ from lora_cli.core.data import init_linear_weight
 from lora_cli.methods.inits import init_adapter
 from lora_cli.methods.modules import linear_from_weight
 from lora_cli.core.rng import generator
-from lora_cli.recipes.pipeline import adapter_spec, regression, thetas
+from lora_cli.recipes.pipeline import regression, thetas
 from lora_cli.train.sampler import epoch_batches
 
 
@@ -45,7 +45,7 @@ def run(seed: int = 0) -> dict:
     x2, y2 = regression(cfg, theta + 1, "finetune")
     with torch.no_grad():
         base_loss = F.mse_loss(model(x2), y2).item()
-    spec = adapter_spec(cfg)
+    spec = cfg.adapter.spec()
     a = init_adapter(model.weight.detach(), spec, generator(seed, "init_adapter"))[0].T  # blog A: (d_in, r)
     lora = BlogLoraLinear(model, a, spec.scaling)
     train(lora, x2, y2, generator(seed, "batches_finetune"))

@@ -21,7 +21,7 @@ from lora_cli.core.data import init_linear_weight
 from lora_cli.methods.inits import init_adapter
 from lora_cli.methods.modules import linear_from_weight
 from lora_cli.core.rng import generator
-from lora_cli.recipes.pipeline import adapter_spec, regression, thetas
+from lora_cli.recipes.pipeline import regression, thetas
 from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W
 from lora_cli.train.engines import Task, build
 from lora_cli.train.loop import EpochCallback, Schedule, train
@@ -100,7 +100,7 @@ class BlogLoraLinear(nn.Module):
 def finetune_runners(cfg: Config, base_w: torch.Tensor) -> tuple[dict[str, Callable[[], Runner]], float]:
     start = time.perf_counter()
     x, y = regression(cfg, thetas(cfg)[1], "finetune")
-    spec = adapter_spec(cfg)
+    spec = cfg.adapter.spec()
     a0, b0, _ = init_adapter(base_w, spec, generator(cfg.seed, "init_adapter"))
     setup = time.perf_counter() - start
     gen = lambda: generator(cfg.seed, "batches_finetune")  # noqa: E731

@@ -75,7 +75,7 @@ def test_factored_diagnostics_equal_the_plain_ones(base):
     """ΔW's SVD from QRs of s·B and A against torch's SVD of the float64 product."""
     cfg = _configs(epochs=40)[2]
     result = pipeline.finetune(cfg, base)
-    s = pipeline.adapter_spec(cfg).scaling
+    s = cfg.adapter.spec().scaling
     left, right = s * result.lora_B.double(), result.lora_A.double()
     plain = pipeline.diagnostics(cfg, base, left @ right, cfg.adapter.rank)
     shift, target = sweep.group_targets(cfg, base)

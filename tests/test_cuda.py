@@ -52,7 +52,7 @@ def test_finetuning_on_the_gpu_follows_the_cpu(base, init, dora):
     cpu = pipeline.finetune(cfg, base, runtime=Runtime(engine))
     gpu = pipeline.finetune(cfg, base, runtime=Runtime(engine, DEVICE))
     assert_close(_losses(gpu.history), _losses(cpu.history), **TRAJECTORY)
-    s = pipeline.adapter_spec(cfg).scaling
+    s = cfg.adapter.spec().scaling
     assert_close(s * gpu.lora_B @ gpu.lora_A, s * cpu.lora_B @ cpu.lora_A, rtol=0, atol=1e-4)
 
 

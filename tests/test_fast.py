@@ -60,7 +60,7 @@ def test_finetune_fast_matches_reference(rank, init, scaling, lr_ratio):
     fast = pipeline.finetune(cfg, base, runtime=Runtime("fast"))
     # 1e-5 relative; a loss that has fallen 1000x below its start keeps float32 rounding of the start's size
     assert_close(_losses(fast.history), _losses(ref.history), rtol=1e-5, atol=1e-7 * ref.history.baseline)
-    s = pipeline.adapter_spec(cfg).scaling
+    s = cfg.adapter.spec().scaling
     assert_close(s * fast.lora_B @ fast.lora_A, s * ref.lora_B @ ref.lora_A, rtol=0, atol=1e-5)
 
 
@@ -69,7 +69,7 @@ def test_converged_delta_w_matches_reference(rank):
     cfg = tiny_config(**{"adapter.rank": rank})
     base = pipeline.pretrain(cfg).weight
     ref, fast = (pipeline.finetune(cfg, base, runtime=Runtime(e)) for e in ("reference", "fast"))
-    s = pipeline.adapter_spec(cfg).scaling
+    s = cfg.adapter.spec().scaling
     assert_close(s * fast.lora_B @ fast.lora_A, s * ref.lora_B @ ref.lora_A, rtol=0, atol=1e-5)
     assert fast.history.final == pytest.approx(ref.history.final, rel=1e-3)
 

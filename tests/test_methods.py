@@ -39,7 +39,7 @@ def _lbfgs_floor(u: torch.Tensor, r: torch.Tensor, scaling: float) -> float:
 def test_lora_fa_optimum_equals_an_iterative_solve():
     cfg = tiny_config(**PROBLEM, **{"adapter.method": "lora_fa"})
     base = pipeline.pretrain(cfg).weight
-    spec, method = pipeline.adapter_spec(cfg), METHODS["lora_fa"]
+    spec, method = cfg.adapter.spec(), METHODS["lora_fa"]
     start, frozen = method.start(base, spec, torch.Generator().manual_seed(4))
     x, y = pipeline.regression(cfg, pipeline.thetas(cfg)[1], "finetune")
     residual = (y - x @ frozen.T).double()

@@ -13,7 +13,7 @@ def stages():
     cfg = tiny_config()
     pre = pipeline.pretrain(cfg)
     fin = pipeline.finetune(cfg, pre.weight)
-    return cfg, pre, fin, pipeline.merge(cfg, pre.weight, pipeline.adapter_spec(cfg), fin.adapter)
+    return cfg, pre, fin, pipeline.merge(cfg, pre.weight, cfg.adapter.spec(), fin.adapter)
 
 
 def test_pretrain_recovers_theta(stages):
@@ -68,7 +68,7 @@ def test_merge_applies_the_scaling():
     cfg = tiny_config(**{"adapter.rank": 2, "adapter.alpha": 3.0, "pretrain.epochs": 3, "finetune.epochs": 3})
     pre = pipeline.pretrain(cfg)
     fin = pipeline.finetune(cfg, pre.weight)
-    merged = pipeline.merge(cfg, pre.weight, pipeline.adapter_spec(cfg), fin.adapter)
-    assert pipeline.adapter_spec(cfg).scaling == 1.5
+    merged = pipeline.merge(cfg, pre.weight, cfg.adapter.spec(), fin.adapter)
+    assert cfg.adapter.spec().scaling == 1.5
     assert_close(merged.merged, pre.weight + 1.5 * fin.lora_B @ fin.lora_A)
     assert merged.max_abs_diff < 1e-4 and merged.merged_loss == pytest.approx(fin.history.final, rel=1e-3)

@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from lora_cli.methods.inits import INITS
 from lora_cli.methods.registry import METHODS
-from lora_cli.methods.spec import SCALING_RULES
+from lora_cli.methods.spec import SCALING_RULES, AdapterSpec
 from lora_cli.core.shifts import SHIFTS
 
 LIMIT = 10**15  # no size or count beyond this is meant; it keeps products of sizes far from overflow
@@ -76,6 +76,10 @@ class AdapterConfig(Section):
     init: choice(INITS) = Field("normal", description=choices_help("how lora_A and lora_B start", INITS))
     scaling: choice(SCALING_RULES) = Field("standard", description=choices_help("the scaling rule", SCALING_RULES))
     lr_ratio: float = positive(1.0, "LoRA+: lora_B's (and DoRA's m's) learning rate is finetune.lr times this (1 = plain LoRA)")
+
+    def spec(self) -> AdapterSpec:
+        """The AdapterSpec this section describes: the one way from config to spec."""
+        return AdapterSpec(rank=self.rank, alpha=self.alpha, init=self.init, scaling_rule=self.scaling, lr_ratio=self.lr_ratio, method=self.method)
 
 
 class TrainConfig(Section):

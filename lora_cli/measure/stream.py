@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from lora_cli.train.loop import History, LogPoint
+from lora_cli.train.loop import History, LogPoint, improvement
 
 Sink = Callable[[str, LogPoint, float], None]  # (stage, point, the stage's baseline loss)
 
@@ -19,8 +19,7 @@ Sink = Callable[[str, LogPoint, float], None]  # (stage, point, the stage's base
 def row(stage: str, point: LogPoint, baseline: float, unit: str = "epoch") -> dict[str, Any]:
     """One metrics.jsonl row: the stage, the epoch (or iteration), the step, the training loss,
     its fractional drop from the baseline, then every other metric by name."""
-    improvement = (baseline - point.loss) / baseline if baseline else 0.0
-    return {"stage": stage, unit: point.epoch, "step": point.step, "loss": point.loss, "improvement": improvement, **point.metrics}
+    return {"stage": stage, unit: point.epoch, "step": point.step, "loss": point.loss, "improvement": improvement(baseline, point.loss), **point.metrics}
 
 
 def rows(stage: str, history: History, unit: str = "epoch") -> list[dict[str, Any]]:

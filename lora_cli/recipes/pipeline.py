@@ -58,11 +58,6 @@ class MergeResult:
     test_loss: float | None = None  # MSE of the merged weight on the finetune split's held-out rows
 
 
-def adapter_spec(cfg: Config) -> AdapterSpec:
-    a = cfg.adapter
-    return AdapterSpec(rank=a.rank, alpha=a.alpha, init=a.init, scaling_rule=a.scaling, lr_ratio=a.lr_ratio, method=a.method)
-
-
 def adapter_seed(cfg: Config) -> int:
     """finetune.seed (adapter init and finetune batches), the top-level seed when unset."""
     return cfg.seed if cfg.finetune.seed is None else cfg.finetune.seed
@@ -112,7 +107,7 @@ def finetune_optimum(cfg: Config, base_weight: torch.Tensor) -> Optimum:
     the finetune data, and its population value."""
     theta, theta2 = thetas(cfg)
     x, y = regression(cfg, theta2, "finetune")
-    spec = adapter_spec(cfg)
+    spec = cfg.adapter.spec()
     method = method_of(spec)
     start, frozen = method.start(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"))
     residual = torch.addmm(y.double(), x.double(), frozen.double().T, alpha=-1)  # float64: the floor is a small part of ‖R‖²
@@ -168,7 +163,7 @@ def finetune(
     dev = torch.device(runtime.device)
     theta, theta2 = thetas(cfg)
     x, y = (t.to(dev) for t in regression(cfg, theta2, "finetune"))
-    spec = adapter_spec(cfg)
+    spec = cfg.adapter.spec()
     method, seed = method_of(spec), adapter_seed(cfg)
     initial, frozen = method.start(base_weight, spec, generator(seed, "init_adapter"))
     start = {key: t.to(dev) for key, t in initial.items()}

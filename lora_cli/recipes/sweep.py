@@ -44,7 +44,7 @@ def _key(value: dict[str, Any]) -> str:
 
 def not_batchable(cfg: Config) -> str | None:
     """Why the batched engine cannot train this trial's adapter, or None."""
-    spec = recipe.adapter_spec(cfg)
+    spec = cfg.adapter.spec()
     reason = why_not(BATCHED, spec.method)
     if reason:
         return reason
@@ -118,7 +118,7 @@ def finetune_group(
     x, y = data.x.to(dev), data.y.to(dev)
     lanes = []
     for cfg in cfgs:
-        spec = recipe.adapter_spec(cfg)
+        spec = cfg.adapter.spec()
         method = method_of(spec)
         start, _ = method.start(base_weight, spec, generator(recipe.adapter_seed(cfg), "init_adapter"))
         lanes.append(Lane(spec, start[KEY_A].to(dev), start[KEY_B].to(dev), cfg.finetune.lr, KEY_A in method.trains))
@@ -148,7 +148,7 @@ def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = 
     data = shared or problem(cfgs[0])
     residual = torch.addmm(data.y.double(), data.x.double(), base_weight.double().T, alpha=-1)  # float64, as recipe.finetune_optimum
     target = data.theta2.T - base_weight
-    specs = [recipe.adapter_spec(cfg) for cfg in cfgs]
+    specs = [cfg.adapter.spec() for cfg in cfgs]
     ranks = [spec.rank for spec in specs if spec.method == "lora"]
     losses = iter(floors.regression_floors(data.x, residual, ranks))
     population = iter(floors.population_floors(target, ranks, cfgs[0].data.noise_std))

@@ -11,6 +11,7 @@ import os
 
 from lora_cli.config.schemas import ApproxConfig, Config
 from lora_cli.errors import LoraError
+from lora_cli.methods.registry import method_of
 
 FLOAT = 4  # bytes
 
@@ -30,7 +31,7 @@ def stage_bytes(cfg: Config | ApproxConfig, stage: str) -> dict[str, int]:
         return {"data (θ, X, y)": weight + n * (d_in + d_out) * FLOAT, "weights and Adam state": 4 * weight, "evaluation": n * d_out * FLOAT,
                 "test rows": test}
     if stage == "finetune":  # θ, θ2, X2, y2, [X2 | R]; frozen W; what trains with its gradient and Adam state
-        trained = 4 * _method(cfg).parameter_count(_spec(cfg), d_in, d_out) * FLOAT
+        trained = 4 * _trained_count(cfg) * FLOAT
         return {"data (θ, θ2, X2, y2, [X2 | R])": 2 * weight + 2 * n * (d_in + d_out) * FLOAT, "frozen base": weight,
                 "trained tensors and Adam state": trained, "evaluation": n * d_out * FLOAT, "test rows": test}
     if stage != "merge":
@@ -53,22 +54,17 @@ def step_work(cfg: Config | ApproxConfig, stage: str) -> float:
     if stage == "pretrain":  # forward and weight-gradient GEMMs
         return 4.0 * b_pre * d_in * d_out + b_pre * (d_in + d_out)
     if stage == "finetune":  # the method's products (LoRA: three (b, r) x (r, d)) and the [X2 | R] gather
-        return _method(cfg).step_flops(_spec(cfg), b_ft, d_in, d_out) + b_ft * (d_in + d_out)
+        spec = cfg.adapter.spec()
+        return method_of(spec).step_flops(spec, b_ft, d_in, d_out) + b_ft * (d_in + d_out)
     if stage != "merge":
         raise ValueError(f"no step cost for a stage named {stage!r}")
     return 2.0 * n * d_in * d_out  # merge: X2 · W'ᵀ over the shifted data
 
 
-def _spec(cfg: Config):
-    from lora_cli.methods.spec import AdapterSpec
-
-    return AdapterSpec(cfg.adapter.rank, cfg.adapter.alpha, method=cfg.adapter.method)
-
-
-def _method(cfg: Config):
-    from lora_cli.methods.registry import METHODS
-
-    return METHODS[cfg.adapter.method]
+def _trained_count(cfg: Config) -> int:
+    """Numbers the config's method trains."""
+    spec = cfg.adapter.spec()
+    return method_of(spec).parameter_count(spec, cfg.data.d_in, cfg.data.d_out)
 
 
 def available_bytes() -> int | None:
@@ -129,15 +125,17 @@ def group_estimate(cfgs: list[Config], engine: str) -> tuple[int, float]:
     on `engine` ("batched", or an entry of train/engines.ENGINES: one trial alone)."""
     first = cfgs[0]
     n, d_in, d_out = first.data.n, first.data.d_in, first.data.d_out
-    data = sum(stage_bytes(first, "finetune").values()) - stage_bytes(first, "finetune")["trained tensors and Adam state"]
-    adapters = sum(4 * _method(cfg).parameter_count(_spec(cfg), d_in, d_out) * FLOAT for cfg in cfgs)  # parameters, gradient, Adam's two moments
+    parts = stage_bytes(first, "finetune")
+    data = sum(parts.values()) - parts["trained tensors and Adam state"]  # the group's own: every trial's below
+    adapters = sum(4 * _trained_count(cfg) * FLOAT for cfg in cfgs)  # parameters, gradient, Adam's two moments
     batched = engine == "batched"
     moments = 8 * d_in * (d_in + d_out) if batched else 0  # float64 XᵀX and XᵀR
     ft = first.finetune
     steps = ft.epochs * (n // ft.batch_size)
     overhead, per_element, rate = STEP_COSTS.get(engine, STEP_COSTS["reference"])
     elements = ft.batch_size * (d_in + d_out)
-    flops = sum(_method(cfg).step_flops(_spec(cfg), ft.batch_size, d_in, d_out) for cfg in cfgs) * 8 / 6  # fitted as 8·b·Σr·(d_in + d_out)
+    specs = [cfg.adapter.spec() for cfg in cfgs]
+    flops = sum(method_of(spec).step_flops(spec, ft.batch_size, d_in, d_out) for spec in specs) * 8 / 6  # fitted as 8·b·Σr·(d_in + d_out)
     step = overhead + per_element * elements + flops / rate
     return data + adapters + moments, steps * step + SETUP_PER_ELEMENT * n * (d_in + d_out)
 

@@ -185,7 +185,6 @@ def _stored_subspace(run: RunFolder) -> dict[str, Any] | None:
     return run.stage("finetune").get("subspace")
 
 
-
 def _learned_delta(run: RunFolder, cfg: Any, base: torch.Tensor) -> tuple[torch.Tensor, str, int]:
     """(ΔW, its panel title, its rank): the imported adapter's in merged.safetensors after
     `lora merge --adapter`, else the run's own adapter's, titled by its scaling rule."""

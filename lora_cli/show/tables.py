@@ -264,7 +264,7 @@ def _merge_tables(record: MergeRecord, d_in: int, d_out: int) -> list[Renderable
     source = record.adapter_source
     imported = [] if not source else [
         f"Imported PEFT adapter {escape(source['path'])}: rank {source['rank']}, alpha {source['alpha']:g}"
-        f"{', rsLoRA' if source['scaling_rule'] == 'rslora' else ''}{', DoRA' if source.get('method', 'dora' if source.get('dora') else '') == 'dora' else ''}",
+        f"{', rsLoRA' if source['scaling_rule'] == 'rslora' else ''}{', DoRA' if source.get('method') == 'dora' else ''}",
         *subspace_tables(record.subspace),  # the run's own adapter showed them after finetune
     ]
     return [

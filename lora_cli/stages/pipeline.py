@@ -45,8 +45,8 @@ Note = Callable[[str], None]
 FINETUNE_KEYS = ("adapter.", "finetune.", "shift.")
 
 
-def _parameters(cfg: Config) -> Parameters:
-    spec, d = recipe.adapter_spec(cfg), cfg.data
+def _parameters(d: Any, spec: Any) -> Parameters:
+    """Full against what `spec`'s method trains, on the data section's d_in x d_out layer."""
     return Parameters.count(d.d_in, d.d_out, spec.rank, method_of(spec).parameter_count(spec, d.d_in, d.d_out), spec.method)
 
 
@@ -94,7 +94,7 @@ def pretrain_stage(
         run.save_tensors(BASE, {"weight": result.weight})
         fields = training_fields(run, "pretrain", result.history, start)
         fields |= _optimum(cfg.pretrain.optimum, fields["final_loss"], lambda: recipe.pretrain_optimum(cfg), note)
-        record = PretrainRecord(**fields, **_runtime_fields(runtime, n_threads, state), parameters=_parameters(cfg))
+        record = PretrainRecord(**fields, **_runtime_fields(runtime, n_threads, state), parameters=_parameters(cfg.data, cfg.adapter.spec()))
         return finish(run, record)
 
 
@@ -151,8 +151,8 @@ def record_finetune(
     its `recording("finetune")`; a divergence raises DivergenceError instead. `optimum` and
     `diagnose` (ΔW, rank -> Diagnostics) stand in for the recipe's own when a sweep shares them."""
     check_divergence(result.divergence, "finetune.lr")
-    spec = recipe.adapter_spec(cfg)
-    stored, exported = save_trained(run, cfg, result)
+    spec = cfg.adapter.spec()
+    stored, exported = save_trained(run, spec, result)
     run.save_tensors(SHIFT, {"true_delta": result.true_delta})
     fields = {**training_fields(run, "finetune", result.history, time.perf_counter()), "seconds": seconds}
     fields |= _optimum(cfg.finetune.optimum, fields["final_loss"], optimum or (lambda: recipe.finetune_optimum(cfg, base)), note)
@@ -162,7 +162,7 @@ def record_finetune(
     record = FinetuneRecord(
         **fields,
         **runtime_fields,
-        parameters=_parameters(cfg),
+        parameters=_parameters(cfg.data, spec),
         rank=spec.rank,
         alpha=spec.alpha,
         scaling=spec.scaling,

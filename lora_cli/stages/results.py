@@ -169,11 +169,7 @@ def load(run: Any, stage: str, kept: bool = False) -> StageRecord:
     cls = RECORDS[stage]
     names = {f.name for f in dataclasses.fields(cls)}
     stored = run.stage(stage)
-    entry = {k: v for k, v in stored.items() if k in names}
-    if "method" in names and "method" not in stored and stored.get("dora") is True:  # recorded before methods, as a flag
-        entry["method"] = "dora"
-        if isinstance(entry.get("parameters"), dict):
-            entry["parameters"] = {**entry["parameters"], "method": "dora"}
+    entry = _upgraded({k: v for k, v in stored.items() if k in names}, stored, names)
     if "history" in names:
         entry["history"] = [row for row in run.metrics() if row["stage"] == stage]
     from pydantic import ValidationError
@@ -184,6 +180,19 @@ def load(run: Any, stage: str, kept: bool = False) -> StageRecord:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
         raise DamageError(f"{run.path / MANIFEST}: stages.{stage}.{where} is damaged ({error['msg'].lower()})", run.fix()) from None
+
+
+def _upgraded(entry: dict[str, Any], stored: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    """A record written before methods said DoRA with a flag (`dora: true`, in a finetune's
+    record or in a merge's imported adapter source): read it as the method."""
+    if "method" in names and "method" not in stored and stored.get("dora") is True:
+        entry["method"] = "dora"
+        if isinstance(entry.get("parameters"), dict):
+            entry["parameters"] = {**entry["parameters"], "method": "dora"}
+    source = entry.get("adapter_source")
+    if isinstance(source, dict) and "method" not in source and "dora" in source:
+        entry["adapter_source"] = {**source, "method": "dora" if source["dora"] is True else "lora"}
+    return entry
 
 
 def problem(run: Any, stage: str) -> str | None:

@@ -255,5 +255,5 @@ def _diagnose(delta, cfg, result, shift, target, rank: int):
     """The trial's subspace diagnostics against the group's shared targets; ΔW's SVD from s·B and A."""
     from lora_cli.core.subspace import diagnose
 
-    s = recipe.adapter_spec(cfg).scaling
+    s = cfg.adapter.spec().scaling
     return diagnose(delta, shift, target, rank, factors=(s * result.adapter[KEY_B], result.adapter[KEY_A]))

@@ -11,6 +11,7 @@ from lora_cli.config.schemas import Config
 from lora_cli.errors import RunError
 from lora_cli.methods import peft
 from lora_cli.methods.registry import method_of
+from lora_cli.methods.spec import AdapterSpec
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.stages.common import require_tensor
 from lora_cli.stages.imported import read_adapter
@@ -18,19 +19,22 @@ from lora_cli.stages.kinds import ADAPTER_CONFIG, ADAPTER_WEIGHTS, BASE, FINETUN
 from lora_cli.store.run_folder import RunFolder
 
 
-def stored_spec(cfg: Config):
+def stored_spec(cfg: Config) -> AdapterSpec:
     """The spec of the params as the run folder holds them (for a PEFT adapter, loadable onto base.safetensors)."""
-    spec = recipe.adapter_spec(cfg)
+    return _as_stored(cfg.adapter.spec())
+
+
+def _as_stored(spec: AdapterSpec) -> AdapterSpec:
     return spec if method_of(spec).no_peft else peft.export_spec(spec)
 
 
-def save_trained(run: RunFolder, cfg: Config, result: recipe.FinetuneResult) -> tuple[Any, dict[str, Any]]:
-    """Write the trained params; (stored spec, stored params)."""
-    spec = recipe.adapter_spec(cfg)
+def save_trained(run: RunFolder, spec: AdapterSpec, result: recipe.FinetuneResult) -> tuple[AdapterSpec, dict[str, Any]]:
+    """Write the params `spec`'s method trained; (stored spec, stored params)."""
+    stored = _as_stored(spec)
     if method_of(spec).no_peft:
         run.save_tensors(FINETUNED, result.adapter)
-        return spec, result.adapter
-    stored, exported = peft.export_spec(spec), peft.export(spec, result.adapter, result.initial)
+        return stored, result.adapter
+    exported = peft.export(spec, result.adapter, result.initial)
     run.save_tensors(ADAPTER_WEIGHTS, exported)
     run.save_json(ADAPTER_CONFIG, peft.adapter_config(stored))
     return stored, exported

@@ -30,7 +30,7 @@ import torch
 from lora_cli.methods.lora import state_dict
 from lora_cli.methods.spec import AdapterSpec
 from lora_cli.train.fast import FlatAdam, StepRows, held_out_residuals, inputs_and_residual, mse_of
-from lora_cli.train.loop import TRAIN
+from lora_cli.train.loop import TRAIN, held_out_metric
 
 
 # A full-data evaluation of one lane streams about four (n, d_out) passes; the moments cost
@@ -192,9 +192,9 @@ class BatchedFinetune:
         was told to use them (see `moments`), else directly; each held-out split's directly."""
         train = self.moments.losses(self.a, self.bt, self.starts, self.scalings) if self.moments is not None else self._direct(self.x_all, self.residual)
         out = [{TRAIN: loss} for loss in train]
-        for name, (x, residual) in self.held_out.items():
+        for split, (x, residual) in self.held_out.items():
             for lane, loss in zip(out, self._direct(x, residual)):
-                lane[f"{name}_loss"] = loss
+                lane[held_out_metric(split)] = loss
         return out
 
     def _direct(self, x: torch.Tensor, residual: torch.Tensor) -> list[float]:

@@ -20,7 +20,7 @@ import torch
 
 from lora_cli.methods.lora import state_dict
 from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W
-from lora_cli.train.loop import TRAIN
+from lora_cli.train.loop import evaluated
 from lora_cli.runtime.distributed import World, all_reduce_
 from lora_cli.errors import ConfigError
 
@@ -172,8 +172,7 @@ class FastPretrain:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        losses = {TRAIN: mse_of(torch.addmm(self.y, self.x, self.w_t, beta=-1))}
-        return losses | {f"{name}_loss": mse_of(torch.addmm(y, x, self.w_t, beta=-1)) for name, (x, y) in self.held_out.items()}
+        return {metric: mse_of(torch.addmm(y, x, self.w_t, beta=-1)) for metric, (x, y) in evaluated(self.x, self.y, self.held_out).items()}
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.opt.state("weight")
@@ -253,10 +252,8 @@ class FastFinetune:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        losses = {TRAIN: mse_of(torch.addmm(self.residual, self.x_all @ self.a_t, self.b_t, beta=-1, alpha=self.s))}
-        for name, (x, residual) in self.held_out.items():
-            losses[f"{name}_loss"] = mse_of(torch.addmm(residual, x @ self.a_t, self.b_t, beta=-1, alpha=self.s))
-        return losses
+        sets = evaluated(self.x_all, self.residual, self.held_out)
+        return {metric: mse_of(torch.addmm(residual, x @ self.a_t, self.b_t, beta=-1, alpha=self.s)) for metric, (x, residual) in sets.items()}
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.opt.state("adapter")

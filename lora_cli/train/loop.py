@@ -60,8 +60,12 @@ class History:
         return self.points[-1].loss
 
     def improvement(self, loss: float) -> float:
-        """Fractional drop from the baseline, e.g. 0.52 for 52 %."""
-        return (self.baseline - loss) / self.baseline if self.baseline else 0.0
+        return improvement(self.baseline, loss)
+
+
+def improvement(baseline: float, loss: float) -> float:
+    """Fractional drop from the baseline, e.g. 0.52 for 52 % (0 for a zero baseline)."""
+    return (baseline - loss) / baseline if baseline else 0.0
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,16 @@ def train_lanes(
 
 def _point(epoch: int, step: int, metrics: dict[str, float]) -> LogPoint:
     return LogPoint(epoch, step, metrics[TRAIN], {k: v for k, v in metrics.items() if k != TRAIN})
+
+
+def held_out_metric(split: str) -> str:
+    """The metric a held-out split's MSE is logged as: "test" -> "test_loss"."""
+    return f"{split}_loss"
+
+
+def evaluated(x: Any, y: Any, held_out: dict[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
+    """metric name -> (x, y) an engine evaluates: TRAIN on the training data, then each held-out split."""
+    return {TRAIN: (x, y), **{held_out_metric(split): pair for split, pair in held_out.items()}}
 
 
 class _OneLane:

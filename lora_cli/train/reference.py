@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from lora_cli.methods.modules import LoRALinear, linear_from_weight
 from lora_cli.methods.spec import KEY_A, KEY_W
-from lora_cli.train.loop import TRAIN
+from lora_cli.train.loop import evaluated
 
 
 class ReferenceEngine:
@@ -38,8 +38,7 @@ class ReferenceEngine:
 
     @torch.inference_mode()
     def evaluate(self) -> dict[str, float]:
-        losses = {TRAIN: F.mse_loss(self.model(self.x), self.y).item()}
-        return losses | {f"{name}_loss": F.mse_loss(self.model(x), y).item() for name, (x, y) in self.held_out.items()}
+        return {metric: F.mse_loss(self.model(x), y).item() for metric, (x, y) in evaluated(self.x, self.y, self.held_out).items()}
 
     def state(self) -> dict[str, torch.Tensor]:
         tensors = {}

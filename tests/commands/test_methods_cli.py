@@ -44,7 +44,7 @@ def test_a_sweep_carries_lora_lora_fa_dora_and_full_side_by_side(tmp_path):
     assert {p.name for p in folder.glob("*.png")} == {"sweep_rank.png", "sweep_curves.png", "sweep_heatmap.png"}
     fa = folder / "trials" / rows[1]["trial"]
     cfg = load_config(fa / "config.yaml")
-    start, _ = METHODS["lora_fa"].start(load_file(fa / "base.safetensors")["weight"], pipeline.adapter_spec(cfg),
+    start, _ = METHODS["lora_fa"].start(load_file(fa / "base.safetensors")["weight"], cfg.adapter.spec(),
                                         generator(pipeline.adapter_seed(cfg), "init_adapter"))
     assert torch.equal(load_file(fa / "adapter" / "adapter_model.safetensors")[KEY_A], start[KEY_A])  # trained on the batched engine, A untouched
     full = folder / "trials" / rows[3]["trial"]
