@@ -106,3 +106,44 @@ def test_every_method_has_an_engine_that_trains_it_alone():
     from lora_cli.train.engines import ENGINES
 
     assert all(any(name in e.trains and not e.lanes for e in ENGINES.values()) for name in METHODS)
+
+
+def _branches_on(names: set[str]) -> list[str]:
+    """Comparisons (==, !=, in) of something with one of `names` as a string literal, by place."""
+    found = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Compare):
+                continue
+            sides = [node.left, *node.comparators]
+            literals = [e for side in sides for e in (side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side])]
+            if any(isinstance(e, ast.Constant) and e.value in names for e in literals):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    return found
+
+
+def test_only_the_stage_declaration_branches_on_a_stage_name():
+    """What a stage does is read from config/stages.py's properties, never by testing its name."""
+    from lora_cli.config.stages import PIPELINE
+
+    assert _branches_on(set(PIPELINE)) == []
+
+
+def test_only_the_methods_branch_on_a_method_name():
+    """What a method is (its words, its floor, what it trains) is asked of the method."""
+    from lora_cli.methods.registry import METHODS
+
+    aliases = ("commands/options.py", "stages/results.py")  # --dora, and records written before methods, name DoRA
+    assert [place for place in _branches_on(set(METHODS)) if not place.startswith(("methods/", *aliases))] == []
+
+
+def test_every_declared_stage_has_a_record_type_and_a_cost():
+    from lora_cli.config.stages import PIPELINE
+    from lora_cli.runtime.resources import stage_bytes, step_work
+    from lora_cli.config.schemas import Config
+    from lora_cli.stages.results import RECORDS
+
+    assert set(PIPELINE) <= set(RECORDS)
+    assert all(sum(stage_bytes(Config(), s).values()) > 0 and step_work(Config(), s) > 0 for s in PIPELINE)
+    with pytest.raises(ValueError, match="no memory"):
+        stage_bytes(Config(), "distill")

@@ -212,7 +212,8 @@ def _memory_problem(plan: list[dict[str, Any]]) -> str | None:
 
 def _use_threads(sw: Any, request: int | None) -> None:
     from lora_cli.runtime import threads
+    from lora_cli.config.stages import ADAPTED
     from lora_cli.runtime.resources import step_work
 
-    work = sum(step_work(t.config, "finetune") for t in sw.trials)
+    work = sum(step_work(t.config, ADAPTED) for t in sw.trials)
     threads.use(threads.choose(work, request))

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 
+from lora_cli.config.stages import TRAINED
 from lora_cli.methods.inits import INITS
 from lora_cli.methods.registry import METHODS
 from lora_cli.methods.spec import SCALING_RULES, AdapterSpec
@@ -118,7 +119,7 @@ class Config(Section):
         if self.shift.kind == "lowrank" and self.shift.rank > min(d.d_in, d.d_out):
             problem = f"is out of range: must be ≤ min(d_in, d_out) = {min(d.d_in, d.d_out)}"
             problems.append(("shift.rank", problem, ("data.d_in", "data.d_out", "shift.kind")))
-        for stage in ("pretrain", "finetune"):
+        for stage in TRAINED:
             if getattr(self, stage).batch_size > d.n:
                 problem = f"is out of range: must be ≤ data.n = {d.n} (each step draws distinct rows)"
                 problems.append((f"{stage}.batch_size", problem, ("data.n",)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lora_cli.methods.lora import LoRA, low_rank_delta
-from lora_cli.methods.method import Params
+from lora_cli.methods.method import Method, Params
 from lora_cli.methods.spec import KEY_A, KEY_B, KEY_M, AdapterSpec
 
 if TYPE_CHECKING:
@@ -36,6 +36,11 @@ class DoRA(LoRA):
     label = "DoRA"
     trains = (KEY_A, KEY_B, KEY_M)
     caveat = "DoRA's magnitude also rescales the base's rows, so it can end below the rank-r optimum"
+    rank_floor = False  # the rank-r floor bounds it only loosely (see caveat)
+    delta_title = Method.delta_title
+
+    def terms(self, spec: AdapterSpec, d_in: int, d_out: int) -> str | None:
+        return f"{super().terms(spec, d_in, d_out)} + {d_out} magnitudes"
 
     def shapes(self, spec: AdapterSpec, d_in: int, d_out: int) -> dict[str, tuple[int, ...]]:
         return {**super().shapes(spec, d_in, d_out), KEY_M: (d_out,)}

@@ -30,6 +30,7 @@ class LoRA(Method):
     name = "lora"
     help = "a rank-r update s·B·A on the frozen W (Hu et al.; PEFT's LoRA)"
     trains = (KEY_A, KEY_B)
+    rank_floor = True  # reduced-rank regression (PiSSA's and OLoRA's on their own frozen residual)
 
     def shapes(self, spec: AdapterSpec, d_in: int, d_out: int) -> dict[str, tuple[int, ...]]:
         return {KEY_A: (spec.rank, d_in), KEY_B: (d_out, spec.rank)}
@@ -46,10 +47,13 @@ class LoRA(Method):
     def delta(self, w: torch.Tensor, spec: AdapterSpec, params: Params) -> torch.Tensor:
         return low_rank_delta(spec, params)
 
-    def forward(self, w: torch.Tensor, spec: AdapterSpec, params: Params, x: torch.Tensor) -> torch.Tensor:
+    def module(self, w: torch.Tensor, spec: AdapterSpec, params: Params) -> torch.nn.Module:
         from lora_cli.methods.modules import LoRALinear, linear_from_weight
 
-        return LoRALinear(linear_from_weight(w), spec, params)(x)
+        return LoRALinear(linear_from_weight(w), spec, params)
+
+    def forward(self, w: torch.Tensor, spec: AdapterSpec, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return self.module(w, spec, params)(x)
 
     def optimum(self, spec: AdapterSpec, x: torch.Tensor, residual: torch.Tensor, start: Params) -> float:
         from lora_cli.core.floors import regression_floor
@@ -63,6 +67,12 @@ class LoRA(Method):
 
     def allowed(self, spec: AdapterSpec) -> str:
         return f"rank-{spec.rank} update of the frozen base"
+
+    def terms(self, spec: AdapterSpec, d_in: int, d_out: int) -> str | None:
+        return f"{spec.rank} x ({d_in} + {d_out})"
+
+    def delta_title(self, spec: AdapterSpec) -> str:
+        return f"learned ΔW = (alpha/{'√r' if spec.scaling_rule == 'rslora' else 'r'})·B·A"
 
     def words(self, record: Any) -> str:
         """"rank-2 adapter (alpha 4, pissa init, rsLoRA, LoRA+ x16, DoRA)": what differs from plain LoRA."""

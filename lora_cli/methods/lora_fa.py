@@ -22,6 +22,10 @@ class LoRAFA(LoRA):
     help = "LoRA with lora_A frozen at its init, only lora_B trained (LoRA-FA; PEFT's create_lorafa_optimizer)"
     label = "LoRA-FA"
     trains = (KEY_B,)
+    rank_floor = False  # its floor is least squares in A₀'s rows, per trial
+
+    def terms(self, spec: AdapterSpec, d_in: int, d_out: int) -> str | None:
+        return f"{d_out} x {spec.rank}"
 
     def optimum(self, spec: AdapterSpec, x: torch.Tensor, residual: torch.Tensor, start: Params) -> float:
         from lora_cli.core.floors import regression_floor

@@ -29,6 +29,15 @@ class Method:
     trains: tuple[str, ...] = ()  # the keys of `params` the optimiser updates; the rest stay as they start
     no_peft: str | None = None  # why it has no PEFT adapter (None: it exports as one)
     caveat: str | None = None  # a line printed under its optimum, when the optimum needs one
+    rank_floor = False  # its optimum is the rank-r floor on the frozen base: trials sharing data share one SVD of it
+
+    def terms(self, spec: AdapterSpec, d_in: int, d_out: int) -> str | None:
+        """How its trainable count is made ("2 x (1001 + 1000)"), None when it trains all of W."""
+        return None
+
+    def delta_title(self, spec: AdapterSpec) -> str:
+        """A figure's title for the ΔW it learned."""
+        return f"learned ΔW = W' − W ({self.label})"
 
     def shapes(self, spec: AdapterSpec, d_in: int, d_out: int) -> dict[str, tuple[int, ...]]:
         """Every tensor of `params` and its shape, for a d_out x d_in base."""
@@ -54,6 +63,12 @@ class Method:
     def delta(self, w: torch.Tensor, spec: AdapterSpec, params: Params) -> torch.Tensor:
         """ΔW = W' − W, shape (d_out, d_in)."""
         return self.merged(w, spec, params) - w
+
+    def module(self, w: torch.Tensor, spec: AdapterSpec, params: Params) -> torch.nn.Module:
+        """A torch module of the frozen W with `params` as parameters, which autograd trains (the
+        reference engine): its forward maps x (n, d_in) to (n, d_out) and its `named_adapter()`
+        gives the params by their keys. Methods trained only as all of W need none."""
+        raise NotImplementedError(f"{self.name} has no adapter module")
 
     def forward(self, w: torch.Tensor, spec: AdapterSpec, params: Params, x: torch.Tensor) -> torch.Tensor:
         """The unmerged output for inputs x (n, d_in): what the merge is checked against."""

@@ -12,6 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from lora_cli.config.schemas import Config, TrainConfig
+from lora_cli.config.stages import Stage
 from lora_cli.core import floors, subspace
 from lora_cli.core.data import init_linear_weight, make_regression, make_theta
 from lora_cli.core.rng import generator
@@ -19,7 +20,7 @@ from lora_cli.core.shifts import ShiftSpec, shift_theta, true_delta
 from lora_cli.methods.registry import merge as merge_params
 from lora_cli.methods.registry import method_of
 from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W, AdapterSpec
-from lora_cli.train.engines import PRETRAIN, Runtime, Task, build, choose_engine
+from lora_cli.train.engines import PRETRAIN, Runtime, Task, build
 from lora_cli.train.loop import CheckpointCallback, Divergence, EpochCallback, History, LogCallback, Schedule, TrainState, train
 
 
@@ -32,6 +33,7 @@ class PretrainResult:
 
 @dataclass
 class FinetuneResult:
+    spec: AdapterSpec  # what was trained, as the config built it once
     adapter: dict[str, torch.Tensor]  # the method's params as trained (PEFT keys for the LoRA family)
     initial: dict[str, torch.Tensor]  # the same keys at step 0 (PiSSA's export needs them)
     true_delta: torch.Tensor  # ΔW* = (θ2 − θ)ᵀ (d_out, d_in), what the adapter should learn
@@ -144,7 +146,7 @@ def pretrain(
     x, y = (t.to(dev) for t in regression(cfg, theta, "pretrain"))
     w0 = init_linear_weight(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "init_base")).to(dev)
     task = Task((KEY_W,), w0, None, {KEY_W: w0}, x, y, cfg.pretrain.lr, cfg.pretrain.batch_size, held_out(cfg, theta, "pretrain", dev))
-    engine = build(choose_engine(runtime.engine)[0], PRETRAIN, task, runtime.world)
+    engine = build(runtime.engine, PRETRAIN, task, runtime.world)
     batches = generator(cfg.seed, "batches_pretrain")
     fit = train(engine, schedule(cfg.pretrain), batches, on_epoch, resume, on_checkpoint, on_log)
     return PretrainResult(engine.trained()[KEY_W].cpu(), fit.history, fit.divergence)
@@ -169,10 +171,26 @@ def finetune(
     start = {key: t.to(dev) for key, t in initial.items()}
     test = held_out(cfg, theta2, "finetune", dev)
     task = Task(method.trains, frozen.to(dev), spec, start, x, y, cfg.finetune.lr, cfg.finetune.batch_size, test)
-    engine = build(choose_engine(runtime.engine, spec.method)[0], spec.method, task, runtime.world)
+    engine = build(runtime.engine, spec.method, task, runtime.world)
     fit = train(engine, schedule(cfg.finetune), generator(seed, "batches_finetune"), on_epoch, resume, on_checkpoint, on_log)
     adapter = {key: t.cpu() for key, t in engine.trained().items()}
-    return FinetuneResult(adapter, initial, true_delta(theta, theta2), fit.history, fit.divergence)
+    return FinetuneResult(spec, adapter, initial, true_delta(theta, theta2), fit.history, fit.divergence)
+
+
+def train_stage(
+    cfg: Config,
+    stage: Stage,
+    base_weight: torch.Tensor | None,
+    runtime: Runtime = Runtime(),
+    on_epoch: EpochCallback | None = None,
+    resume: TrainState | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
+    on_log: LogCallback | None = None,
+) -> PretrainResult | FinetuneResult:
+    """Train a stage of config/stages.py: the config's method on `base_weight`, or a fresh W."""
+    if stage.on_base:
+        return finetune(cfg, base_weight, runtime, on_epoch, resume, on_checkpoint, on_log)
+    return pretrain(cfg, runtime, on_epoch, resume, on_checkpoint, on_log)
 
 
 @torch.inference_mode()

@@ -102,11 +102,12 @@ def problem(cfg: Config) -> Problem:
 
 
 def finetune_group(
-    cfgs: list[Config], base_weight: Any, device: str = "cpu", on_epoch: Any = None, shared: Problem | None = None
+    cfgs: list[Config], base_weight: Any, device: str = "cpu", on_epoch: Any = None, shared: Problem | None = None, on_logs: Any = ()
 ) -> list[recipe.FinetuneResult]:
     """Train the adapters of `cfgs` (one group: see `group_key`) together on the batched engine;
     one FinetuneResult per trial, in order, each with its own history and divergence.
-    `shared`: the group's `problem`, when the caller has it already."""
+    `shared`: the group's `problem`, when the caller has it already; `on_logs[i]` hears trial
+    i's logged points as they are logged (train/loop.train_lanes)."""
     import torch
 
     from lora_cli.core.rng import generator
@@ -126,10 +127,11 @@ def finetune_group(
     test = recipe.held_out(first, data.theta2, "finetune", device)
     engine = BatchedFinetune(base_weight.to(dev), lanes, x, y, schedule.batch_size, evaluations(schedule), test)
     batches = generator(recipe.adapter_seed(first), "batches_finetune")
-    fits = train_lanes(engine, schedule, batches, on_epoch)
+    fits = train_lanes(engine, schedule, batches, on_epoch, on_logs=on_logs)
     shift = true_delta(data.theta, data.theta2)
     return [
         recipe.FinetuneResult(
+            lane.spec,
             {key: t.cpu() for key, t in adapter.items()}, {KEY_A: lane.lora_a.cpu(), KEY_B: lane.lora_b.cpu()}, shift, fit.history, fit.divergence
         )
         for adapter, lane, fit in zip(engine.adapters(), lanes, fits)
@@ -139,7 +141,7 @@ def finetune_group(
 def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = None) -> list[recipe.Optimum]:
     """Each trial's finetune optimum for one batched group (shared data, shift and frozen base):
     `recipe.finetune_optimum`, for every LoRA trial's rank at once from one projection and one
-    SVD each, for the other methods' trials (LoRA-FA) one by one."""
+    SVD each (the methods whose floor is the rank-r one), for the other methods' trials one by one."""
     import torch
 
     from lora_cli.core import floors
@@ -149,12 +151,12 @@ def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = 
     residual = torch.addmm(data.y.double(), data.x.double(), base_weight.double().T, alpha=-1)  # float64, as recipe.finetune_optimum
     target = data.theta2.T - base_weight
     specs = [cfg.adapter.spec() for cfg in cfgs]
-    ranks = [spec.rank for spec in specs if spec.method == "lora"]
+    ranks = [spec.rank for spec in specs if method_of(spec).rank_floor]
     losses = iter(floors.regression_floors(data.x, residual, ranks))
     population = iter(floors.population_floors(target, ranks, cfgs[0].data.noise_std))
     optima = []
     for cfg, spec in zip(cfgs, specs):
-        if spec.method == "lora":
+        if method_of(spec).rank_floor:
             optima.append(recipe.Optimum(next(losses), next(population)))
             continue
         method = method_of(spec)

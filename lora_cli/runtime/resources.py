@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from lora_cli.config.schemas import ApproxConfig, Config
+from lora_cli.config.stages import STAGES, ADAPTED, Stage
 from lora_cli.errors import LoraError
 from lora_cli.methods.registry import method_of
 
@@ -25,19 +26,18 @@ def stage_bytes(cfg: Config | ApproxConfig, stage: str) -> dict[str, int]:
     if isinstance(cfg, ApproxConfig):
         d, k, r = cfg.d_in, cfg.d_out, cfg.rank
         return {"target and product": 3 * d * k * FLOAT, "factors and Adam state": 8 * r * (d + k) * FLOAT}
+    declared = _declared(stage)
     n, d_in, d_out = cfg.data.n, cfg.data.d_in, cfg.data.d_out
-    weight, test = d_in * d_out * FLOAT, 2 * cfg.data.n_test * (d_in + d_out) * FLOAT  # held-out X, y (and R)
-    if stage == "pretrain":  # θ, X, y; W, grad, Adam m and v; X·Wᵀ − y when evaluating
-        return {"data (θ, X, y)": weight + n * (d_in + d_out) * FLOAT, "weights and Adam state": 4 * weight, "evaluation": n * d_out * FLOAT,
-                "test rows": test}
-    if stage == "finetune":  # θ, θ2, X2, y2, [X2 | R]; frozen W; what trains with its gradient and Adam state
-        trained = 4 * _trained_count(cfg) * FLOAT
-        return {"data (θ, θ2, X2, y2, [X2 | R])": 2 * weight + 2 * n * (d_in + d_out) * FLOAT, "frozen base": weight,
-                "trained tensors and Adam state": trained, "evaluation": n * d_out * FLOAT, "test rows": test}
-    if stage != "merge":
-        raise ValueError(f"no memory estimate for a stage named {stage!r}")
-    # merge: θ, θ2, X2, y2; W, ΔW, W'; three (n, d_out) outputs
-    return {"data (θ, θ2, X2, y2)": 2 * weight + n * (d_in + d_out) * FLOAT, "weights": 3 * weight, "outputs": 3 * n * d_out * FLOAT}
+    weight, rows = d_in * d_out * FLOAT, n * (d_in + d_out) * FLOAT
+    if not declared.trains:  # the merge: θ, θ2, X2, y2; W, ΔW, W'; three (n, d_out) outputs
+        return {"data (θ, θ2, X2, y2)": 2 * weight + rows, "weights": 3 * weight, "outputs": 3 * n * d_out * FLOAT}
+    trained = 4 * _trained_count(cfg, stage) * FLOAT  # what trains, its gradient and Adam's two moments
+    test = 2 * cfg.data.n_test * (d_in + d_out) * FLOAT  # held-out X, y (and R)
+    if declared.on_base:  # θ, θ2, X2, y2, [X2 | R]; the frozen base
+        data = {"data (θ, θ2, X2, y2, [X2 | R])": 2 * weight + 2 * rows, "frozen base": weight, "trained tensors and Adam state": trained}
+    else:  # θ, X, y; a fresh W with its gradient and Adam state
+        data = {"data (θ, X, y)": weight + rows, "weights and Adam state": trained}
+    return {**data, "evaluation": n * d_out * FLOAT, "test rows": test}  # X·Wᵀ − y when evaluating
 
 
 def step_work(cfg: Config | ApproxConfig, stage: str) -> float:
@@ -49,21 +49,23 @@ def step_work(cfg: Config | ApproxConfig, stage: str) -> float:
     """
     if isinstance(cfg, ApproxConfig):  # A·B, its two gradients, Adam over both factors
         return 6.0 * cfg.d_in * cfg.rank * cfg.d_out
-    b_pre, b_ft = cfg.pretrain.batch_size, cfg.finetune.batch_size
+    declared = _declared(stage)
     n, d_in, d_out = cfg.data.n, cfg.data.d_in, cfg.data.d_out
-    if stage == "pretrain":  # forward and weight-gradient GEMMs
-        return 4.0 * b_pre * d_in * d_out + b_pre * (d_in + d_out)
-    if stage == "finetune":  # the method's products (LoRA: three (b, r) x (r, d)) and the [X2 | R] gather
-        spec = cfg.adapter.spec()
-        return method_of(spec).step_flops(spec, b_ft, d_in, d_out) + b_ft * (d_in + d_out)
-    if stage != "merge":
-        raise ValueError(f"no step cost for a stage named {stage!r}")
-    return 2.0 * n * d_in * d_out  # merge: X2 · W'ᵀ over the shifted data
+    if not declared.trains:
+        return 2.0 * n * d_in * d_out  # merge: X2 · W'ᵀ over the shifted data
+    spec, b = declared.spec(cfg), declared.section(cfg).batch_size  # the method's products and the batch's gather
+    return method_of(spec).step_flops(spec, b, d_in, d_out) + b * (d_in + d_out)
 
 
-def _trained_count(cfg: Config) -> int:
-    """Numbers the config's method trains."""
-    spec = cfg.adapter.spec()
+def _declared(stage: str) -> Stage:
+    if stage not in STAGES:
+        raise ValueError(f"no memory or step estimate for a stage named {stage!r}")
+    return STAGES[stage]
+
+
+def _trained_count(cfg: Config, stage: str) -> int:
+    """Numbers the stage's method trains."""
+    spec = STAGES[stage].spec(cfg)
     return method_of(spec).parameter_count(spec, cfg.data.d_in, cfg.data.d_out)
 
 
@@ -125,9 +127,9 @@ def group_estimate(cfgs: list[Config], engine: str) -> tuple[int, float]:
     on `engine` ("batched", or an entry of train/engines.ENGINES: one trial alone)."""
     first = cfgs[0]
     n, d_in, d_out = first.data.n, first.data.d_in, first.data.d_out
-    parts = stage_bytes(first, "finetune")
+    parts = stage_bytes(first, ADAPTED)
     data = sum(parts.values()) - parts["trained tensors and Adam state"]  # the group's own: every trial's below
-    adapters = sum(4 * _trained_count(cfg) * FLOAT for cfg in cfgs)  # parameters, gradient, Adam's two moments
+    adapters = sum(4 * _trained_count(cfg, ADAPTED) * FLOAT for cfg in cfgs)  # parameters, gradient, Adam's two moments
     batched = engine == "batched"
     moments = 8 * d_in * (d_in + d_out) if batched else 0  # float64 XᵀX and XᵀR
     ft = first.finetune

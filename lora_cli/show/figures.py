@@ -17,6 +17,7 @@ from matplotlib.patches import Patch
 from lora_cli.errors import RunError
 from lora_cli.store.files import atomic_write
 from lora_cli.stages import results
+from lora_cli.config.stages import ADAPTED
 from lora_cli.stages.kinds import APPROX, SHIFT, TRAINED, run_config
 from lora_cli.stages.results import Parameters
 from lora_cli.store.run_folder import RunFolder
@@ -158,7 +159,7 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
     curves = {s: _curve(rows, s, "epoch") for s in done}
     curves |= {f"{s} (test)": test for s in done if (test := _curve(rows, s, "epoch", "test_loss"))[0]}
     figures = {"pipeline_loss.png": loss_curves(curves, "epoch")}
-    if "finetune" in done:
+    if ADAPTED in done:  # the adapter on the base
         from lora_cli.stages.pipeline import load_base
 
         cfg = run_config(run)
@@ -196,10 +197,9 @@ def _learned_delta(run: RunFolder, cfg: Any, base: torch.Tensor) -> tuple[torch.
     source = merge.get("adapter_source") if merge.get("status") == "complete" else None
     if source:
         return run.load_tensors(MERGED)["weight"] - base, "imported adapter's ΔW = W' − W", int(source["rank"])
-    a, spec = cfg.adapter, stored_spec(cfg)
+    spec = stored_spec(cfg)
     method = method_of(spec)
-    label = f"learned ΔW = (alpha/{'√r' if a.scaling == 'rslora' else 'r'})·B·A" if a.method in ("lora", "lora_fa") else f"learned ΔW = W' − W ({method.label})"
-    return method.delta(base, spec, load_trained(run, cfg)), label, a.rank
+    return method.delta(base, spec, load_trained(run, cfg)), method.delta_title(spec), spec.rank
 
 
 def _sweep_figures(run: RunFolder) -> dict[str, Figure]:

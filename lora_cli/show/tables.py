@@ -40,6 +40,7 @@ def _maybe(loss: float | None) -> str:
 def parameter_table(params: Parameters, d_in: int, d_out: int) -> Table:
     """Full d_in·d_out against what the method trains (LoRA: r·(d_in + d_out))."""
     from lora_cli.methods.registry import METHODS
+    from lora_cli.methods.spec import AdapterSpec
 
     r, method = params.rank, params.method
     m = METHODS[method]
@@ -47,21 +48,12 @@ def parameter_table(params: Parameters, d_in: int, d_out: int) -> Table:
     table.add_column("Update")
     table.add_column("Trainable parameters", justify="right")
     table.add_row(f"Full ({d_out} x {d_in})", f"{params.full:,}")
-    if method != "full":
-        table.add_row(f"{m.label or 'LoRA'} rank {r} ({_trained_terms(m, r, d_in, d_out)})", f"{params.lora:,}")
+    terms = m.terms(AdapterSpec(r, 1.0, method=method), d_in, d_out)
+    if terms is not None:  # None: it trains all of W, the Full row
+        table.add_row(f"{m.label or 'LoRA'} rank {r} ({terms})", f"{params.lora:,}")
     table.add_row("Reduction", f"{100 * params.reduction:.2f}%")
     table.add_row("Compression", f"{params.compression:.2f}x")
     return table
-
-
-def _trained_terms(method: Any, r: int, d_in: int, d_out: int) -> str:
-    """"2 x (1001 + 1000)": the trained tensors' sizes, from the method's shapes."""
-    from lora_cli.methods.spec import KEY_A, KEY_B, KEY_M, AdapterSpec
-
-    trains = method.trains
-    terms = [f"{r} x ({d_in} + {d_out})" if {KEY_A, KEY_B} <= set(trains) else f"{d_out} x {r}" if KEY_B in trains else ""]
-    terms += [f"{d_out} magnitudes"] if KEY_M in trains else []
-    return " + ".join(t for t in terms if t) or str(method.parameter_count(AdapterSpec(r, 1.0), d_in, d_out))
 
 
 def merge_table(report: MergeRecord) -> Table:
@@ -260,11 +252,19 @@ def optimum_lines(record: Any) -> list[str]:
     return lines
 
 
+def _labelled(method: str) -> str:
+    """", DoRA": a method's name after an adapter's settings ("" for plain LoRA)."""
+    from lora_cli.methods.registry import METHODS
+
+    label = METHODS[method].label if method in METHODS else method
+    return f", {label}" if label else ""
+
+
 def _merge_tables(record: MergeRecord, d_in: int, d_out: int) -> list[RenderableType]:
     source = record.adapter_source
     imported = [] if not source else [
         f"Imported PEFT adapter {escape(source['path'])}: rank {source['rank']}, alpha {source['alpha']:g}"
-        f"{', rsLoRA' if source['scaling_rule'] == 'rslora' else ''}{', DoRA' if source.get('method') == 'dora' else ''}",
+        f"{', rsLoRA' if source['scaling_rule'] == 'rslora' else ''}{_labelled(source.get('method', 'lora'))}",
         *subspace_tables(record.subspace),  # the run's own adapter showed them after finetune
     ]
     return [

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from lora_cli.config.loading import load_config
+from lora_cli.config.stages import BASE_STAGE, STAGES, Stage
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.stages.common import resume_state, use_threads
 from lora_cli.stages.kinds import open_for_follower
 from lora_cli.stages.pipeline import load_base
 from lora_cli.store.run_folder import RunFolder
-from lora_cli.train.engines import Runtime, choose_engine
+from lora_cli.train.engines import Runtime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,28 +39,26 @@ def plan_for(run: RunFolder, cfg: Any, train: tuple[str, ...], resume: tuple[str
 
 
 def follow(plan: Plan, runtime: Runtime) -> None:
-    """Train the plan's stages as a follower."""
+    """Train the plan's stages as a follower, each from what the one before it trained (a
+    stage on the base it did not pretrain reads the base rank 0 stored)."""
     cfg = load_config(base=plan.config)
     run = open_for_follower(Path(plan.path))
     base = None
-    for stage in plan.train:
-        resume = stage in plan.resume
-        if stage == "pretrain":
-            base = _train(run, cfg, runtime, "pretrain", None, resume).weight
-        elif stage == "finetune":
-            _train(run, cfg, runtime, "finetune", base if base is not None else load_base(run, cfg), resume)
+    for name in plan.train:
+        stage = STAGES[name]
+        if stage.on_base and base is None:
+            base = load_base(run, cfg)
+        result = _train(run, cfg, runtime, stage, base, name in plan.resume)
+        base = base if stage.on_base else result.weight
 
 
-def _train(run: RunFolder, cfg: Any, runtime: Runtime, stage: str, base: Any, resume: bool) -> Any:
-    use_threads(cfg, stage, runtime.threads)
-    method = cfg.adapter.method if stage == "finetune" else None
-    runtime = dataclasses.replace(runtime, engine=choose_engine(runtime.engine, method)[0])
-    state = resume_state(run, stage, runtime.engine) if resume else None
-    if stage == "pretrain":
-        return recipe.pretrain(cfg, runtime, None, state, None)
-    return recipe.finetune(cfg, base, runtime, None, state, None)
+def _train(run: RunFolder | None, cfg: Any, runtime: Runtime, stage: Stage, base: Any, resume: bool) -> Any:
+    use_threads(cfg, stage.name, runtime.threads)
+    runtime = runtime.resolved(stage.spec(cfg).method if stage.on_base else None)
+    state = resume_state(run, stage.name, runtime.engine) if resume else None
+    return recipe.train_stage(cfg, stage, base, runtime, resume=state)
 
 
 def train_base(cfg: Any, runtime: Runtime) -> Any:
     """A follower's part of pretraining a sweep's base (rank 0 writes it); the weight."""
-    return _train(None, cfg, runtime, "pretrain", None, False).weight
+    return _train(None, cfg, runtime, STAGES[BASE_STAGE], None, False).weight

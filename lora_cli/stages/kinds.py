@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_cli import __version__
+from lora_cli.config import stages
 from lora_cli.config.loading import config_to_yaml, load_config
 from lora_cli.config.schemas import ApproxConfig, Config, Section
 from lora_cli.config.sweep import SweepSpec
@@ -30,10 +31,8 @@ RESULTS_CSV = "results.csv"  # a sweep's trials, one row each
 RESULTS_JSONL = "results.jsonl"
 
 
-# the pipeline's stages in order, declared here once (every other module reads them from here),
-# and those of them that train: an epoch loop, and a config section of the same name
-PIPELINE = ("pretrain", "finetune", "merge")
-TRAINED = ("pretrain", "finetune")
+# the pipeline's stages in order, and those that train, as config/stages.py declares them
+PIPELINE, TRAINED = stages.PIPELINE, stages.TRAINED
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ ones in manifest.json (stages.<name>) and metrics.jsonl, so commands only print 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -35,9 +34,10 @@ from lora_cli.stages.common import (
 from lora_cli.stages.results import FinetuneRecord, MergeRecord, Parameters, PretrainRecord, StageRecord
 from lora_cli.stages.recording import EpochTracker, recording
 from lora_cli.stages.trained_files import save_trained, to_merge
-from lora_cli.stages.kinds import ADAPTER_CONFIG, BASE, MERGED, PIPELINE, SHIFT, run_config, save_config
+from lora_cli.config.stages import STAGES
+from lora_cli.stages.kinds import ADAPTER_CONFIG, BASE, MERGED, SHIFT, run_config, save_config
 from lora_cli.store.run_folder import RunFolder
-from lora_cli.train.engines import Runtime, choose_engine
+from lora_cli.train.engines import Runtime
 from lora_cli.train.loop import EpochCallback
 
 Overrides = list[tuple[str, str, Any]]
@@ -48,11 +48,6 @@ FINETUNE_KEYS = ("adapter.", "finetune.", "shift.")
 def _parameters(d: Any, spec: Any) -> Parameters:
     """Full against what `spec`'s method trains, on the data section's d_in x d_out layer."""
     return Parameters.count(d.d_in, d.d_out, spec.rank, method_of(spec).parameter_count(spec, d.d_in, d.d_out), spec.method)
-
-
-def _engine(runtime: Runtime, method: str | None) -> Runtime:
-    """`runtime` with its engine resolved for `method` (None: the base); see engines.choose_engine."""
-    return dataclasses.replace(runtime, engine=choose_engine(runtime.engine, method)[0])
 
 
 def _runtime_fields(runtime: Runtime, n_threads: int, state) -> dict[str, Any]:
@@ -84,7 +79,7 @@ def pretrain_stage(
     `note` hears of slow steps after training (the optimum)."""
     n_threads = use_threads(cfg, "pretrain", runtime.threads)
     check_memory(cfg, "pretrain")
-    runtime = _engine(runtime, None)
+    runtime = runtime.resolved(None)
     state = resume_state(run, "pretrain", runtime.engine) if resume else None
     tracker = EpochTracker(on_epoch)
     with recording(run, "pretrain", resume, tracker):
@@ -123,7 +118,7 @@ def finetune_stage(
     if not resume:
         refuse_rerun(run, "finetune", force, "the merge built on it is discarded")
     check_memory(cfg, "finetune")
-    runtime = _engine(runtime, cfg.adapter.method)
+    runtime = runtime.resolved(cfg.adapter.method)
     base = load_base(run, cfg)
     state = resume_state(run, "finetune", runtime.engine) if resume else None
     n_threads = use_threads(cfg, "finetune", runtime.threads)
@@ -151,7 +146,7 @@ def record_finetune(
     its `recording("finetune")`; a divergence raises DivergenceError instead. `optimum` and
     `diagnose` (ΔW, rank -> Diagnostics) stand in for the recipe's own when a sweep shares them."""
     check_divergence(result.divergence, "finetune.lr")
-    spec = cfg.adapter.spec()
+    spec = result.spec
     stored, exported = save_trained(run, spec, result)
     run.save_tensors(SHIFT, {"true_delta": result.true_delta})
     fields = {**training_fields(run, "finetune", result.history, time.perf_counter()), "seconds": seconds}
@@ -245,16 +240,17 @@ def run_all(
     each stage's record as it completes (a kept one has `kept` set).
     """
     reports = {}
-    for stage in PIPELINE:
-        if stage in kept:
-            report = results.load(run, stage, kept=True)
-        elif stage == "merge":
+    for name, stage in STAGES.items():
+        if name in kept:
+            report = results.load(run, name, kept=True)
+        elif not stage.trains:
             report = merge_stage(run, force=True, threads=runtime.threads)
         else:
-            train = pretrain_stage if stage == "pretrain" else finetune_stage
-            extra = {} if stage == "pretrain" else {"force": True}  # not kept, so meant to run
-            with progress(stage, getattr(cfg, stage).epochs) as on_epoch:
-                report = train(run, cfg, runtime, on_epoch, resume=stage in resume, note=note, **extra)
+            with progress(name, stage.section(cfg).epochs) as on_epoch:
+                if stage.on_base:  # not kept, so meant to run: force past a complete one
+                    report = finetune_stage(run, cfg, runtime, on_epoch, force=True, resume=name in resume, note=note)
+                else:
+                    report = pretrain_stage(run, cfg, runtime, on_epoch, resume=name in resume, note=note)
         on_report(report)
-        reports[stage] = report
+        reports[name] = report
     return reports

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_cli.runtime import distributed
+from lora_cli.config.stages import BASE_STAGE, ADAPTED
 from lora_cli.config.sweep import Sweep, Trial, load_sweep
 from lora_cli.config.yamlio import dump_yaml
 from lora_cli.errors import ConfigError, DivergenceError, Interrupted, RunError, signal_name
@@ -32,6 +33,7 @@ from lora_cli.recipes import pipeline as recipe
 from lora_cli.recipes import sweep as plan
 from lora_cli.runtime.resources import group_estimate
 from lora_cli.stages import integrity, kinds, sweep_bases
+from lora_cli.stages.common import stream
 from lora_cli.stages.pipeline import record_finetune
 from lora_cli.stages.recording import mark_failed, recording
 from lora_cli.stages.sweep_results import write_results
@@ -211,9 +213,9 @@ def _trial_folder(run: RunFolder, trial: Trial, base: RunFolder, register: bool 
     """trials/<id>/ with the base's pretrain stage (record, metrics, base.safetensors linked) and finetune running."""
     child = sweep_bases.fresh_child(run, f"trials/{trial.id}", trial.config, register)
     child.adopt_file(kinds.BASE, base.path / kinds.BASE)
-    child.update_stage("pretrain", **base.stage("pretrain"), shared_from=str(base.path))
-    child.set_metrics("pretrain", [row for row in base.metrics() if row.get("stage") == "pretrain"])
-    child.start_stage("finetune")
+    child.update_stage(BASE_STAGE, **base.stage(BASE_STAGE), shared_from=str(base.path))
+    child.set_metrics(BASE_STAGE, [row for row in base.metrics() if row.get("stage") == BASE_STAGE])
+    child.start_stage(ADAPTED)
     return child
 
 
@@ -225,24 +227,25 @@ def _run_group(run: RunFolder, group: plan.Group, members: list[Trial], base: tu
     children = [_trial_folder(run, t, base_folder, main) for t in members]
     record("trials", {t.id: {"status": "running", "engine": group.engine, "started": utc_now()} for t in members})
     cfgs = [t.config for t in members]
+    streams = [stream(child, ADAPTED, None) if main else None for child in children]  # metrics.jsonl as each trial trains
     start = time.perf_counter()
     if group.engine == plan.BATCHED:
         data = plan.problem(cfgs[0])  # θ, θ2, X2, y2 once for training, optima and diagnostics
-        results = plan.finetune_group(cfgs, weight, runtime.device, on_epoch, data)
+        results = plan.finetune_group(cfgs, weight, runtime.device, on_epoch, data, streams)
         optima = plan.group_optima(cfgs, weight, data) if any(c.finetune.optimum for c in cfgs) else [None] * len(cfgs)
         shift, target = plan.group_targets(cfgs[0], weight, data)
         shared = [(lambda o=o: o, lambda d, r, res=res, c=c: _diagnose(d, c, res, shift, target, r)) for o, res, c in zip(optima, results, cfgs)]
         engine = plan.BATCHED
     else:
         engine = group.engine
-        results = [recipe.finetune(cfgs[0], weight, dataclasses.replace(runtime, engine=engine, world=None), on_epoch)]
+        results = [recipe.finetune(cfgs[0], weight, dataclasses.replace(runtime, engine=engine, world=None), on_epoch, on_log=streams[0])]
         shared = [(None, None)]
     seconds = (time.perf_counter() - start) / len(members)
     failed = []
     for trial, child, result, (optimum, diagnose) in zip(members, children, results, shared):
         fields = {"engine": engine, "device": runtime.device, "threads": None, "resumed_from_epoch": None}
         try:
-            with recording(child, "finetune"):
+            with recording(child, ADAPTED):
                 record_finetune(child, trial.config, weight, result, seconds, fields, optimum, diagnose)
             record("trials", {trial.id: {"status": "complete", "finished": utc_now()}})
         except DivergenceError as exc:

@@ -10,10 +10,11 @@ torch (`lora --help` lists the names), the builders do.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lora_cli.errors import ConfigError
+from lora_cli.methods.full import Full
 from lora_cli.methods.registry import METHODS
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -56,6 +57,7 @@ def _lazy(module: str, name: str) -> Callable[..., Any]:
 
 
 _FAST, _REFERENCE = "lora_cli.train.fast", "lora_cli.train.reference"
+PRETRAIN = Full.name  # pretraining trains every weight of a fresh W
 ENGINES: dict[str, EngineEntry] = {
     "fast": EngineEntry(
         "hand-written gradients, cached base output, one fused Adam",
@@ -65,7 +67,7 @@ ENGINES: dict[str, EngineEntry] = {
     ),
     "reference": EngineEntry(
         "plain autograd and torch.optim.Adam, as the blog",
-        {name: _lazy(_REFERENCE, "ReferencePretrain" if name == "full" else "ReferenceFinetune") for name in ("full", "lora", "dora", "lora_fa")},
+        {name: _lazy(_REFERENCE, "ReferencePretrain" if name == PRETRAIN else "ReferenceFinetune") for name in ("full", "lora", "dora", "lora_fa")},
     ),
     "batched": EngineEntry(
         "a sweep's adapters on one base trained together, one fused step for all (lora sweep only)",
@@ -74,7 +76,6 @@ ENGINES: dict[str, EngineEntry] = {
         lanes=True,
     ),
 }
-PRETRAIN = "full"  # pretraining trains every weight of a fresh W
 
 
 def why_not(name: str, method: str) -> str | None:
@@ -118,7 +119,11 @@ def choose_engine(name: str, method: str | None = None) -> tuple[str, str | None
 
 
 def build(name: str, method: str, task: Task, world: Any = None) -> Any:
-    """Engine `name`'s trainer for `method` on `task` (data-parallel over `world` when it can)."""
+    """Engine `name`'s trainer for `method` on `task` (data-parallel over `world` when it can).
+    A stage passes the engine it resolved (Runtime.resolved); "auto" is resolved here only for
+    a caller that trains without one (tests, the library)."""
+    if method not in ENGINES.get(name, EngineEntry("")).trains:  # "auto", or a refusal to word
+        name = choose_engine(name, None if task.spec is None else method)[0]
     return ENGINES[name].trains[method](task, **parallel_kwargs(name, world))
 
 
@@ -149,10 +154,14 @@ def require_parallel(engine: str, method: str | None, world: Any) -> tuple[str, 
 class Runtime:
     """Where and how stages train, resolved once from the command line."""
 
-    engine: str = AUTO  # or a name in ENGINES; a stage resolves it with choose_engine
+    engine: str = AUTO  # or a name in ENGINES; each stage resolves it once (`resolved`)
     device: str = "cpu"  # a resolved torch device name: cpu or cuda
     threads: int | None = None  # CPU threads; None = choose by the size of a step
     world: Any = None  # distributed.World under torchrun (None: one process)
+
+    def resolved(self, method: str | None) -> Runtime:
+        """This runtime with its engine chosen for `method` (None: pretraining a base); see choose_engine."""
+        return replace(self, engine=choose_engine(self.engine, method)[0])
 
 
 def resolve_runtime(engine: str = AUTO, device: str = "auto", threads: int | None = None) -> Runtime:

@@ -11,8 +11,9 @@ checkpoints to a third.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -150,7 +151,7 @@ def train(
     Returns:
         The logged full-data losses (epoch 0 first), and the divergence if the loss ran away.
     """
-    return train_lanes(_OneLane(engine), schedule, generator, on_epoch, resume, on_checkpoint, on_log)[0]
+    return train_lanes(_OneLane(engine), schedule, generator, on_epoch, resume, on_checkpoint, [on_log])[0]
 
 
 def train_lanes(
@@ -160,18 +161,20 @@ def train_lanes(
     on_epoch: EpochCallback | None = None,
     resume: TrainState | None = None,
     on_checkpoint: CheckpointCallback | None = None,
-    on_log: LogCallback | None = None,
+    on_logs: Sequence[LogCallback | None] = (),
 ) -> list[Fit]:
     """`train` for an engine of several lanes (independent adapters on the same batches, as
     train/batched.py): its run_steps and evaluate return one loss per lane. A lane that diverges
     gets its Divergence and is stopped (engine.stop); the others go on. `on_epoch` hears the
-    lowest logged loss of the lanes still training. Checkpoints are for one-lane engines.
+    lowest logged loss of the lanes still training; `on_logs[i]`, when given, each point lane i
+    logs as it is logged. Checkpoints are for one-lane engines.
     """
     steps = engine.n // schedule.batch_size
     if resume is None:
         fits, first = [Fit(History([_point(0, 0, metrics)])) for metrics in engine.evaluate()], 1
-        if on_log:
-            on_log(fits[0].history.points[0])
+        for fit, on_log in zip(fits, on_logs):
+            if on_log:
+                on_log(fit.history.points[0])
     else:
         engine.load(resume.tensors)
         generator.set_state(resume.generator_state)
@@ -186,11 +189,11 @@ def train_lanes(
             metrics = engine.evaluate()
             losses = [m[TRAIN] for m in metrics]
             _check_lanes(engine, fits, losses, epoch, epoch * steps)
-            for fit, lane in zip(fits, metrics):
+            for fit, lane, on_log in itertools.zip_longest(fits, metrics, on_logs[: len(fits)]):
                 if fit.divergence is None:
                     fit.history.points.append(_point(epoch, epoch * steps, lane))
-            if on_log and fits[0].divergence is None:
-                on_log(fits[0].history.points[-1])
+                    if on_log:
+                        on_log(fit.history.points[-1])
             logged = _lowest(fits, losses)
         if not _live(fits):
             return fits

@@ -1,7 +1,8 @@
 """The reference engine: plain autograd and torch.optim.Adam, as the blog does it.
 
-It trains any module on MSE: the base nn.Linear for pretraining, a LoRALinear (only its
-adapter parameters) for finetuning. The fast engine is held to it in tests/test_fast.py.
+It trains any module on MSE: the base nn.Linear for pretraining and full fine-tuning, the
+method's own module (methods/method.Method.module: LoRALinear for the LoRA family, only the
+parameters the method trains) for an adapter. The fast engine is held to it in tests/test_fast.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lora_cli.methods.modules import LoRALinear, linear_from_weight
+from lora_cli.methods.modules import linear_from_weight
+from lora_cli.methods.registry import method_of
 from lora_cli.methods.spec import KEY_A, KEY_W
 from lora_cli.train.loop import evaluated
 
@@ -72,10 +74,11 @@ class ReferencePretrain(ReferenceEngine):
 
 
 class ReferenceFinetune(ReferenceEngine):
-    """A LoRALinear on the frozen base; only the tensors the task trains get gradients."""
+    """The method's module on the frozen base (the LoRA family's LoRALinear); only the tensors
+    the task trains get gradients."""
 
     def __init__(self, task):
-        model = LoRALinear(linear_from_weight(task.frozen), task.spec, task.start)
+        model = method_of(task.spec).module(task.frozen, task.spec, task.start)
         named = model.named_adapter()
         for key, p in named.items():
             p.requires_grad_(key in task.trains)

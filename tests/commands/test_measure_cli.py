@@ -101,3 +101,38 @@ def test_metrics_jsonl_holds_the_logged_epochs_while_the_run_still_trains(tmp_pa
         proc.wait()
     kept = logged()
     assert len(kept) >= len(rows)  # what it logged before the kill stays
+
+
+def test_each_batched_lane_streams_its_own_points_as_they_are_logged_and_a_diverged_lane_stops():
+    sets = {"adapter.rank": 2, "finetune.epochs": 6, "finetune.log_every": 1, "pretrain.epochs": 4}
+    cfgs = [tiny_config(**sets, **{"finetune.lr": lr}) for lr in (1e-2, 1e9)]
+    base = pipeline.pretrain(cfgs[0]).weight
+    heard: list[list] = [[], []]
+    results = plan.finetune_group(cfgs, base, on_logs=[heard[0].append, heard[1].append])
+    assert results[0].divergence is None and results[1].divergence is not None
+    for lane, result in zip(heard, results):
+        assert lane == result.history.points  # every point, in order, and nothing after a divergence
+    assert [p.epoch for p in heard[0]] == list(range(7)) and len(heard[1]) < 7
+
+
+def test_a_sweep_s_trials_append_their_metrics_rows_while_their_group_trains(tmp_path, monkeypatch):
+    from lora_cli.stages import sweep as stages
+
+    seen: dict[str, int] = {}
+    real = stages.plan.finetune_group
+
+    def watched(cfgs, base, device, on_epoch, data, on_logs=()):
+        def peek(epoch, loss):
+            if epoch == 3:  # mid-training: what each trial's metrics.jsonl holds now
+                for path in sorted((tmp_path / "s" / "trials").glob("*/metrics.jsonl")):
+                    rows = [json.loads(line) for line in path.read_text().splitlines()]
+                    seen[path.parent.name] = max((r["epoch"] for r in rows if r["stage"] == "finetune"), default=-1)
+            on_epoch(epoch, loss)
+
+        return real(cfgs, base, device, peek, data, on_logs)
+
+    monkeypatch.setattr(stages.plan, "finetune_group", watched)
+    sets = ["--set", "pretrain.epochs=2", "--set", "finetune.epochs=6", "--set", "finetune.log_every=1"]
+    done = runner.invoke(app, ["sweep", str(SMOKE), "--grid", "adapter.rank=1,2", *sets, "--run-dir", str(tmp_path / "s")])
+    assert done.exit_code == 0, done.output
+    assert seen == {"000-rank-1": 3, "001-rank-2": 3}  # epochs 0..3 of each trial, before its group ends
