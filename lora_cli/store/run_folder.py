@@ -16,7 +16,6 @@ never leaves a half-written file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,9 @@ from lora_cli.errors import DamageError, RunError
 from lora_cli.store.files import atomic_write, check_path, dumps, guard_write, remove, remove_empty_folder, remove_tree, utc_now
 from lora_cli.store.manifest import FORMAT_VERSION, read_manifest
 from lora_cli.store.new_folders import CONFIG, creation_leftover, new_folder, not_a_run
-from lora_cli.store.run_files import MANIFEST, METRICS, RunFiles
+from lora_cli.store.checkpoints import Checkpoints, checkpoint_path
+from lora_cli.store.metrics_log import METRICS, MetricsLog
+from lora_cli.store.run_files import MANIFEST, RunFiles
 
 
 @dataclass(frozen=True)
@@ -44,15 +45,7 @@ class Layout:
         return (*self.files.get(stage, ()), *self.optional.get(stage, ()), checkpoint_path(stage))
 
 
-CHECKPOINT_EPOCH = "epoch"  # a checkpoint file's metadata key holding its epoch
-LEGACY_CHECKPOINT = "lora_checkpoint"  # where it was before: inside this key's JSON
-
-
-def checkpoint_path(stage: str) -> str:
-    return f"checkpoints/{stage}.safetensors"
-
-
-class RunFolder(RunFiles):
+class RunFolder(RunFiles, MetricsLog, Checkpoints):
     """One run folder of a kind whose `Layout` the caller gives. Stages read and write it only
     through these methods."""
 
@@ -241,41 +234,6 @@ class RunFolder(RunFiles):
         if self.stage(name).get("status") == "complete" or not (self.path / checkpoint_path(name)).is_file():
             return None
         return self.checkpoint_epoch(name)
-
-    # ---- checkpoints (their format: lora_cli/train/checkpoint.py) ------------------
-
-    def save_checkpoint(self, stage: str, data: bytes, epoch: int) -> None:
-        atomic_write(self.path / checkpoint_path(stage), data)
-        self.update_stage(stage, checkpoint_epoch=epoch)
-
-    def checkpoint_file(self, stage: str) -> Path | None:
-        """The stage's checkpoint file, or None when it has none."""
-        path = self.path / checkpoint_path(stage)
-        return path if path.is_file() else None
-
-    def checkpoint_epoch(self, stage: str) -> int | None:
-        """The epoch the stage's checkpoint holds (the file's CHECKPOINT_EPOCH metadata), or None
-        when there is none; RunError when the file is damaged."""
-        path = self.checkpoint_file(stage)
-        if path is None:
-            return None
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata()
-            epoch = meta.get(CHECKPOINT_EPOCH) or json.loads(meta[LEGACY_CHECKPOINT])["epoch"]  # files from before it was its own key
-            return int(epoch)
-        except Exception as exc:  # any damage: safetensors, JSON or missing fields
-            raise RunError(f"{path}: damaged checkpoint ({type(exc).__name__}); start the stage over with --force") from None
-
-    def remove_checkpoint(self, stage: str) -> None:
-        """Delete the stage's checkpoint (call once its result is durable) and its record."""
-        remove(self.path / checkpoint_path(stage))
-        remove_empty_folder(self.path / "checkpoints")
-        m = self.manifest()
-        if m["stages"].get(stage, {}).pop("checkpoint_epoch", None) is not None:
-            self._write_manifest(m)
 
     def require_complete(self, name: str, hint: str) -> dict[str, Any]:
         """Stage `name`'s record, once it is complete and its files are as recorded; RunError

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from lora_cli.errors import RunError
-from lora_cli.store.run_folder import CHECKPOINT_EPOCH
+from lora_cli.store.checkpoints import CHECKPOINT_EPOCH
 from lora_cli.train.loop import History, LogPoint, TrainState
 
 KEY = "lora_checkpoint"
