@@ -68,8 +68,16 @@ class MetricsLog:
         return len(bad)
 
     def set_metrics(self, stage: str, rows: list[dict[str, Any]]) -> None:
-        """Make `rows` the stage's rows (any it streamed are replaced by the same, recorded ones)."""
-        self._write_metrics([row for row in self.metrics() if row["stage"] != stage] + rows)
+        """Make `rows` the stage's rows, last in the log. A stage that streamed exactly these
+        rows, after every other stage's, is left as it is (no rewrite)."""
+        good, bad = self._metric_lines()
+        if bad:
+            raise DamageError(f"{self.path / METRICS}: line {bad[0]} is not a metrics row (stage, epoch, step, loss)", self.fix())
+        others = [row for _, row in good if row["stage"] != stage]
+        tail = [line for line, _ in good[len(others):]]
+        if good[: len(others)] == [pair for pair in good if pair[1]["stage"] != stage] and tail == [dumps(r) for r in rows]:
+            return
+        self._write_metrics(others + rows)
 
     def append_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Append rows as training logs them, flushed, so a reader (tail -f) sees each at once."""

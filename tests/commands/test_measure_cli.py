@@ -136,3 +136,19 @@ def test_a_sweep_s_trials_append_their_metrics_rows_while_their_group_trains(tmp
     done = runner.invoke(app, ["sweep", str(SMOKE), "--grid", "adapter.rank=1,2", *sets, "--run-dir", str(tmp_path / "s")])
     assert done.exit_code == 0, done.output
     assert seen == {"000-rank-1": 3, "001-rank-2": 3}  # epochs 0..3 of each trial, before its group ends
+
+
+def test_a_completing_stage_keeps_the_rows_it_streamed_without_rewriting_the_log(tmp_path, monkeypatch):
+    from lora_cli.store.metrics_log import MetricsLog
+
+    rewrites = []
+    real = MetricsLog._write_metrics
+    monkeypatch.setattr(MetricsLog, "_write_metrics", lambda self, rows: (rewrites.append(len(rows)), real(self, rows)))
+    done = runner.invoke(app, ["run", str(SMOKE), "--epochs", "3", "--run-dir", str(tmp_path / "r"), "--json"])
+    assert done.exit_code == 0, done.output
+    assert rewrites == []  # every row was appended once, as it was logged
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    history = {name: stage["history"] for name, stage in json.loads(done.stdout)["stages"].items() if "history" in stage}
+    assert rows == history["pretrain"] + history["finetune"] and len(rows) >= 4
+    again = runner.invoke(app, ["run", "--resume", "--run-dir", str(tmp_path / "r")])
+    assert again.exit_code == 0 and rewrites == []  # resume verified the digests and kept them
