@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lora_cli.core import floors
+from lora_cli.core.moments import Moments
 from lora_cli.recipes import pipeline
 from lora_cli.train.engines import Runtime
 from tests.conftest import tiny_config
@@ -24,9 +25,10 @@ def _als(x: torch.Tensor, r: torch.Tensor, rank: int, iterations: int = 3000) ->
 def test_the_reduced_rank_floor_is_what_optimisation_reaches(n):
     g = torch.Generator().manual_seed(n)
     x, r = torch.randn(n, 8, generator=g, dtype=torch.float64), torch.randn(n, 6, generator=g, dtype=torch.float64)
-    assert floors.regression_floor(x, r, 2) == pytest.approx(_als(x, r, 2), abs=1e-8)
+    fit = Moments.of(x, r).residual()  # R = r itself
+    assert fit.floors([2])[0] == pytest.approx(_als(x, r, 2), abs=1e-8)
     full = torch.linalg.lstsq(x, r).solution if n > 8 else torch.linalg.pinv(x) @ r
-    assert floors.regression_floor(x, r) == pytest.approx(((r - x @ full) ** 2).mean().item(), abs=1e-8)
+    assert fit.floors([None])[0] == pytest.approx(((r - x @ full) ** 2).mean().item(), abs=1e-8)
 
 
 @pytest.mark.parametrize(

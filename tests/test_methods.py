@@ -8,6 +8,7 @@ from torch.testing import assert_close
 
 from lora_cli.core import floors
 from lora_cli.errors import ConfigError
+from lora_cli.core.moments import Moments
 from lora_cli.methods.registry import METHODS
 from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W, AdapterSpec
 from lora_cli.recipes import pipeline
@@ -42,11 +43,12 @@ def test_lora_fa_optimum_equals_an_iterative_solve():
     spec, method = cfg.adapter.spec(), METHODS["lora_fa"]
     start, frozen = method.start(base, spec, torch.Generator().manual_seed(4))
     x, y = pipeline.regression(cfg, pipeline.thetas(cfg)[1], "finetune")
-    residual = (y - x @ frozen.T).double()
-    closed = method.optimum(spec, x, residual, start)
+    residual = y.double() - x.double() @ frozen.double().T
+    fit = Moments.of(x, y).residual(frozen)
+    closed = method.optimum(spec, fit, start)
     iterative = _lbfgs_floor(x.double() @ start[KEY_A].double().T, residual, spec.scaling)
     assert closed == pytest.approx(iterative, rel=1e-8)
-    assert closed > METHODS["lora"].optimum(spec, x, residual, start)  # a frozen A is a smaller class than rank-r
+    assert closed > METHODS["lora"].optimum(spec, fit, start)  # a frozen A is a smaller class than rank-r
 
 
 def test_lora_fa_population_floor_equals_the_normal_equations():

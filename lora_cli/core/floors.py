@@ -1,7 +1,8 @@
 """Provable optima: the loss below which no rank-r update can go, in float64.
 
 Eckart–Young–Mirsky: the best rank-r approximation of W in Frobenius norm is its truncated
-SVD, so min over rank-r M of MSE(M, W) = Σ_{i>r} σᵢ² / (d·k).
+SVD, so min over rank-r M of MSE(M, W) = Σ_{i>r} σᵢ² / (d·k). The optima on a data set
+(least squares, reduced-rank regression) are read from its moments: core/moments.py.
 """
 
 from __future__ import annotations
@@ -18,41 +19,6 @@ def eckart_young(target: torch.Tensor, rank: int) -> float:
     """min over rank-r M of MSE(M, target) = Σ_{i>r} σᵢ² / numel."""
     sigma = singular_values(target)
     return (sigma[rank:] ** 2).sum().item() / target.numel()
-
-
-def regression_floor(x: torch.Tensor, residual: torch.Tensor, rank: int | None = None) -> float:
-    """min over M of rank ≤ `rank` (None: any) of MSE(x·Mᵀ, residual): reduced-rank regression.
-
-    With x = Q·T (Q orthonormal columns), ‖R − x·Mᵀ‖² = ‖R‖² − ‖QᵀR‖² + ‖QᵀR − T·Mᵀ‖², and
-    T·Mᵀ ranges over all matrices of rank ≤ r, so the floor is (‖R‖² − Σ_{i≤r} σᵢ(QᵀR)²)/numel.
-    QᵀR = L⁻¹·xᵀR with L = chol(xᵀx); when xᵀx is singular (n < d_in, or dependent columns)
-    an orthonormal basis of x's columns from its SVD stands in.
-
-    Args:
-        x: (n, d_in) inputs. residual: (n, d_out) what the update must explain (for a
-        finetune, y2 − x2·Wᵀ; for a pretrain, y itself).
-    """
-    return regression_floors(x, residual, [rank])[0]
-
-
-def regression_floors(x: torch.Tensor, residual: torch.Tensor, ranks: list[int | None]) -> list[float]:
-    """`regression_floor` for several ranks from one projection and one SVD (a sweep's trials)."""
-    x64, r64 = x.double(), residual.double()
-    gram = x64.T @ x64
-    chol, info = torch.linalg.cholesky_ex(gram)
-    if info.item() == 0:
-        projected = torch.linalg.solve_triangular(chol, x64.T @ r64, upper=False)
-    else:
-        u, sigma, _ = torch.linalg.svd(x64, full_matrices=False)
-        basis = u[:, sigma > sigma.max() * max(x64.shape) * torch.finfo(torch.float64).eps]
-        projected = basis.T @ r64
-    total = (r64**2).sum()
-    energy = torch.linalg.svdvals(projected) ** 2 if any(r is not None and r < min(projected.shape) for r in ranks) else None
-    floors = []
-    for rank in ranks:
-        explained = (projected**2).sum() if rank is None or rank >= min(projected.shape) else energy[:rank].sum()
-        floors.append(max((total - explained).item(), 0.0) / residual.numel())
-    return floors
 
 
 def population_floor(shift_target: torch.Tensor, rank: int, noise_std: float) -> float:

@@ -38,6 +38,7 @@ class DoRA(LoRA):
     caveat = "DoRA's magnitude also rescales the base's rows, so it can end below the rank-r optimum"
     rank_floor = False  # the rank-r floor bounds it only loosely (see caveat)
     delta_title = Method.delta_title
+    factors = Method.factors  # m/‖W + s·B·A‖ rescales every row: ΔW is dense
 
     def terms(self, spec: AdapterSpec, d_in: int, d_out: int) -> str | None:
         return f"{super().terms(spec, d_in, d_out)} + {d_out} magnitudes"

@@ -15,6 +15,8 @@ from lora_cli.methods.spec import KEY_W, AdapterSpec
 if TYPE_CHECKING:
     import torch
 
+    from lora_cli.core.moments import Residual
+
 
 class Full(Method):
     name = "full"
@@ -35,10 +37,8 @@ class Full(Method):
     def merged(self, w: torch.Tensor, spec: AdapterSpec, params: Params) -> torch.Tensor:
         return params[KEY_W].clone()
 
-    def optimum(self, spec: AdapterSpec, x: torch.Tensor, residual: torch.Tensor, start: Params) -> float:
-        from lora_cli.core.floors import regression_floor
-
-        return regression_floor(x, residual)  # least squares over every W' = W + ΔW
+    def optimum(self, spec: AdapterSpec, fit: Residual, start: Params) -> float:
+        return fit.floors([None])[0]  # least squares over every W' = W + ΔW
 
     def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params) -> float | None:
         return noise_std**2  # W' = θ2ᵀ leaves only the noise

@@ -15,6 +15,8 @@ from lora_cli.methods.spec import KEY_A, KEY_B, AdapterSpec
 if TYPE_CHECKING:
     import torch
 
+    from lora_cli.core.moments import Residual
+
 
 def state_dict(lora_A: torch.Tensor, lora_B: torch.Tensor) -> Params:
     """The factors as PEFT keys them: lora_A (r, d_in), lora_B (d_out, r)."""
@@ -55,10 +57,11 @@ class LoRA(Method):
     def forward(self, w: torch.Tensor, spec: AdapterSpec, params: Params, x: torch.Tensor) -> torch.Tensor:
         return self.module(w, spec, params)(x)
 
-    def optimum(self, spec: AdapterSpec, x: torch.Tensor, residual: torch.Tensor, start: Params) -> float:
-        from lora_cli.core.floors import regression_floor
+    def optimum(self, spec: AdapterSpec, fit: Residual, start: Params) -> float:
+        return fit.floors([spec.rank])[0]  # reduced-rank regression
 
-        return regression_floor(x, residual, spec.rank)  # reduced-rank regression
+    def factors(self, spec: AdapterSpec, params: Params) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return spec.scaling * params[KEY_B], params[KEY_A]  # ΔW = (s·B)·A
 
     def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params) -> float | None:
         from lora_cli.core.floors import population_floor

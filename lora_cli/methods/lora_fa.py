@@ -16,6 +16,8 @@ from lora_cli.methods.spec import KEY_A, KEY_B, AdapterSpec
 if TYPE_CHECKING:
     import torch
 
+    from lora_cli.core.moments import Residual
+
 
 class LoRAFA(LoRA):
     name = "lora_fa"
@@ -27,10 +29,8 @@ class LoRAFA(LoRA):
     def terms(self, spec: AdapterSpec, d_in: int, d_out: int) -> str | None:
         return f"{d_out} x {spec.rank}"
 
-    def optimum(self, spec: AdapterSpec, x: torch.Tensor, residual: torch.Tensor, start: Params) -> float:
-        from lora_cli.core.floors import regression_floor
-
-        return regression_floor(x.double() @ start[KEY_A].double().T, residual)  # min over B of ‖R − s·U·Bᵀ‖²
+    def optimum(self, spec: AdapterSpec, fit: Residual, start: Params) -> float:
+        return fit.floors([None], rows=start[KEY_A])[0]  # min over B of ‖R − s·(X·A₀ᵀ)·Bᵀ‖²: least squares on X·A₀ᵀ
 
     def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params) -> float | None:
         from lora_cli.core.floors import population_floor_in_rows

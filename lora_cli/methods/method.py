@@ -17,6 +17,8 @@ from lora_cli.methods.spec import AdapterSpec
 if TYPE_CHECKING:
     import torch
 
+    from lora_cli.core.moments import Residual
+
 Params = dict[str, "torch.Tensor"]
 
 
@@ -74,9 +76,15 @@ class Method:
         """The unmerged output for inputs x (n, d_in): what the merge is checked against."""
         return x @ self.merged(w, spec, params).T
 
-    def optimum(self, spec: AdapterSpec, x: torch.Tensor, residual: torch.Tensor, start: Params) -> float:
-        """The lowest MSE any update of this kind reaches on (x, residual = y − x·Wᵀ of the frozen W), float64."""
+    def optimum(self, spec: AdapterSpec, fit: Residual, start: Params) -> float:
+        """The lowest MSE any update of this kind reaches on the data, from the float64 moments
+        of what it must fit (core/moments.Residual: R = y − x·Wᵀ of the frozen W)."""
         raise NotImplementedError
+
+    def factors(self, spec: AdapterSpec, params: Params) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(left, right) with ΔW = left·right when ΔW has that low-rank form (its SVD then
+        comes from the thin factors: core/subspace.factored_svd); None when ΔW is dense."""
+        return None
 
     def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params) -> float | None:
         """The same on fresh x ~ N(0, I), for target θ2ᵀ − W (d_out, d_in); None where there is no closed form."""

@@ -13,7 +13,8 @@ from torch.nn import functional as F
 
 from lora_cli.config.schemas import Config, TrainConfig
 from lora_cli.config.stages import Stage
-from lora_cli.core import floors, subspace
+from lora_cli.core import subspace
+from lora_cli.core.moments import Moments
 from lora_cli.core.data import init_linear_weight, make_regression, make_theta
 from lora_cli.core.rng import generator
 from lora_cli.core.shifts import ShiftSpec, shift_theta, true_delta
@@ -24,11 +25,15 @@ from lora_cli.train.engines import PRETRAIN, Runtime, Task, build
 from lora_cli.train.loop import CheckpointCallback, Divergence, EpochCallback, History, LogCallback, Schedule, TrainState, train
 
 
+Data = tuple[torch.Tensor, torch.Tensor]  # (X (n, d_in), y (n, d_out)), float32 on the CPU
+
+
 @dataclass
 class PretrainResult:
     weight: torch.Tensor  # (d_out, d_in)
     history: History
     divergence: Divergence | None = None
+    data: Data | None = None  # the rows it trained on, for its optimum's moments (nothing drawn again)
 
 
 @dataclass
@@ -39,6 +44,9 @@ class FinetuneResult:
     true_delta: torch.Tensor  # ΔW* = (θ2 − θ)ᵀ (d_out, d_in), what the adapter should learn
     history: History
     divergence: Divergence | None = None
+    frozen: torch.Tensor | None = None  # the weight it trained on (PiSSA's and OLoRA's residual of W)
+    theta2: torch.Tensor | None = None  # θ2 (d_in, d_out): the diagnostics' target θ2ᵀ − W
+    data: Data | None = None  # the rows it trained on, for its optimum's moments
 
     @property
     def lora_A(self) -> torch.Tensor:  # the LoRA family's factors, by their PEFT keys
@@ -95,33 +103,48 @@ class Optimum:
 
     loss: float  # on the training data: what the stage's final loss is measured against
     population: float | None = None  # expected on fresh data (finetune: σ² + Σ_{i>r} σᵢ(θ2ᵀ − W)²/d_out)
+    seconds: float | None = None  # its share of work done before it was asked for (a sweep group's moments)
 
 
-def pretrain_optimum(cfg: Config) -> Optimum:
-    """Least squares: the lowest full-data MSE any W reaches on the pretraining data."""
-    x, y = regression(cfg, thetas(cfg)[0], "pretrain")
-    return Optimum(floors.regression_floor(x, y))
+def pretrain_optimum(cfg: Config, data: Data | None = None) -> Optimum:
+    """Least squares: the lowest full-data MSE any W reaches on the pretraining data (`data`,
+    the rows the stage trained on, when given; else drawn again)."""
+    x, y = data or regression(cfg, thetas(cfg)[0], "pretrain")
+    return Optimum(Moments.of(x, y).residual().floors([None])[0])
 
 
-def finetune_optimum(cfg: Config, base_weight: torch.Tensor) -> Optimum:
+def finetune_optimum(cfg: Config, base_weight: torch.Tensor, result: FinetuneResult | None = None) -> Optimum:
     """The lowest full-data MSE any update of the method's kind reaches from the frozen base
     (for LoRA, reduced-rank regression; PiSSA's and OLoRA's residual is the frozen base) on
-    the finetune data, and its population value."""
-    theta, theta2 = thetas(cfg)
-    x, y = regression(cfg, theta2, "finetune")
-    spec = cfg.adapter.spec()
+    the finetune data, and its population value. From `result`'s rows, start and frozen
+    weight when it has them; else everything is drawn again from the config."""
+    if result is not None and result.data is not None:
+        spec, start, frozen, theta2, data = result.spec, result.initial, result.frozen, result.theta2, result.data
+    else:
+        theta2, spec = thetas(cfg)[1], cfg.adapter.spec()
+        start, frozen = method_of(spec).start(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"))
+        data = regression(cfg, theta2, "finetune")
+    return adapter_optimum(spec, Moments.of(*data), frozen, start, theta2, cfg.data.noise_std)
+
+
+def adapter_optimum(spec: AdapterSpec, moments: Moments, frozen: torch.Tensor, start: dict, theta2: torch.Tensor, noise_std: float) -> Optimum:
+    """`finetune_optimum` from the data's moments (shared by a sweep group's trials)."""
     method = method_of(spec)
-    start, frozen = method.start(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"))
-    residual = torch.addmm(y.double(), x.double(), frozen.double().T, alpha=-1)  # float64: the floor is a small part of ‖R‖²
-    population = method.population(spec, theta2.T - frozen, cfg.data.noise_std, start)
-    return Optimum(method.optimum(spec, x, residual, start), population)
+    return Optimum(method.optimum(spec, moments.residual(frozen), start), method.population(spec, theta2.T - frozen, noise_std, start))
 
 
-def diagnostics(cfg: Config, base_weight: torch.Tensor, delta: torch.Tensor, rank: int) -> subspace.Diagnostics:
+def diagnostics(
+    cfg: Config, base_weight: torch.Tensor, delta: torch.Tensor, rank: int, factors: tuple | None = None, result: FinetuneResult | None = None
+) -> subspace.Diagnostics:
     """The learned ΔW (onto the stored base W) of a rank-`rank` adapter against the true shift
-    (θ2 − θ)ᵀ and against what the adapter must learn, θ2ᵀ − W."""
-    theta, theta2 = thetas(cfg)
-    return subspace.diagnose(delta, true_delta(theta, theta2), theta2.T - base_weight, rank)
+    (θ2 − θ)ᵀ and against what the adapter must learn, θ2ᵀ − W. `factors` (left, right) with
+    ΔW = left·right give ΔW's SVD from the thin factors; `result` gives θ2 and the shift."""
+    if result is not None and result.theta2 is not None:
+        shift, theta2 = result.true_delta, result.theta2
+    else:
+        theta, theta2 = thetas(cfg)
+        shift = true_delta(theta, theta2)
+    return subspace.diagnose(delta, shift, theta2.T - base_weight, rank, factors=factors)
 
 
 def schedule(tc: TrainConfig) -> Schedule:
@@ -149,7 +172,7 @@ def pretrain(
     engine = build(runtime.engine, PRETRAIN, task, runtime.world)
     batches = generator(cfg.seed, "batches_pretrain")
     fit = train(engine, schedule(cfg.pretrain), batches, on_epoch, resume, on_checkpoint, on_log)
-    return PretrainResult(engine.trained()[KEY_W].cpu(), fit.history, fit.divergence)
+    return PretrainResult(engine.trained()[KEY_W].cpu(), fit.history, fit.divergence, (x.cpu(), y.cpu()))
 
 
 def finetune(
@@ -174,7 +197,8 @@ def finetune(
     engine = build(runtime.engine, spec.method, task, runtime.world)
     fit = train(engine, schedule(cfg.finetune), generator(seed, "batches_finetune"), on_epoch, resume, on_checkpoint, on_log)
     adapter = {key: t.cpu() for key, t in engine.trained().items()}
-    return FinetuneResult(spec, adapter, initial, true_delta(theta, theta2), fit.history, fit.divergence)
+    shift, data = true_delta(theta, theta2), (x.cpu(), y.cpu())
+    return FinetuneResult(spec, adapter, initial, shift, fit.history, fit.divergence, frozen.cpu(), theta2, data)
 
 
 def train_stage(

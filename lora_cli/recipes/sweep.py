@@ -86,14 +86,25 @@ def evaluations(schedule: Any) -> int:
     return 1 + schedule.epochs // schedule.log_every + (schedule.epochs % schedule.log_every != 0)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Problem:
-    """What a group's trials share: θ, θ2 and the finetune data (X2, y2), made once."""
+    """What a group's trials share: θ, θ2 and the finetune data (X2, y2), made once, and the
+    data's float64 moments, computed once when first asked for (the batched engine's losses,
+    every trial's optimum)."""
 
     theta: Any
     theta2: Any
     x: Any
     y: Any
+    _moments: Any = None
+
+    @property
+    def moments(self) -> Any:
+        if self._moments is None:
+            from lora_cli.core.moments import Moments
+
+            self._moments = Moments.of(self.x, self.y)
+        return self._moments
 
 
 def problem(cfg: Config) -> Problem:
@@ -112,7 +123,7 @@ def finetune_group(
 
     from lora_cli.core.rng import generator
     from lora_cli.core.shifts import true_delta
-    from lora_cli.train.batched import BatchedFinetune, Lane
+    from lora_cli.train.batched import BatchedFinetune, Lane, use_moments
     from lora_cli.train.loop import train_lanes
 
     first, dev, data = cfgs[0], torch.device(device), shared or problem(cfgs[0])
@@ -125,43 +136,46 @@ def finetune_group(
         lanes.append(Lane(spec, start[KEY_A].to(dev), start[KEY_B].to(dev), cfg.finetune.lr, KEY_A in method.trains))
     schedule = recipe.schedule(first.finetune)
     test = recipe.held_out(first, data.theta2, "finetune", device)
-    engine = BatchedFinetune(base_weight.to(dev), lanes, x, y, schedule.batch_size, evaluations(schedule), test)
+    lane_evaluations = len(lanes) * evaluations(schedule)
+    known = data._moments is not None or any(cfg.finetune.optimum for cfg in cfgs)  # the optima read them
+    moments = data.moments if use_moments(x.shape, y.shape[1], lane_evaluations, known) else None
+    engine = BatchedFinetune(base_weight.to(dev), lanes, x, y, schedule.batch_size, test, moments)
     batches = generator(recipe.adapter_seed(first), "batches_finetune")
     fits = train_lanes(engine, schedule, batches, on_epoch, on_logs=on_logs)
     shift = true_delta(data.theta, data.theta2)
     return [
         recipe.FinetuneResult(
             lane.spec,
-            {key: t.cpu() for key, t in adapter.items()}, {KEY_A: lane.lora_a.cpu(), KEY_B: lane.lora_b.cpu()}, shift, fit.history, fit.divergence
+            {key: t.cpu() for key, t in adapter.items()}, {KEY_A: lane.lora_a.cpu(), KEY_B: lane.lora_b.cpu()}, shift, fit.history, fit.divergence,
+            frozen=base_weight, theta2=data.theta2,
         )
         for adapter, lane, fit in zip(engine.adapters(), lanes, fits)
     ]
 
 
-def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = None) -> list[recipe.Optimum]:
+def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = None, starts: list[Any] | None = None) -> list[recipe.Optimum]:
     """Each trial's finetune optimum for one batched group (shared data, shift and frozen base):
-    `recipe.finetune_optimum`, for every LoRA trial's rank at once from one projection and one
-    SVD each (the methods whose floor is the rank-r one), for the other methods' trials one by one."""
-    import torch
-
+    `recipe.finetune_optimum` from the group's one set of moments; for the methods whose floor
+    is the rank-r one, every trial's rank at once from one projection and one eigendecomposition,
+    for the others one by one from `starts` (each trial's params at step 0; drawn when not given)."""
     from lora_cli.core import floors
     from lora_cli.core.rng import generator
 
     data = shared or problem(cfgs[0])
-    residual = torch.addmm(data.y.double(), data.x.double(), base_weight.double().T, alpha=-1)  # float64, as recipe.finetune_optimum
+    fit = data.moments.residual(base_weight)
     target = data.theta2.T - base_weight
     specs = [cfg.adapter.spec() for cfg in cfgs]
     ranks = [spec.rank for spec in specs if method_of(spec).rank_floor]
-    losses = iter(floors.regression_floors(data.x, residual, ranks))
+    losses = iter(fit.floors(ranks))
     population = iter(floors.population_floors(target, ranks, cfgs[0].data.noise_std))
     optima = []
-    for cfg, spec in zip(cfgs, specs):
-        if method_of(spec).rank_floor:
+    for i, (cfg, spec) in enumerate(zip(cfgs, specs)):
+        method = method_of(spec)
+        if method.rank_floor:
             optima.append(recipe.Optimum(next(losses), next(population)))
             continue
-        method = method_of(spec)
-        start, _ = method.start(base_weight, spec, generator(recipe.adapter_seed(cfg), "init_adapter"))
-        optima.append(recipe.Optimum(method.optimum(spec, data.x, residual, start), method.population(spec, target, cfg.data.noise_std, start)))
+        start = starts[i] if starts is not None else method.start(base_weight, spec, generator(recipe.adapter_seed(cfg), "init_adapter"))[0]
+        optima.append(recipe.Optimum(method.optimum(spec, fit, start), method.population(spec, target, cfg.data.noise_std, start)))
     return optima
 
 

@@ -34,7 +34,7 @@ from lora_cli.stages.common import (
 from lora_cli.stages.results import FinetuneRecord, MergeRecord, Parameters, PretrainRecord, StageRecord
 from lora_cli.stages.recording import EpochTracker, recording
 from lora_cli.stages.trained_files import save_trained, to_merge
-from lora_cli.config.stages import STAGES
+from lora_cli.config.stages import ADAPTED, STAGES
 from lora_cli.stages.kinds import ADAPTER_CONFIG, BASE, MERGED, SHIFT, run_config, save_config
 from lora_cli.store.run_folder import RunFolder
 from lora_cli.train.engines import Runtime
@@ -63,13 +63,23 @@ def _optimum(enabled: bool, final_loss: float, compute: Callable[[], recipe.Opti
         note("Computing the optimum in float64 (seconds at the blog's size; set optimum: false to skip)")
     start = time.perf_counter()
     optimum = compute()
-    fields = {"optimal_loss": optimum.loss, "gap": final_loss - optimum.loss, "optimum_seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start + (optimum.seconds or 0.0)
+    fields = {"optimal_loss": optimum.loss, "gap": final_loss - optimum.loss, "optimum_seconds": seconds}
     return fields if optimum.population is None else {**fields, "population_optimal_loss": optimum.population}
 
 
-def _subspace(cfg: Config, base: Any, delta: Any, rank: int) -> dict[str, Any] | None:
-    """The record's subspace diagnostics of ΔW (None when finetune.subspace is off)."""
-    return recipe.diagnostics(cfg, base, delta, rank).to_dict() if cfg.finetune.subspace else None
+def _merge_subspace(run: RunFolder, cfg: Config, base: Any, delta: Any, spec: Any, adapter: Any, source: Any) -> dict[str, Any]:
+    """The merge record's subspace diagnostics of ΔW and their seconds (none when
+    finetune.subspace is off): the finetune's own for the run's adapter (the same ΔW), else the
+    imported adapter's, from its factors where it has them."""
+    if not cfg.finetune.subspace:
+        return {}
+    start = time.perf_counter()
+    own = run.stage(ADAPTED).get("subspace") if source is None else None
+    if own is None:
+        rank = spec.rank if source else cfg.adapter.rank
+        own = recipe.diagnostics(cfg, base, delta, rank, method_of(spec).factors(spec, adapter)).to_dict()
+    return {"subspace": own, "subspace_seconds": time.perf_counter() - start}
 
 
 def pretrain_stage(
@@ -88,7 +98,7 @@ def pretrain_stage(
         check_divergence(result.divergence, "pretrain.lr")
         run.save_tensors(BASE, {"weight": result.weight})
         fields = training_fields(run, "pretrain", result.history, start)
-        fields |= _optimum(cfg.pretrain.optimum, fields["final_loss"], lambda: recipe.pretrain_optimum(cfg), note)
+        fields |= _optimum(cfg.pretrain.optimum, fields["final_loss"], lambda: recipe.pretrain_optimum(cfg, result.data), note)
         record = PretrainRecord(**fields, **_runtime_fields(runtime, n_threads, state), parameters=_parameters(cfg.data, cfg.adapter.spec()))
         return finish(run, record)
 
@@ -150,10 +160,13 @@ def record_finetune(
     stored, exported = save_trained(run, spec, result)
     run.save_tensors(SHIFT, {"true_delta": result.true_delta})
     fields = {**training_fields(run, "finetune", result.history, time.perf_counter()), "seconds": seconds}
-    fields |= _optimum(cfg.finetune.optimum, fields["final_loss"], optimum or (lambda: recipe.finetune_optimum(cfg, base)), note)
-    delta = method_of(stored).delta(base, stored, exported)
+    fields |= _optimum(cfg.finetune.optimum, fields["final_loss"], optimum or (lambda: recipe.finetune_optimum(cfg, base, result)), note)
     if cfg.finetune.subspace:
-        fields["subspace"] = (diagnose or (lambda d, r: recipe.diagnostics(cfg, base, d, r)))(delta, spec.rank).to_dict()
+        start = time.perf_counter()
+        method = method_of(stored)
+        delta, factors = method.delta(base, stored, exported), method.factors(stored, exported)
+        diagnose = diagnose or (lambda d, r: recipe.diagnostics(cfg, base, d, r, factors, result))
+        fields |= {"subspace": diagnose(delta, spec.rank).to_dict(), "subspace_seconds": time.perf_counter() - start}
     record = FinetuneRecord(
         **fields,
         **runtime_fields,
@@ -203,8 +216,8 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None,
         # the sample std of one number is undefined: null, not NaN (and no torch warning)
         delta_std=result.delta.std().item() if result.delta.numel() > 1 else None,
         delta_corner=result.delta.T[:5, :5].tolist(),  # blog layout Δθ (d_in, d_out), as the blog prints it
-        subspace=_subspace(cfg, base, result.delta, spec.rank if source else cfg.adapter.rank),
         adapter_source=source,
+        **_merge_subspace(run, cfg, base, result.delta, spec, adapter, source),
     )
     with recording(run, "merge"):
         run.save_tensors(MERGED, {"weight": result.merged})

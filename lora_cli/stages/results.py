@@ -131,6 +131,7 @@ class FinetuneRecord(PretrainRecord):
     base_sha256: str  # the base it was trained on; merge refuses any other
     population_optimal_loss: float | None = None  # the best rank-r update's expected loss on fresh data
     subspace: Subspace | None = None  # core.subspace.Diagnostics of ΔW (None: finetune.subspace off)
+    subspace_seconds: float | None = None  # computing `subspace`, apart from training and the optimum
 
 
 @dataclass(kw_only=True)
@@ -141,7 +142,8 @@ class MergeRecord(StageRecord):
     delta_mean: float
     delta_std: float | None  # None for a 1 x 1 ΔW: the sample std of one number is undefined
     delta_corner: list[list[float]]  # Δθ[:5, :5], the blog's layout (d_in, d_out)
-    subspace: Subspace | None = None  # as FinetuneRecord's, from the merged weight
+    subspace: Subspace | None = None  # as FinetuneRecord's, from the merged weight (the run's own adapter: the finetune's)
+    subspace_seconds: float | None = None
     adapter_source: AdapterSource | None = None  # an imported PEFT folder (path, sha256, r, …); None: the run's own
 
 

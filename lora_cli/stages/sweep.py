@@ -28,7 +28,6 @@ from lora_cli.config.stages import BASE_STAGE, ADAPTED
 from lora_cli.config.sweep import Sweep, Trial, load_sweep
 from lora_cli.config.yamlio import dump_yaml
 from lora_cli.errors import ConfigError, DivergenceError, Interrupted, RunError, signal_name
-from lora_cli.methods.spec import KEY_A, KEY_B
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.recipes import sweep as plan
 from lora_cli.runtime.resources import group_estimate
@@ -231,8 +230,16 @@ def _run_group(run: RunFolder, group: plan.Group, members: list[Trial], base: tu
     start = time.perf_counter()
     if group.engine == plan.BATCHED:
         data = plan.problem(cfgs[0])  # θ, θ2, X2, y2 once for training, optima and diagnostics
+        optima, analysed = [None] * len(cfgs), time.perf_counter()
+        if any(c.finetune.optimum for c in cfgs):
+            data.moments  # noqa: B018 -- computed once, before training: the engine's losses and every optimum read them
+        analysis, start = time.perf_counter() - analysed, time.perf_counter()
         results = plan.finetune_group(cfgs, weight, runtime.device, on_epoch, data, streams)
-        optima = plan.group_optima(cfgs, weight, data) if any(c.finetune.optimum for c in cfgs) else [None] * len(cfgs)
+        if any(c.finetune.optimum for c in cfgs):
+            analysed = time.perf_counter()
+            optima = plan.group_optima(cfgs, weight, data, [r.initial for r in results])
+            each = (analysis + time.perf_counter() - analysed) / len(cfgs)  # the group's moments and optima, shared out
+            optima = [dataclasses.replace(o, seconds=each) for o in optima]
         shift, target = plan.group_targets(cfgs[0], weight, data)
         shared = [(lambda o=o: o, lambda d, r, res=res, c=c: _diagnose(d, c, res, shift, target, r)) for o, res, c in zip(optima, results, cfgs)]
         engine = plan.BATCHED
@@ -255,8 +262,8 @@ def _run_group(run: RunFolder, group: plan.Group, members: list[Trial], base: tu
 
 
 def _diagnose(delta, cfg, result, shift, target, rank: int):
-    """The trial's subspace diagnostics against the group's shared targets; ΔW's SVD from s·B and A."""
+    """The trial's subspace diagnostics against the group's shared targets; ΔW's SVD from its factors."""
     from lora_cli.core.subspace import diagnose
+    from lora_cli.methods.registry import method_of
 
-    s = cfg.adapter.spec().scaling
-    return diagnose(delta, shift, target, rank, factors=(s * result.adapter[KEY_B], result.adapter[KEY_A]))
+    return diagnose(delta, shift, target, rank, factors=method_of(result.spec).factors(result.spec, result.adapter))

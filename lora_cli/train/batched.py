@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lora_cli.core.moments import Moments, Residual
 from lora_cli.methods.lora import state_dict
 from lora_cli.methods.spec import AdapterSpec
 from lora_cli.train.fast import FlatAdam, StepRows, held_out_residuals, inputs_and_residual, mse_of
@@ -40,14 +41,16 @@ from lora_cli.train.loop import TRAIN, held_out_metric
 MOMENTS_PER_ELEMENT = 1 / 40
 
 
-def use_moments(x_shape: tuple[int, int], d_out: int, lane_evaluations: int) -> bool:
-    """Whether the moments cost less than evaluating each lane directly `lane_evaluations` times."""
+def use_moments(x_shape: tuple[int, int], d_out: int, lane_evaluations: int, known: bool = False) -> bool:
+    """Whether the lanes' losses should come from the data's moments: when they are computed
+    anyway (`known`: the trials' optima need them), or cost less than evaluating each lane
+    directly `lane_evaluations` times."""
     n, d_in = x_shape
-    return MOMENTS_PER_ELEMENT * n * d_in * (d_in + d_out) < lane_evaluations * n * d_out
+    return known or MOMENTS_PER_ELEMENT * n * d_in * (d_in + d_out) < lane_evaluations * n * d_out
 
 
-class Moments:
-    """The full-data MSE of many adapters from float64 moments of the data, computed once:
+class MomentLosses:
+    """The full-data MSE of many adapters from the float64 moments of the data (core/moments.py):
 
         n·d_out·loss_k = ‖R‖² − 2·s_k·⟨A_k·XᵀR, B_kᵀ⟩ + s_k²·⟨A_k·XᵀX·A_kᵀ, B_kᵀ·B_k⟩
 
@@ -56,10 +59,9 @@ class Moments:
     has run to NaN leaves the others' losses alone.
     """
 
-    def __init__(self, x: torch.Tensor, residual: torch.Tensor):
-        x64 = x.double()
-        self.xtx, self.xtr = x64.T @ x64, x64.T @ residual.double()
-        self.rr, self.count = residual.double().square().sum(), residual.numel()
+    def __init__(self, fit: Residual, device: torch.device):
+        self.xtx, self.xtr = fit.xtx.to(device), fit.xtr.to(device)
+        self.rr, self.count = fit.rr, fit.numel
 
     def losses(self, a: torch.Tensor, bt: torch.Tensor, starts: list[int], scalings: list[float]) -> list[float]:
         a64, bt64 = a.double(), bt.double()
@@ -101,11 +103,11 @@ class BatchedFinetune:
     name = "batched"
 
     @torch.no_grad()
-    def __init__(self, base_w: torch.Tensor, lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, batch_size: int, evaluations: int = 0,
-                 held_out: dict | None = None):
-        """`evaluations`: how many full-data evaluations the schedule will ask for; when the lanes
-        make it worth it, the moments XᵀX and XᵀR are computed once (`use_moments`). `held_out`:
-        name -> (x, y) evaluated beside the training data (each lane directly)."""
+    def __init__(self, base_w: torch.Tensor, lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                 held_out: dict | None = None, moments: Moments | None = None):
+        """`held_out`: name -> (x, y) evaluated beside the training data (each lane directly).
+        `moments`: the data's float64 moments (core/moments.py), when the lanes' full-data losses
+        should come from them (see `use_moments`); else each lane is evaluated directly."""
         (n, d_in), d_out, b = x.shape, y.shape[1], batch_size
         ranks = [lane.spec.rank for lane in lanes]
         self.n, self.k = n, len(lanes)
@@ -135,7 +137,7 @@ class BatchedFinetune:
             self.train_a = x.new_ones(rows, 1)
             for part in frozen:
                 self.train_a[part] = 0.0
-        self.moments = Moments(self.x_all, self.residual) if use_moments(x.shape, d_out, len(lanes) * evaluations) else None
+        self.moments = MomentLosses(moments.residual(base_w), x.device) if moments is not None else None
         self.buckets = self._buckets(ranks)
 
     def _buckets(self, ranks: list[int]) -> list[tuple[torch.Tensor, ...]]:

@@ -188,7 +188,7 @@ def test_runs_tells_an_interrupted_sweep_and_a_damaged_checkpoint(tmp_path, monk
 def test_an_interrupt_after_the_last_epoch_keeps_the_training(tmp_path, monkeypatch):
     folder = tmp_path / "r"
     with monkeypatch.context() as patch:
-        patch.setattr("lora_cli.recipes.pipeline.pretrain_optimum", lambda cfg: (_ for _ in ()).throw(KeyboardInterrupt()))
+        patch.setattr("lora_cli.recipes.pipeline.pretrain_optimum", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt()))
         assert lora("pretrain", "-c", SMOKE, "--epochs", "7", "--run-dir", folder).exit_code == 130
     resumed = lora("pretrain", "--resume", "--run-dir", folder, "--json")
     assert resumed.exit_code == 0 and json.loads(resumed.stdout)["resumed_from_epoch"] == 7
