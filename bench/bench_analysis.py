@@ -1,7 +1,7 @@
 """What the exact analysis (optima and subspace diagnostics) costs beside the training it explains.
 
     python bench/bench_analysis.py                 the blog recipe at 20 + 20 and 100 + 100 epochs (≈ 3 minutes)
-    python bench/bench_analysis.py --sweep         also the 16-trial sweep against 16 finetune + merge stages (+3 min)
+    python bench/bench_analysis.py --sweep         also the 16-trial sweep against 16 finetune + merge stages (+4 min)
     python bench/bench_analysis.py --naive         also the naive port's peak memory (+2 min)
     python bench/bench_analysis.py --epochs 20 --json out.json
 
@@ -114,8 +114,9 @@ def naive_rss(work: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, nargs="+", default=[20, 100], help="pretrain and finetune epochs of each blog run")
+    parser.add_argument("--epochs", type=int, nargs="*", default=[20, 100], help="pretrain and finetune epochs of each blog run (none: skip)")
     parser.add_argument("--sweep", action="store_true", help="also the 16-trial sweep against 16 finetune + merge stages")
+    parser.add_argument("--sweep-epochs", type=int, default=100, help="finetune epochs of the sweep's trials (the blog's 100)")
     parser.add_argument("--naive", action="store_true", help="also the naive port's peak RSS (100 + 100 epochs)")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
@@ -132,9 +133,9 @@ def main() -> None:
             result["naive_rss_mb"] = naive_rss(work)
             print(f"naive port (100 + 100 epochs): peak RSS {result['naive_rss_mb']} MB")
         if args.sweep:
-            result["sweep"] = sweep(20, work)
+            result["sweep"] = sweep(args.sweep_epochs, work)
             s = result["sweep"]
-            print(f"16-trial sweep at 20 epochs: 16 finetune + merge stages {s['stages_s']:.1f} s of their own, "
+            print(f"16-trial sweep at {args.sweep_epochs} epochs: 16 finetune + merge stages {s['stages_s']:.1f} s of their own, "
                   f"one lora sweep --base {s['sweep_wall_s']:.1f} s whole: {s['ratio']:.1f}x (peak RSS {s['sweep_rss_mb']} MB)")
     print(f"{result['cpu']}, {result['threads']} threads; GEMM fp32 {rates['fp32']:.0f} GFLOP/s, fp64 {rates['fp64']:.0f} GFLOP/s")
     if args.json:
