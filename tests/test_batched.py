@@ -23,9 +23,10 @@ TRIALS = [
 ]
 
 
-def _configs(trials=TRIALS, epochs=12):
+def _configs(trials=TRIALS, epochs=12, optimum=True):
     keys = ("adapter.rank", "adapter.alpha", "adapter.init", "adapter.scaling", "adapter.lr_ratio", "finetune.lr")
-    return [tiny_config(**dict(zip(keys, t)), **{"finetune.epochs": epochs, "finetune.log_every": 2}) for t in trials]
+    sets = {"finetune.epochs": epochs, "finetune.log_every": 2, "finetune.optimum": optimum}
+    return [tiny_config(**dict(zip(keys, t)), **sets) for t in trials]
 
 
 def _losses(history):
@@ -40,7 +41,7 @@ def base():
 @pytest.mark.parametrize("evaluation", ["moments", "direct"])
 def test_each_lane_equals_its_trial_alone(base, evaluation, monkeypatch):
     monkeypatch.setattr(batched, "MOMENTS_PER_ELEMENT", 0.0 if evaluation == "moments" else float("inf"))
-    cfgs = _configs()
+    cfgs = _configs(optimum=evaluation == "moments")  # trials whose optima need the moments always use them
     together = sweep.finetune_group(cfgs, base)
     for cfg, lane in zip(cfgs, together):
         alone = pipeline.finetune(cfg, base, runtime=Runtime("fast"))
@@ -65,6 +66,9 @@ def test_a_diverging_lane_leaves_the_others_alone(base):
 
 def test_group_optima_equal_each_trials_own(base):
     cfgs = _configs(epochs=1)
+    sets = {"adapter.rank": 3, "adapter.method": "lora_fa", "finetune.epochs": 1, "finetune.log_every": 2}
+    cfgs.append(tiny_config(**sets))  # a floor of its own (least squares in A₀'s rows), from the same moments
+    assert len({sweep.group_key(cfg) for cfg in cfgs}) == 1
     for cfg, shared in zip(cfgs, sweep.group_optima(cfgs, base)):
         own = pipeline.finetune_optimum(cfg, base)
         assert shared.loss == pytest.approx(own.loss, rel=1e-12)
