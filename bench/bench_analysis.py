@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "bench")]
+from bench_sweep import cpu_name  # noqa: E402
 POSIT = ROOT / "configs" / "posit.yaml"
 OFF = ["--set", "pretrain.optimum=false", "--set", "finetune.optimum=false", "--set", "finetune.subspace=false"]
 
@@ -121,7 +122,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
     rates = gemm_rates()
-    result: dict = {"cpu": _cpu(), "threads": os.cpu_count(), "gemm_gflops": rates, "blog": []}
+    result: dict = {"cpu": cpu_name(), "threads": os.cpu_count(), "gemm_gflops": rates, "blog": []}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for epochs in args.epochs:
@@ -151,16 +152,6 @@ def _print_blog(run: dict) -> None:
         print(f"  {name:8s} {parts}; analysis / training {100 * st['analysis_over_training']:.1f} %")
     g = run["pretrain_vs_gemm"]
     print(f"  pretrain with its optimum {g['pretrain_s']:.2f} s against the fp32 GEMM limit {g['gemm_limit_s']:.2f} s: {g['ratio']:.2f}x")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def main() -> None:
 
     count = threads.use(threads.cores())
     base = thetas(_configs((1,), (1.0,), 1)[0])[0].T.contiguous()
-    result = {"threads": count, "cpu": _cpu(), "torch": torch.__version__, "sixteen": sixteen(args.epochs, base)}
+    result = {"threads": count, "cpu": cpu_name(), "torch": torch.__version__, "sixteen": sixteen(args.epochs, base)}
     result["fast_rank4_s_per_epoch"] = fast_epoch(base)
     result["per_trial"] = {k: per_trial_epoch(k, base) for k in (1, 4, 16, 64)}
     if args.commands:
@@ -152,7 +152,7 @@ def _print(result: dict) -> None:
         )
 
 
-def _cpu() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
