@@ -39,12 +39,15 @@ def open_run(run_dir: Path | None, out: Output, kind: str | None = "pipeline", l
     return run
 
 
-def runtime(engine: Any, device: Any, threads: str | None):
-    """--engine, --device and --threads resolved once, before any folder is made (imports torch)."""
+def runtime(engine: Any, device: Any, threads: str | None, log_to: str | None = None):
+    """--engine, --device, --threads and --log-to resolved once, before any folder is made (imports torch)."""
     request = thread_count(threads)
+    from lora_cli.measure.trackers import parse
     from lora_cli.train.engines import resolve_runtime
 
-    return resolve_runtime(getattr(engine, "value", engine), getattr(device, "value", device), request)
+    trackers = parse(log_to)
+    rt = resolve_runtime(getattr(engine, "value", engine), getattr(device, "value", device), request)
+    return dataclasses.replace(rt, log_to=trackers)
 
 
 def adapter_runtime(rt: Any, cfg: Any, out: Output):

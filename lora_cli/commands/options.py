@@ -21,6 +21,7 @@ import typer
 
 from lora_cli.config.overrides import Override, parse_scalar, parse_set_option
 from lora_cli.errors import ConfigError
+from lora_cli.measure.trackers import TRACKERS
 from lora_cli.methods.inits import INITS
 from lora_cli.methods.registry import METHODS
 from lora_cli.train.engines import AUTO, DEVICES, ENGINES
@@ -83,6 +84,10 @@ EngineOpt = Annotated[
     Engine, typer.Option("--engine", help=f"Training engine ({AUTO}: the first below that can train the adapter; {_ENGINE_HELP}).")
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where training runs: auto (CUDA when present), cpu or cuda.")]
+_TRACKERS_HELP = "; ".join(f"{name}: {t.help}; needs pip install '{t.install}'" for name, t in TRACKERS.items())
+LogToOpt = Annotated[
+    Optional[str], typer.Option("--log-to", metavar="TRACKERS", help=f"Also send every logged metric to these trackers, comma-separated ({_TRACKERS_HELP}).")
+]
 
 
 # options several commands take, by parameter name: (annotation, default)
@@ -97,6 +102,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "engine": (EngineOpt, Engine.auto),
     "device": (DeviceOpt, Device.auto),
     "threads": (ThreadsOpt, None),
+    "log_to": (LogToOpt, None),
     "force": (ForceOpt, False),
     "resume": (ResumeOpt, False),
     "plot": (PlotOpt, False),

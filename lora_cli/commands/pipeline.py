@@ -29,7 +29,7 @@ EpochsOpt = number_option("--epochs", "Training epochs of this stage.")
 BothEpochsOpt = number_option("--epochs", "Epochs of both training stages.")
 
 
-@shared("engine", "device", "threads", "force", "resume", "as_json")
+@shared("engine", "device", "threads", "log_to", "force", "resume", "as_json")
 def pretrain(
     config: ConfigOpt = None, run_dir: NewRunDirOpt = None, sets: SetOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None, *, opts: Any
 ) -> None:
@@ -38,7 +38,7 @@ def pretrain(
     Example: lora pretrain -c configs/smoke.yaml --epochs 10
     """
     overrides = collect_overrides(sets, {"--epochs": (("pretrain.epochs",), epochs), "--seed": (("seed",), seed)})
-    with shared_work(runtime(opts.engine, opts.device, opts.threads), opts.as_json) as (rt, out, lead):
+    with shared_work(runtime(opts.engine, opts.device, opts.threads, opts.log_to), opts.as_json) as (rt, out, lead):
         if lead is None:
             return
         from lora_cli.config.loading import load_config
@@ -62,7 +62,7 @@ def pretrain(
     out.note(f"Next: lora finetune --rank {cfg.adapter.rank} --run-dir {run.path}")
 
 
-@shared("rank", "alpha", "init", "rslora", "lr_ratio", "method", "dora", "engine", "device", "threads", "force", "resume", "as_json")
+@shared("rank", "alpha", "init", "rslora", "lr_ratio", "method", "dora", "engine", "device", "threads", "log_to", "force", "resume", "as_json")
 def finetune(run_dir: RunDirOpt = None, sets: SetOpt = None, epochs: EpochsOpt = None, *, opts: Any) -> None:
     """Stage 2: shift θ, draw new data and train a rank-r adapter on the frozen base.
 
@@ -78,7 +78,7 @@ def finetune(run_dir: RunDirOpt = None, sets: SetOpt = None, epochs: EpochsOpt =
     check_values(overrides)  # a bad value is a usage error, whatever the run folder holds
     if opts.resume:
         _no_changes_on_resume(bool(overrides))
-    out, rt = Output(opts.as_json), runtime(opts.engine, opts.device, opts.threads)
+    out, rt = Output(opts.as_json), runtime(opts.engine, opts.device, opts.threads, opts.log_to)
     run = open_run(run_dir, out)
     with resume_hint(f"lora finetune --resume --run-dir {run.path}{engine_flag(rt)}"):
         from lora_cli.stages import pipeline as stages
@@ -126,7 +126,7 @@ def merge(run_dir: RunDirOpt = None, adapter: AdapterDirOpt = None, *, opts: Any
     out.emit(record.to_json())
 
 
-@shared("rank", "alpha", "init", "rslora", "lr_ratio", "method", "dora", "engine", "device", "threads", "force", "resume", "plot", "as_json")
+@shared("rank", "alpha", "init", "rslora", "lr_ratio", "method", "dora", "engine", "device", "threads", "log_to", "force", "resume", "plot", "as_json")
 def run(
     config: Annotated[Optional[Path], typer.Argument(metavar="[CONFIG]", help="YAML config, e.g. configs/posit.yaml (with --resume: the run folder's own).")] = None,
     run_dir: NewRunDirOpt = None,
@@ -159,7 +159,7 @@ def run(
     if config is None and overrides:
         raise ConfigError("--resume without a CONFIG finishes the run as its config.yaml says; leave out --set and the config flags")
     cfg = load_config(config, overrides) if config is not None else None
-    with shared_work(runtime(opts.engine, opts.device, opts.threads), opts.as_json) as (rt, out, lead):
+    with shared_work(runtime(opts.engine, opts.device, opts.threads, opts.log_to), opts.as_json) as (rt, out, lead):
         if lead is None:
             return
         if opts.resume:

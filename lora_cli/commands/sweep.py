@@ -31,7 +31,7 @@ FailFastOpt = flag_option("--fail-fast", "Stop at the first failed trial (defaul
 NoPlotOpt = flag_option("--no-plot", "Skip the figures (sweep_rank.png, sweep_curves.png, sweep_heatmap.png; lora plot draws them later).")
 
 
-@shared("engine", "device", "threads", "force", "as_json")
+@shared("engine", "device", "threads", "log_to", "force", "as_json")
 def sweep(
     spec: Annotated[Optional[Path], typer.Argument(metavar="[SPEC]", help="A sweep spec (configs/sweeps/*.yaml), or a pipeline config to sweep with --grid.")] = None,
     grid: GridOpt = None,
@@ -57,7 +57,7 @@ def sweep(
     from lora_cli.runtime import distributed
     from lora_cli.stages import sweep as stages
 
-    rt = runtime(opts.engine, opts.device, opts.threads)
+    rt = runtime(opts.engine, opts.device, opts.threads, opts.log_to)
     with distributed.session(rt.device) as world:
         out, rt = Output(opts.as_json, quiet=not world.main), dataclasses.replace(rt, world=world)
         if not world.main:  # a follower: rank 0 makes or opens the sweep folder and says where

@@ -1,9 +1,10 @@
 """The metric stream: each point a training stage logs (epoch, step, and every metric by name:
 train_loss as `loss`, test_loss, …) goes to every sink as it is logged.
 
-A sink is a callable (stage, point) -> None: metrics.jsonl appended and flushed (MetricsFile,
-so `tail -f` follows a run and a killed run keeps what it logged), and later trackers and
-reports. Commands add the terminal's progress; under torchrun only rank 0 builds a stream.
+A sink is a callable (stage, point, baseline) -> None: metrics.jsonl appended and flushed
+(MetricsFile, so `tail -f` follows a run and a killed run keeps what it logged), and the
+trackers chosen with --log-to (measure/trackers.py), which also hear the stage's final numbers
+(`close`). Commands add the terminal's progress; under torchrun only rank 0 builds a stream.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ class Stream:
             self.baseline = point.loss
         for sink in self.sinks:
             sink(self.stage, point, self.baseline)
+
+    def close(self, final: dict[str, Any]) -> None:
+        """The stage is complete with these final numbers: sinks that keep files (trackers) close them."""
+        for sink in self.sinks:
+            if hasattr(sink, "close"):
+                sink.close(final)
 
     def replay(self, history: History) -> None:
         """Send the points a resumed stage had logged before its checkpoint."""

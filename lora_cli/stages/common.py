@@ -12,6 +12,7 @@ from lora_cli.runtime.resources import step_work
 from lora_cli.stages import results
 from lora_cli.stages.results import TrainingRecord
 from lora_cli.store.run_folder import RunFolder
+from lora_cli.measure import trackers
 from lora_cli.measure.stream import MetricsFile, Stream, rows
 from lora_cli.train.checkpoint import decode, encode
 from lora_cli.train.loop import Divergence, History, TrainState
@@ -27,9 +28,10 @@ def check_divergence(divergence: Divergence | None, stage_key: str) -> None:
         )
 
 
-def finish(run: RunFolder, record: R) -> R:
+def finish(run: RunFolder, record: R, out: Stream | None = None) -> R:
     """Record a completed stage: its metrics lines, then its manifest entry, then drop its
-    checkpoint (only now, when the result and its record are durable)."""
+    checkpoint (only now, when the result and its record are durable); then the stage's stream
+    `out` hears its final numbers."""
     entry = record.entry()
     entry["record_sha256"] = results.entry_digest(entry)  # resume checks the record against it
     if isinstance(record, TrainingRecord):
@@ -37,6 +39,8 @@ def finish(run: RunFolder, record: R) -> R:
         entry["metrics_sha256"] = run.metrics_digest(record.stage)  # resume checks the rows against it
     run.update_stage(record.stage, **entry)
     run.remove_checkpoint(record.stage)
+    if out is not None:
+        out.close({key: getattr(record, key) for key in FINAL if getattr(record, key, None) is not None})
     return record
 
 
@@ -87,10 +91,15 @@ def resume_state(run: RunFolder, name: str, engine: str) -> TrainState | None:
     return state
 
 
-def stream(run: RunFolder, name: str, state: TrainState | None) -> Stream:
-    """Stage `name`'s metric stream into the run folder (its rows before `state`'s checkpoint
-    written again first: start_stage dropped them with the rest of the stage)."""
-    out = Stream(name, [MetricsFile(run)])
+FINAL = ("final_loss", "final_test_loss", "optimal_loss", "gap", "population_optimal_loss")  # what trackers hear at the end
+
+
+def stream(run: RunFolder, name: str, state: TrainState | None, log_to: tuple[str, ...] = (), cfg: Any = None) -> Stream:
+    """Stage `name`'s metric stream into the run folder and the trackers `log_to` (with the
+    config's keys as their parameters); its rows before `state`'s checkpoint are sent again
+    first (start_stage dropped them with the rest of the stage)."""
+    params = trackers.flat_params(cfg.to_dict()) if log_to and cfg is not None else {}
+    out = Stream(name, [MetricsFile(run), *trackers.sinks(log_to, run, name, params)])
     if state is not None:
         out.replay(state.history)
     return out

@@ -94,13 +94,14 @@ def pretrain_stage(
     tracker = EpochTracker(on_epoch)
     with recording(run, "pretrain", resume, tracker):
         start = time.perf_counter()
-        result = recipe.pretrain(cfg, runtime, tracker, state, checkpointer(run, "pretrain"), stream(run, "pretrain", state))
+        out = stream(run, "pretrain", state, runtime.log_to, cfg)
+        result = recipe.pretrain(cfg, runtime, tracker, state, checkpointer(run, "pretrain"), out)
         check_divergence(result.divergence, "pretrain.lr")
         run.save_tensors(BASE, {"weight": result.weight})
         fields = training_fields(run, "pretrain", result.history, start)
         fields |= _optimum(cfg.pretrain.optimum, fields["final_loss"], lambda: recipe.pretrain_optimum(cfg, result.data), note)
         record = PretrainRecord(**fields, **_runtime_fields(runtime, n_threads, state), parameters=_parameters(cfg.data, cfg.adapter.spec()))
-        return finish(run, record)
+        return finish(run, record, out)
 
 
 def finetune_config(run: RunFolder, overrides: Overrides) -> Config:
@@ -136,9 +137,10 @@ def finetune_stage(
     with recording(run, "finetune", resume, tracker):
         save_config(run, cfg)
         start = time.perf_counter()
-        result = recipe.finetune(cfg, base, runtime, tracker, state, checkpointer(run, "finetune"), stream(run, "finetune", state))
+        out = stream(run, "finetune", state, runtime.log_to, cfg)
+        result = recipe.finetune(cfg, base, runtime, tracker, state, checkpointer(run, "finetune"), out)
         fields = _runtime_fields(runtime, n_threads, state)
-        return record_finetune(run, cfg, base, result, time.perf_counter() - start, fields, note=note)
+        return record_finetune(run, cfg, base, result, time.perf_counter() - start, fields, note=note, out=out)
 
 
 def record_finetune(
@@ -151,6 +153,7 @@ def record_finetune(
     optimum: Callable[[], recipe.Optimum] | None = None,
     diagnose: Callable[[Any, int], Any] | None = None,
     note: Note | None = None,
+    out: Any = None,
 ) -> FinetuneRecord:
     """Store a trained adapter (PEFT layout), the shift and the finetune record in `run`, inside
     its `recording("finetune")`; a divergence raises DivergenceError instead. `optimum` and
@@ -181,7 +184,7 @@ def record_finetune(
         seed=recipe.adapter_seed(cfg),
         base_sha256=run.manifest()["files"][BASE]["sha256"],
     )
-    return finish(run, record)
+    return finish(run, record, out)
 
 
 def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None, adapter_dir: Path | None = None) -> MergeRecord:

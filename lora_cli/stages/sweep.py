@@ -226,7 +226,7 @@ def _run_group(run: RunFolder, group: plan.Group, members: list[Trial], base: tu
     children = [_trial_folder(run, t, base_folder, main) for t in members]
     record("trials", {t.id: {"status": "running", "engine": group.engine, "started": utc_now()} for t in members})
     cfgs = [t.config for t in members]
-    streams = [stream(child, ADAPTED, None) if main else None for child in children]  # metrics.jsonl as each trial trains
+    streams = [stream(child, ADAPTED, None, runtime.log_to, t.config) if main else None for child, t in zip(children, members)]
     start = time.perf_counter()
     if group.engine == plan.BATCHED:
         data = plan.problem(cfgs[0])  # θ, θ2, X2, y2 once for training, optima and diagnostics
@@ -249,11 +249,11 @@ def _run_group(run: RunFolder, group: plan.Group, members: list[Trial], base: tu
         shared = [(None, None)]
     seconds = (time.perf_counter() - start) / len(members)
     failed = []
-    for trial, child, result, (optimum, diagnose) in zip(members, children, results, shared):
+    for trial, child, result, (optimum, diagnose), out in zip(members, children, results, shared, streams):
         fields = {"engine": engine, "device": runtime.device, "threads": None, "resumed_from_epoch": None}
         try:
             with recording(child, ADAPTED):
-                record_finetune(child, trial.config, weight, result, seconds, fields, optimum, diagnose)
+                record_finetune(child, trial.config, weight, result, seconds, fields, optimum, diagnose, out=out)
             record("trials", {trial.id: {"status": "complete", "finished": utc_now()}})
         except DivergenceError as exc:
             failed.append(trial.id)

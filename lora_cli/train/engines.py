@@ -158,6 +158,7 @@ class Runtime:
     device: str = "cpu"  # a resolved torch device name: cpu or cuda
     threads: int | None = None  # CPU threads; None = choose by the size of a step
     world: Any = None  # distributed.World under torchrun (None: one process)
+    log_to: tuple[str, ...] = ()  # trackers the stages' metric streams also feed (measure/trackers.py)
 
     def resolved(self, method: str | None) -> Runtime:
         """This runtime with its engine chosen for `method` (None: pretraining a base); see choose_engine."""
