@@ -14,7 +14,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from lora_cli import __version__
 from lora_cli.store import locking
-from lora_cli.commands import approx, inspect, pipeline, plot, sweep
+from lora_cli.commands import approx, export, inspect, pipeline, plot, sweep
 from lora_cli.errors import Interrupted, LoraError, signal_name
 
 
@@ -155,6 +155,7 @@ for name, command in {
     "approx": approx.approx,
     "plot": plot.plot,
     "data": plot.data,
+    "export": export.export,
     "runs": inspect.runs,
     "validate": inspect.validate,
     "schema": inspect.schema,

@@ -23,6 +23,12 @@ def row(stage: str, point: LogPoint, baseline: float, unit: str = "epoch") -> di
     return {"stage": stage, unit: point.epoch, "step": point.step, "loss": point.loss, "improvement": improvement(baseline, point.loss), **point.metrics}
 
 
+def point(row: dict[str, Any], unit: str = "epoch") -> LogPoint:
+    """The logged point a metrics.jsonl row was written from (see `row`)."""
+    metrics = {k: v for k, v in row.items() if k not in ("stage", unit, "step", "loss", "improvement")}
+    return LogPoint(row[unit], row["step"], row["loss"], metrics)
+
+
 def rows(stage: str, history: History, unit: str = "epoch") -> list[dict[str, Any]]:
     """A whole history's rows, the baseline first."""
     return [row(stage, p, history.baseline, unit) for p in history.points]

@@ -14,16 +14,15 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
+from lora_cli.measure.trackers import folder_of
 from lora_cli.train.loop import LogPoint
-
-FOLDER = "tensorboard"
 
 
 class Sink:
     def __init__(self, run: Any, stage: str, hparams: dict[str, Any]):
         from torch.utils.tensorboard import SummaryWriter
 
-        path = run.path / FOLDER / stage
+        path = run.path / folder_of("tensorboard", stage)
         shutil.rmtree(path, ignore_errors=True)
         self.writer, self.hparams = SummaryWriter(str(path)), hparams
 

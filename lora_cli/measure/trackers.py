@@ -53,6 +53,11 @@ def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def folder_of(name: str, stage: str) -> str:
+    """Where tracker `name` keeps `stage`'s run inside a run folder."""
+    return f"{name}/{stage}"
+
+
 def sinks(names: tuple[str, ...], run: Any, stage: str, hparams: dict[str, Any]) -> list[Any]:
     """One sink per tracker in `names` for `stage` of the run folder `run`."""
     return [importlib.import_module(TRACKERS[name].module).Sink(run, stage, hparams) for name in names]

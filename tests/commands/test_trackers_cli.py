@@ -4,6 +4,7 @@ manifest; a sweep gives one TensorBoard run per trial; a missing extra is one li
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -76,3 +77,34 @@ def test_a_tracker_whose_extra_is_missing_is_refused_in_one_line_before_any_work
     assert not (tmp_path / "r").exists()
     unknown = runner.invoke(app, ["run", str(SMOKE), "--run-dir", str(tmp_path / "r"), "--log-to", "wandb"])
     assert unknown.exit_code == 2 and "choose from tensorboard" in unknown.output
+
+
+def _scalars(path) -> dict:
+    events = _events(path)
+    return {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_export_sends_a_finished_run_exactly_as_log_to_sent_it_live(tmp_path):
+    live, later = tmp_path / "live", tmp_path / "later"
+    assert runner.invoke(app, ["run", str(SMOKE), "--run-dir", str(live), "--log-to", "tensorboard"]).exit_code == 0
+    assert runner.invoke(app, ["run", str(SMOKE), "--run-dir", str(later)]).exit_code == 0
+    assert not (later / "tensorboard").exists()
+    done = runner.invoke(app, ["export", str(later), "--to", "tensorboard", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["exported"] == {str(later): [str(later / "tensorboard" / s) for s in ("pretrain", "finetune")]}
+    for stage in ("pretrain", "finetune"):
+        assert _scalars(later / "tensorboard" / stage) == _scalars(live / "tensorboard" / stage)
+
+
+def test_export_of_a_sweep_gives_each_trial_and_base_one_run_and_an_approx_its_iterations(tmp_path):
+    sweep, approx = tmp_path / "s", tmp_path / "a"
+    sets = ["--set", "pretrain.epochs=2", "--set", "finetune.epochs=4", "--set", "finetune.log_every=2"]
+    assert runner.invoke(app, ["sweep", str(SMOKE), "--grid", "adapter.rank=1,2", *sets, "--run-dir", str(sweep)]).exit_code == 0
+    assert runner.invoke(app, ["approx", "--run-dir", str(approx)]).exit_code == 0
+    done = runner.invoke(app, ["export", str(sweep), str(approx), "--to", "tensorboard", "--json"])
+    assert done.exit_code == 0, done.output
+    exported = json.loads(done.stdout)["exported"]
+    runs = sorted(str(p.relative_to(sweep)) for p in map(Path, exported[str(sweep)]))
+    assert runs == ["bases/base-0/tensorboard/pretrain", "trials/000-rank-1/tensorboard/finetune", "trials/001-rank-2/tensorboard/finetune"]
+    rows = [r for r in map(json.loads, (approx / "metrics.jsonl").read_text().splitlines())]
+    assert [step for step, _ in _scalars(approx / "tensorboard" / "approx")["loss"]] == [r["iteration"] for r in rows]

@@ -1,0 +1,39 @@
+"""`lora export`: finished run and sweep folders sent to a tracker, as --log-to sends them live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lora_cli.commands.folders import open_run
+from lora_cli.commands.options import JsonOpt
+from lora_cli.commands.output import Output
+
+
+def export(
+    run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run or sweep folders to send (each describes itself).")],
+    to: Annotated[str, typer.Option("--to", metavar="TRACKER", help="The tracker: tensorboard (writes <folder>/tensorboard/<stage>/).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Send finished runs and sweeps to a tracker: every logged metric, the config and the final numbers.
+
+    Example: lora export runs/posit-20261123T101535Z --to tensorboard
+    """
+    from lora_cli.errors import ConfigError
+    from lora_cli.measure.trackers import parse
+    from lora_cli.stages.export import export as send
+
+    names = parse(to)
+    if len(names) != 1:
+        raise ConfigError("--to: name one tracker, e.g. --to tensorboard")
+    out = Output(as_json)
+    sent: dict[str, list[str]] = {}
+    for run_dir in run_dirs:
+        run = open_run(run_dir, out, kind=None, how="by naming it")
+        sent[str(run.path)] = [str(p) for p in send(run, names)]
+        out.show(f"{run.path}: {len(sent[str(run.path)])} stage runs", *(f"  {p}" for p in sent[str(run.path)]))
+    out.emit({"tracker": names[0], "exported": sent})
+    if names[0] == "tensorboard":
+        out.note(f"View them with: tensorboard --logdir {run_dirs[0] if len(run_dirs) == 1 else Path(run_dirs[0]).parent}")
