@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -35,5 +36,5 @@ def export(
         sent[str(run.path)] = [str(p) for p in send(run, names)]
         out.show(f"{run.path}: {len(sent[str(run.path)])} stage runs", *(f"  {p}" for p in sent[str(run.path)]))
     out.emit({"tracker": names[0], "exported": sent})
-    if names[0] == "tensorboard":
-        out.note(f"View them with: tensorboard --logdir {run_dirs[0] if len(run_dirs) == 1 else Path(run_dirs[0]).parent}")
+    if names[0] == "tensorboard":  # the one folder that holds them all
+        out.note(f"View them with: tensorboard --logdir {os.path.commonpath([str(Path(p).resolve()) for p in sent])}")

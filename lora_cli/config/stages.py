@@ -1,7 +1,7 @@
 """The pipeline's stages, declared once: their order and what each one does with a config.
 
 Every other module reads a stage's properties here (what it trains, from which weight, on
-which config section, after which stage) instead of branching on its name. Pretraining is
+which config section) instead of branching on its name. Pretraining is
 the `full` method from a fresh W on the first split; finetuning is the config's method on the
 frozen pretrained base over the shifted split; the merge trains nothing.
 """
@@ -20,7 +20,6 @@ class Stage:
     name: str
     trains: bool  # an epoch loop, on the config section of the same name
     on_base: bool = False  # trains on the frozen pretrained base (the shifted split); else a fresh W
-    needs: str | None = None  # the stage that must be complete before it runs
 
     def spec(self, cfg: Any) -> AdapterSpec | None:
         """What the stage trains (None: nothing): the config's adapter on the base, every
@@ -39,8 +38,8 @@ STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         Stage("pretrain", trains=True),
-        Stage("finetune", trains=True, on_base=True, needs="pretrain"),
-        Stage("merge", trains=False, needs="finetune"),
+        Stage("finetune", trains=True, on_base=True),
+        Stage("merge", trains=False),
     )
 }
 PIPELINE = tuple(STAGES)  # in order

@@ -89,14 +89,15 @@ def evaluations(schedule: Any) -> int:
 @dataclass
 class Problem:
     """What a group's trials share: θ, θ2 and the finetune data (X2, y2), made once, and the
-    data's float64 moments, computed once when first asked for (the batched engine's losses,
-    every trial's optimum)."""
+    data's float64 moments and their residual for the group's base, each computed once when
+    first asked for (the batched engine's losses, every trial's optimum)."""
 
     theta: Any
     theta2: Any
     x: Any
     y: Any
     _moments: Any = None
+    _fit: tuple[Any, Any] | None = None  # (base, its Residual)
 
     @property
     def moments(self) -> Any:
@@ -105,6 +106,12 @@ class Problem:
 
             self._moments = Moments.of(self.x, self.y)
         return self._moments
+
+    def fit(self, base_weight: Any) -> Any:
+        """The moments of R = y2 − X2·Wᵀ for the group's frozen base (core/moments.Residual)."""
+        if self._fit is None or self._fit[0] is not base_weight:
+            self._fit = (base_weight, self.moments.residual(base_weight))
+        return self._fit[1]
 
 
 def problem(cfg: Config) -> Problem:
@@ -138,8 +145,8 @@ def finetune_group(
     test = recipe.held_out(first, data.theta2, "finetune", device)
     lane_evaluations = len(lanes) * evaluations(schedule)
     known = data._moments is not None or any(cfg.finetune.optimum for cfg in cfgs)  # the optima read them
-    moments = data.moments if use_moments(x.shape, y.shape[1], lane_evaluations, known) else None
-    engine = BatchedFinetune(base_weight.to(dev), lanes, x, y, schedule.batch_size, test, moments)
+    fit = data.fit(base_weight) if use_moments(x.shape, y.shape[1], lane_evaluations, known) else None
+    engine = BatchedFinetune(base_weight.to(dev), lanes, x, y, schedule.batch_size, test, fit)
     batches = generator(recipe.adapter_seed(first), "batches_finetune")
     fits = train_lanes(engine, schedule, batches, on_epoch, on_logs=on_logs)
     shift = true_delta(data.theta, data.theta2)
@@ -162,7 +169,7 @@ def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = 
     from lora_cli.core.rng import generator
 
     data = shared or problem(cfgs[0])
-    fit = data.moments.residual(base_weight)
+    fit = data.fit(base_weight)
     target = data.theta2.T - base_weight
     specs = [cfg.adapter.spec() for cfg in cfgs]
     ranks = [spec.rank for spec in specs if method_of(spec).rank_floor]

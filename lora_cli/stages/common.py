@@ -40,8 +40,13 @@ def finish(run: RunFolder, record: R, out: Stream | None = None) -> R:
     run.update_stage(record.stage, **entry)
     run.remove_checkpoint(record.stage)
     if out is not None:
-        out.close({key: getattr(record, key) for key in FINAL if getattr(record, key, None) is not None})
+        out.close(final_numbers(record))
     return record
+
+
+def final_numbers(record: Any) -> dict[str, float]:
+    """What trackers hear when a stage completes: the record's FINAL numbers it has."""
+    return {key: getattr(record, key) for key in FINAL if getattr(record, key, None) is not None}
 
 
 def training_fields(run: RunFolder, stage: str, history: History, started: float, unit: str = "epoch") -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from lora_cli.measure import trackers
 from lora_cli.measure.stream import Stream, point
 from lora_cli.stages import kinds, results
-from lora_cli.stages.common import FINAL
+from lora_cli.stages.common import final_numbers
 from lora_cli.store.run_folder import RunFolder
 
 TRAINING = {"pipeline": kinds.TRAINED, "approx": ("approx",), "sweep": ()}
@@ -29,14 +29,13 @@ def export(run: RunFolder, names: tuple[str, ...]) -> list[Path]:
         if not stages:
             continue
         params = trackers.flat_params(kinds.run_config(folder).to_dict())
-        rows = folder.metrics()
+        rows, unit = folder.metrics(), "iteration" if folder.kind == "approx" else "epoch"
         for stage in stages:
             record = results.load(folder, stage)
             out = Stream(stage, trackers.sinks(names, folder, stage, params))
-            unit = "iteration" if folder.kind == "approx" else "epoch"
             for row in rows:
                 if row["stage"] == stage:
                     out(point(row, unit))
-            out.close({key: getattr(record, key) for key in FINAL if getattr(record, key, None) is not None})
+            out.close(final_numbers(record))
             written.append(folder.path / trackers.folder_of(names[0], stage))
     return written

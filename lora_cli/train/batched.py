@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lora_cli.core.moments import Moments, Residual
+from lora_cli.core.moments import Residual
 from lora_cli.methods.lora import state_dict
 from lora_cli.methods.spec import AdapterSpec
 from lora_cli.train.fast import FlatAdam, StepRows, held_out_residuals, inputs_and_residual, mse_of
@@ -104,10 +104,11 @@ class BatchedFinetune:
 
     @torch.no_grad()
     def __init__(self, base_w: torch.Tensor, lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                 held_out: dict | None = None, moments: Moments | None = None):
+                 held_out: dict | None = None, fit: Residual | None = None):
         """`held_out`: name -> (x, y) evaluated beside the training data (each lane directly).
-        `moments`: the data's float64 moments (core/moments.py), when the lanes' full-data losses
-        should come from them (see `use_moments`); else each lane is evaluated directly."""
+        `fit`: the data's float64 moments for R = y − x·Wᵀ of `base_w` (core/moments.Residual),
+        when the lanes' full-data losses should come from them (see `use_moments`); else each
+        lane is evaluated directly."""
         (n, d_in), d_out, b = x.shape, y.shape[1], batch_size
         ranks = [lane.spec.rank for lane in lanes]
         self.n, self.k = n, len(lanes)
@@ -137,7 +138,7 @@ class BatchedFinetune:
             self.train_a = x.new_ones(rows, 1)
             for part in frozen:
                 self.train_a[part] = 0.0
-        self.moments = MomentLosses(moments.residual(base_w), x.device) if moments is not None else None
+        self.moments = MomentLosses(fit, x.device) if fit is not None else None
         self.buckets = self._buckets(ranks)
 
     def _buckets(self, ranks: list[int]) -> list[tuple[torch.Tensor, ...]]:
