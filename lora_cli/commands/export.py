@@ -15,12 +15,16 @@ from lora_cli.commands.output import Output
 
 def export(
     run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run or sweep folders to send (each describes itself).")],
-    to: Annotated[str, typer.Option("--to", metavar="TRACKER", help="The tracker: tensorboard (writes <folder>/tensorboard/<stage>/).")],
+    to: Annotated[str, typer.Option("--to", metavar="TRACKER", help="The tracker: tensorboard (writes <folder>/tensorboard/<stage>/) or mlflow (<runs root>/mlflow.db; MLFLOW_TRACKING_URI overrides).")],
     as_json: JsonOpt = False,
 ) -> None:
     """Send finished runs and sweeps to a tracker: every logged metric, the config and the final numbers.
 
-    Example: lora export runs/posit-20261123T101535Z --to tensorboard
+    Examples:
+
+      lora export runs/posit-20261123T101535Z --to tensorboard
+
+      lora export runs/posit-sweep-20261123T101535Z --to mlflow
     """
     from lora_cli.errors import ConfigError
     from lora_cli.measure.trackers import parse
@@ -34,7 +38,10 @@ def export(
     for run_dir in run_dirs:
         run = open_run(run_dir, out, kind=None, how="by naming it")
         sent[str(run.path)] = [str(p) for p in send(run, names)]
-        out.show(f"{run.path}: {len(sent[str(run.path)])} stage runs", *(f"  {p}" for p in sent[str(run.path)]))
+        out.show(f"{run.path}: {len(sent[str(run.path)])} tracker runs", *(f"  {p}" for p in sent[str(run.path)]))
     out.emit({"tracker": names[0], "exported": sent})
     if names[0] == "tensorboard":  # the one folder that holds them all
         out.note(f"View them with: tensorboard --logdir {os.path.commonpath([str(Path(p).resolve()) for p in sent])}")
+    elif names[0] == "mlflow":
+        uris = sorted({where.split(" run ")[0] for found in sent.values() for where in found})
+        out.note("View them with: " + "; ".join(f"mlflow ui --backend-store-uri {uri}" for uri in uris))

@@ -24,7 +24,7 @@ class Sink:
 
         path = run.path / folder_of("tensorboard", stage)
         shutil.rmtree(path, ignore_errors=True)
-        self.writer, self.hparams = SummaryWriter(str(path)), hparams
+        self.writer, self.hparams, self.where = SummaryWriter(str(path)), hparams, str(path)
 
     def __call__(self, stage: str, point: LogPoint, baseline: float) -> None:
         self.writer.add_scalar("loss", point.loss, point.epoch)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,8 @@ class Tracker:
 TRACKERS: dict[str, Tracker] = {
     "tensorboard": Tracker("TensorBoard event files in <run folder>/tensorboard/<stage>/ (tensorboard --logdir runs)",
                            "tensorboard", "tensorboard>=2.14", "lora_cli.measure.tensorboard"),
+    "mlflow": Tracker("an MLflow run per stage in <runs root>/mlflow.db, a sweep's trials nested (MLFLOW_TRACKING_URI overrides)",
+                      "mlflow", "mlflow>=2.10", "lora_cli.measure.mlflow"),
 }
 
 
@@ -58,6 +62,58 @@ def folder_of(name: str, stage: str) -> str:
     return f"{name}/{stage}"
 
 
-def sinks(names: tuple[str, ...], run: Any, stage: str, hparams: dict[str, Any]) -> list[Any]:
-    """One sink per tracker in `names` for `stage` of the run folder `run`."""
-    return [importlib.import_module(TRACKERS[name].module).Sink(run, stage, hparams) for name in names]
+def sinks(names: tuple[str, ...], run: Any, stage: str, hparams: dict[str, Any], guard: bool = True) -> list[Any]:
+    """One sink per tracker in `names` for `stage` of the run folder `run`; each `guard`ed so
+    that a tracker failing never stops the run nor loses its folder."""
+    made = []
+    for name in names:
+        build = lambda name=name: importlib.import_module(TRACKERS[name].module).Sink(run, stage, hparams)  # noqa: E731
+        made.append(Guarded(name, run, build) if guard else build())
+    return made
+
+
+def finish(names: tuple[str, ...], run: Any, params: dict[str, Any], final: dict[str, float], guard: bool = True) -> list[str]:
+    """Folder `run` is done (a sweep: every trial): trackers that keep a run for the folder
+    itself (MLflow's parent run) record `params` and `final` and end it; where each is."""
+    done = []
+    for name in names:
+        module = importlib.import_module(TRACKERS[name].module)
+        if hasattr(module, "finish"):
+            call = lambda module=module: module.finish(run, params, final)  # noqa: E731
+            where = _guarded(name, run, call) if guard else call()
+            if where:
+                done.append(where)
+    return done
+
+
+def warn(message: str) -> None:
+    print(f"lora: {message}", file=sys.stderr, flush=True)
+
+
+def _guarded(name: str, run: Any, call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 -- a tracker's failure is reported, never the run's
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        warn(f"--log-to {name} failed ({type(exc).__name__}: {first}); the run goes on without it and {run.path} keeps "
+             f"every result: send it later with: lora export {run.path} --to {name}")
+        return None
+
+
+class Guarded:
+    """A tracker's sink that, on its first failure, says so in one line and stops hearing."""
+
+    def __init__(self, name: str, run: Any, build: Callable[[], Any]):
+        self.name, self.run = name, run
+        self.sink = _guarded(name, run, build)
+        self.where = getattr(self.sink, "where", None)
+
+    def __call__(self, *point: Any) -> None:
+        self._call(lambda: self.sink(*point))
+
+    def close(self, final: dict[str, float]) -> None:
+        self._call(lambda: self.sink.close(final))
+
+    def _call(self, call: Callable[[], None]) -> None:
+        if self.sink is not None and _guarded(self.name, self.run, lambda: call() or True) is None:
+            self.sink = None

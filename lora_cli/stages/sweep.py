@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lora_cli.measure import trackers
 from lora_cli.runtime import distributed
 from lora_cli.config.stages import BASE_STAGE, ADAPTED
 from lora_cli.config.sweep import Sweep, Trial, load_sweep
@@ -35,7 +36,7 @@ from lora_cli.stages import integrity, kinds, sweep_bases
 from lora_cli.stages.common import stream
 from lora_cli.stages.pipeline import record_finetune
 from lora_cli.stages.recording import mark_failed, recording
-from lora_cli.stages.sweep_results import write_results
+from lora_cli.stages.sweep_results import sweep_counts, write_results
 from lora_cli.store.files import utc_now
 from lora_cli.store.run_folder import CONFIG, RunFolder
 from lora_cli.train.engines import Runtime
@@ -156,6 +157,8 @@ def run_sweep(run: RunFolder, sweep: Sweep, runtime: Runtime, progress: Progress
     rows = write_results(run, sweep)
     counts = {status: sum(row["status"] == status for row in rows) for status in ("complete", "failed")}
     run.update_stage(STAGE, status="complete", finished=utc_now(), **counts)
+    if runtime.log_to:  # the sweep's own tracker run (MLflow's parent of the trials) ends
+        trackers.finish(runtime.log_to, run, trackers.flat_params(sweep.spec), sweep_counts(run))
     return rows
 
 

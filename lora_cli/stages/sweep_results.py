@@ -71,3 +71,9 @@ def unrepaired(rows: list[dict[str, Any]], run: RunFolder) -> list[str]:
     """Trials a resume found damaged that did not complete again."""
     entries = run.manifest().get("trials", {})
     return [row["trial"] for row in rows if entries.get(row["trial"], {}).get("repair") and row["status"] != "complete"]
+
+
+def sweep_counts(run: RunFolder) -> dict[str, float]:
+    """What a sweep's own tracker run hears at the end: how many trials ended how."""
+    trials = run.manifest().get("trials", {}).values()
+    return {f"trials_{status}": float(sum(t.get("status") == status for t in trials)) for status in ("complete", "failed")}

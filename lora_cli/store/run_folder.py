@@ -45,6 +45,17 @@ class Layout:
         return (*self.files.get(stage, ()), *self.optional.get(stage, ()), checkpoint_path(stage))
 
 
+def enclosing(path: Path) -> Path | None:
+    """The run folder that lists `path` among its children (a sweep holding a trial or a
+    base), or None for a folder of its own."""
+    holder = Path(path).parent.parent
+    try:
+        children = read_manifest(holder / MANIFEST).get("children") or {}
+    except (RunError, OSError):
+        return None
+    return holder if Path(path).relative_to(holder).as_posix() in children else None
+
+
 class RunFolder(RunFiles, MetricsLog, Checkpoints):
     """One run folder of a kind whose `Layout` the caller gives. Stages read and write it only
     through these methods."""
