@@ -20,6 +20,12 @@ GridOpt = Annotated[
     Optional[list[str]],
     typer.Option("--grid", "-g", metavar="KEY=V1,V2", help="Sweep a config key over these values (an axis of the grid). Repeatable."),
 ]
+ZipOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--zip", "-z", metavar="KEY=V1,V2", help="Keys that vary together: every --zip gives one key the same number of values (replaces the spec's zip:). Repeatable."),
+]
+SeedsOpt = Annotated[Optional[str], typer.Option("--seeds", metavar="S1,S2", help="Run every point with each of these seeds, one more axis (replaces the spec's seeds:).")]
+PerSeedOpt = flag_option("--per-seed", "Show each seed's trial in the table (default: each point's mean ± std, min–max and n over its seeds).")
 BaseOpt = Annotated[
     Optional[Path], typer.Option("--base", metavar="DIR", help="Use this run folder's pretrained base instead of pretraining (its hash is checked).")
 ]
@@ -35,6 +41,8 @@ NoPlotOpt = flag_option("--no-plot", "Skip the figures (sweep_rank.png, sweep_cu
 def sweep(
     spec: Annotated[Optional[Path], typer.Argument(metavar="[SPEC]", help="A sweep spec (configs/sweeps/*.yaml), or a pipeline config to sweep with --grid.")] = None,
     grid: GridOpt = None,
+    zips: ZipOpt = None,
+    seeds: SeedsOpt = None,
     sets: SetOpt = None,
     run_dir: SweepDirOpt = None,
     base: BaseOpt = None,
@@ -42,6 +50,7 @@ def sweep(
     dry_run: DryRunOpt = False,
     fail_fast: FailFastOpt = False,
     no_plot: NoPlotOpt = False,
+    per_seed: PerSeedOpt = False,
     *,
     opts: Any,
 ) -> None:
@@ -52,6 +61,7 @@ def sweep(
 
     Example: lora sweep configs/sweeps/rank-vs-shift-rank.yaml
     Example: lora sweep configs/smoke.yaml --grid adapter.rank=1,2,4 --grid adapter.scaling=standard,rslora
+    Example: lora sweep configs/smoke.yaml --grid adapter.rank=1,2 --zip adapter.alpha=1,8 --zip adapter.scaling=standard,rslora --seeds 0,1,2
     Example: lora sweep --resume runs/rank-vs-shift-rank-sweep-20261125T120000Z
     """
     from lora_cli.runtime import distributed
@@ -67,24 +77,30 @@ def sweep(
                 _use_threads(sw, rt.threads)
                 stages.run_sweep(folder, sw, rt, out.progress, base, fail_fast, out.note)
             return
-        sw, folder = _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, no_plot, opts.force, rt, out)
+        axes = (grid, zips, seeds)
+        sw, folder = _sweep_and_folder(spec, axes, sets, run_dir, base, resume, dry_run, no_plot, opts.force, rt, out)
         distributed.broadcast(str(folder.path) if folder else "", world)
         if folder is None:
             return
         _use_threads(sw, rt.threads)
         with resume_hint(f"lora sweep --resume {folder.path}"), out.overall("trials done", len(sw.trials)) as trials_done:
             rows = stages.run_sweep(folder, sw, rt, out.progress, base, fail_fast, out.note, trials_done)
-    from lora_cli.show import sweep_tables
+    _show_results(out, folder, sw, rows, no_plot, per_seed)
 
-    out.show(sweep_tables.summary_table(rows, sw.axes))
-    result = {"sweep_dir": str(folder.path), "axes": list(sw.axes), "trials": rows}
+
+def _show_results(out: Output, folder: Any, sw: Any, rows: list[dict[str, Any]], no_plot: bool, per_seed: bool) -> None:
+    """The table (seeds averaged unless `per_seed`), the figures, the JSON; exit non-zero when no trial completed."""
+    from lora_cli.show import sweep_tables
+    from lora_cli.stages.sweep_results import SEED, by_seed, unrepaired
+
+    averaged = by_seed(rows, sw.axes) if SEED in sw.axes else None
+    out.show(sweep_tables.summary_table(rows, sw.axes, None if per_seed else averaged))
+    result = {"sweep_dir": str(folder.path), "axes": list(sw.axes), "trials": rows, **({"seeds": averaged} if averaged else {})}
     if not no_plot and any(row["status"] == "complete" for row in rows):
         from lora_cli.commands.folders import write_plots
 
         result["figures"] = write_plots(folder, out)
     out.emit(result)
-    from lora_cli.stages.sweep_results import unrepaired
-
     _check_outcome(rows, unrepaired(rows, folder), folder.path)
     failed = sum(row["status"] == "failed" for row in rows)
     out.note(f"{len(rows) - failed} of {len(rows)} trials complete; results in {folder.path}/results.csv")
@@ -104,19 +120,20 @@ def _check_outcome(rows: list[dict[str, Any]], unrepaired: list[str], folder: Pa
         raise RunError(f"no trial completed: all {len(failed)} failed (first: {failed[0]['error'] if failed else 'unknown'}); see {folder}/results.csv")
 
 
-def _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, no_plot, force, rt, out) -> tuple[Any, Any]:
+def _sweep_and_folder(spec, axes, sets, run_dir, base, resume, dry_run, no_plot, force, rt, out) -> tuple[Any, Any]:
     """The sweep and its folder (made, or opened with --resume); no folder for --dry-run."""
     from lora_cli.config.sweep import load_sweep
     from lora_cli.stages import sweep as stages
 
+    grid, zips, seeds = axes
     if resume is not None:
-        if grid or sets or run_dir or base:
-            raise ConfigError("--resume finishes a sweep exactly as it was started; leave out --grid, --set, --run-dir and --base")
+        if grid or zips or seeds or sets or run_dir or base:
+            raise ConfigError("--resume finishes a sweep exactly as it was started; leave out --grid, --zip, --seeds, --set, --run-dir and --base")
         folder, sw = stages.open_sweep(resume, spec, out.note)
     elif spec is None:
         raise ConfigError("give a sweep spec or a config to sweep with --grid, e.g. lora sweep configs/sweeps/rank-vs-shift-rank.yaml")
     else:
-        sw = load_sweep(spec, [_axis(text) for text in grid or []], collect_overrides(sets, {}))
+        sw = load_sweep(spec, [_axis(text) for text in grid or []], collect_overrides(sets, {}), zip_points=_zip(zips), seeds=_seeds(seeds))
     from lora_cli.commands.folders import warn_unshifted
 
     warn_unshifted(out, {t.id: t.config for t in sw.trials})
@@ -141,15 +158,39 @@ def _sweep_and_folder(spec, grid, sets, run_dir, base, resume, dry_run, no_plot,
     return sw, folder
 
 
-def _axis(text: str) -> tuple[str, list[Any]]:
+def _axis(text: str, flag: str = "--grid") -> tuple[str, list[Any]]:
     from lora_cli.config.overrides import parse_scalar
 
     key, sep, values = text.partition("=")
     if not sep or not key.strip() or not values.strip():
-        raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2,…, e.g. --grid adapter.rank=1,2,4")
+        raise ConfigError(f"{flag} {text!r}: expected KEY=V1,V2,…, e.g. {flag} adapter.rank=1,2,4")
     if any(not v.strip() for v in values.split(",")):
-        raise ConfigError(f"--grid {text!r}: a value between commas is empty; give KEY=V1,V2,…")
-    return key.strip(), [parse_scalar(v.strip(), f"--grid {key.strip()}") for v in values.split(",")]
+        raise ConfigError(f"{flag} {text!r}: a value between commas is empty; give KEY=V1,V2,…")
+    return key.strip(), [parse_scalar(v.strip(), f"{flag} {key.strip()}") for v in values.split(",")]
+
+
+def _zip(texts: list[str] | None) -> list[dict[str, Any]] | None:
+    """--zip KEY=V1,V2 … as zip points: the i-th value of every key together."""
+    if not texts:
+        return None
+    axes = [_axis(text, "--zip") for text in texts]
+    lengths = {key: len(values) for key, values in axes}
+    if len(set(lengths.values())) > 1:
+        counts = ", ".join(f"{key} has {n}" for key, n in lengths.items())
+        raise ConfigError(f"--zip: {counts} values; keys that vary together need the same number of values")
+    return [{key: values[i] for key, values in axes} for i in range(len(axes[0][1]))]
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected whole numbers between commas, e.g. --seeds 0,1,2") from None
+    if any(s < 0 for s in seeds):
+        raise ConfigError(f"--seeds {text!r}: seeds are 0 or more")
+    return seeds
 
 
 def _plan(sw: Any, engine: str, processes: int) -> list[dict[str, Any]]:

@@ -65,9 +65,11 @@ def is_sweep_file(path: Path) -> bool:
     return file_kind(read_mapping(path)) == "sweep"
 
 
-def load_sweep(path: Path, grid: list[tuple[str, list[Any]]] = (), sets: list[tuple[str, str, Any]] = (), stored: bool = False) -> Sweep:
+def load_sweep(path: Path, grid: list[tuple[str, list[Any]]] = (), sets: list[tuple[str, str, Any]] = (), stored: bool = False,
+               zip_points: list[dict[str, Any]] | None = None, seeds: list[int] | None = None) -> Sweep:
     """A sweep from a spec file, or from a pipeline config file and `grid` axes (--grid);
-    `sets` (--set) apply to the base config. ConfigError lists every problem found, among them
+    `sets` (--set) apply to the base config; `zip_points` (--zip) and `seeds` (--seeds), when
+    given, replace the spec's zip: and seeds:. ConfigError lists every problem found, among them
     a key set that an axis also sweeps (not for a sweep folder's own `stored` spec, which
     embeds its whole base config: before this was checked, swept keys included)."""
     if is_sweep_file(path):
@@ -76,6 +78,8 @@ def load_sweep(path: Path, grid: list[tuple[str, list[Any]]] = (), sets: list[tu
         name = spec.name or _stem(path)
     else:
         spec, base_path, name = SweepSpec(), path, _stem(path)
+    replaced = {key: value for key, value in (("zip", zip_points), ("seeds", seeds)) if value is not None}
+    spec = spec.model_copy(update=replaced) if replaced else spec
     extra = [(f"{path}: config", key, value) for key, value in _flatten(spec.config)]
     base = load_config(base_path, [*extra, *sets])
     axes = _axes(spec, grid, str(path))

@@ -32,32 +32,95 @@ def groups_table(groups: list[dict[str, Any]]) -> Table:
     return table
 
 
-def summary_table(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> Table:
-    """Trials sorted by gap to their optimum (failed last); ★ marks the lowest final loss among
-    trials on the same problem (same data, shift and schedule). Where the trials have held-out
-    rows, their test loss stands beside the best update's expected loss on fresh data."""
-    best: dict[str, tuple[float, str]] = {}
-    for row in rows:
-        if row["final_loss"] is not None and row["final_loss"] < best.get(row["problem"], (float("inf"), ""))[0]:
-            best[row["problem"]] = (row["final_loss"], row["trial"])
-    marked = {trial for _, trial in best.values()} if len(best) < len(rows) else set()
-    table = Table(title="Sweep results, by gap to the optimum (★ best on its problem)", title_justify="left")
-    table.add_column("trial")
+HEADERS = {"final_loss": "final loss", "optimal_loss": "optimum", "gap": "gap", "final_test_loss": "test loss",
+           "population_optimal_loss": "fresh-data optimum"}
+SPREAD = ("final_loss", "gap")  # the numbers whose spread over the seeds is shown
+
+
+def summary_table(rows: list[dict[str, Any]], axes: tuple[str, ...], seeds: list[dict[str, Any]] | None = None) -> Table:
+    """Trials (or, given `seeds`, the points averaged over their seeds: mean ± std, min–max, n)
+    by rank, then by gap to their optimum (failed last), so that gaps to different rank-r
+    optima are not mixed; ★ marks the lowest final loss among trials on the same problem (same
+    data, shift and schedule). Where the trials have held-out rows, their test loss stands
+    beside the best update's expected loss on fresh data. A method whose gap can be negative
+    (DoRA) says why under the table."""
+    averaged = seeds is not None
+    shown, suffix = (seeds, "_mean") if averaged else (rows, "")
+    shown_axes = tuple(a for a in axes if not (averaged and a == "seed"))
+    keys = ["final_loss", "optimal_loss", "gap"]
+    keys += ["final_test_loss", "population_optimal_loss"] if any(row.get(f"final_test_loss{suffix}") is not None for row in shown) else []
+    table = _summary_columns(shown, shown_axes, keys, averaged, f"means over {len(rows) // max(len(shown), 1)} seeds" if averaged else "each trial")
+    marked = _best(shown, suffix)
+
+    def order(i: int) -> tuple:
+        gap = shown[i].get(f"gap{suffix}")
+        return (gap is None, shown[i].get("rank") or 0, gap if gap is not None else 0.0, i)
+
+    for i in sorted(range(len(shown)), key=order):
+        row = shown[i]
+        cells = _mean_cells(row, keys) if averaged else _trial_cells(row, keys)
+        label = " ".join(t.split("-", 1)[0] for t in row["trials"].split()) if averaged else row["trial"].split("-", 1)[0]
+        table.add_row(label, *(str(row[a]) for a in shown_axes), *cells, "★" if i in marked else "")
+    if any((row.get(f"gap{suffix}") or 0.0) < 0 for row in shown):
+        table.caption, table.caption_justify = "A gap below 0: " + "; ".join(sorted(_caveats(shown))), "left"
+    return table
+
+
+def _summary_columns(shown: list[dict[str, Any]], axes: tuple[str, ...], keys: list[str], averaged: bool, what: str) -> Table:
     from lora_cli.config.sweep import labels
 
+    ranks = {row.get("rank") for row in shown if row.get("rank") is not None}
+    order = "by rank, then by gap to the rank's optimum" if len(ranks) > 1 else "by gap to the optimum"
+    table = Table(title=f"Sweep results ({what}), {order} (★ best on its problem)", title_justify="left")
+    table.add_column("trials" if averaged else "trial")
     names = labels(list(axes))
     for axis in axes:
         table.add_column(names[axis], justify="right")
-    keys = ["final_loss", "optimal_loss", "gap"]
-    keys += ["final_test_loss", "population_optimal_loss"] if any(row.get("final_test_loss") is not None for row in rows) else []
-    headers = {"final_loss": "final loss", "optimal_loss": "optimum", "gap": "gap", "final_test_loss": "test loss",
-               "population_optimal_loss": "fresh-data optimum"}
-    for column in (*(headers[k] for k in keys), ""):
-        table.add_column(column, justify="right")
-    order = sorted(rows, key=lambda r: (r["gap"] is None, r["gap"] if r["gap"] is not None else 0.0, r["trial"]))
-    for row in order:
-        numbers = [fmt_loss(row[k]) if row.get(k) is not None else "-" for k in keys]
-        if row["status"] != "complete":
-            numbers = [row["status"], *[""] * (len(keys) - 1)]
-        table.add_row(row["trial"].split("-", 1)[0], *(str(row[a]) for a in axes), *numbers, "★" if row["trial"] in marked else "")
+    if averaged:
+        table.add_column("n", justify="right")
+    for key in keys:
+        spread = averaged and key in SPREAD
+        table.add_column(HEADERS[key] + (" (mean ± std)" if spread else ""), justify="right")
+        if spread:
+            table.add_column(f"{HEADERS[key]} min–max", justify="right")
+    table.add_column("", justify="right")
     return table
+
+
+def _best(shown: list[dict[str, Any]], suffix: str) -> set[int]:
+    """The rows with the lowest final loss on their problem (none when every row is its own)."""
+    best: dict[str, tuple[float, int]] = {}
+    for i, row in enumerate(shown):
+        loss = row.get(f"final_loss{suffix}")
+        if loss is not None and loss < best.get(row["problem"], (float("inf"), -1))[0]:
+            best[row["problem"]] = (loss, i)
+    return {i for _, i in best.values()} if len(best) < len(shown) else set()
+
+
+def _trial_cells(row: dict[str, Any], keys: list[str]) -> list[str]:
+    if row["status"] != "complete":
+        return [row["status"], *[""] * (len(keys) - 1)]
+    return [fmt_loss(row[k]) if row.get(k) is not None else "-" for k in keys]
+
+
+def _mean_cells(row: dict[str, Any], keys: list[str]) -> list[str]:
+    """n, then each key's mean (± std, and min–max, for SPREAD's) over the seeds."""
+    width = 1 + len(keys) + sum(k in SPREAD for k in keys)
+    if row["n"] == 0:
+        return ["0", "failed", *[""] * (width - 2)]
+    cells = [str(row["n"]) + ("" if row["n"] == row["of"] else f" of {row['of']}")]
+    for key in keys:
+        mean = row.get(f"{key}_mean")
+        cells.append("-" if mean is None else fmt_loss(mean) + (f" ± {fmt_loss(row[f'{key}_std'])}" if key in SPREAD and row.get(f"{key}_std") is not None else ""))
+        if key in SPREAD:
+            low, high = row.get(f"{key}_min"), row.get(f"{key}_max")
+            cells.append("-" if low is None else f"{fmt_loss(low)} – {fmt_loss(high)}")
+    return cells
+
+
+def _caveats(rows: list[dict[str, Any]]) -> set[str]:
+    """Why a method's final loss can end below its optimum, for the methods in `rows`."""
+    from lora_cli.methods.registry import METHODS
+
+    return {METHODS[row["method"]].caveat for row in rows if row.get("method") in METHODS and METHODS[row["method"]].caveat} or {
+        "the final loss is below the optimum by rounding (float32 training against a float64 optimum)"}

@@ -27,8 +27,11 @@ FINETUNED = "finetuned.safetensors"  # key "weight": W' of a method with no PEFT
 SHIFT = "shift.safetensors"  # key "true_delta": ΔW* = (θ2 − θ)ᵀ (d_out, d_in), for figures
 MERGED = "merged.safetensors"  # key "weight" (d_out, d_in)
 APPROX = "approx.safetensors"  # keys "target", "A", "B"
-RESULTS_CSV = "results.csv"  # a sweep's trials, one row each
+RESULTS_CSV = "results.csv"  # a row per trial (a run: one), every config key (stages/result_rows.py)
 RESULTS_JSONL = "results.jsonl"
+CURVES_CSV = "curves.csv"  # every logged metric, long format
+TABLES = (RESULTS_CSV, RESULTS_JSONL, CURVES_CSV)  # rewritten from the records whenever a stage ends
+SEEDS_CSV = "seeds.csv"  # a sweep with a seed axis: each point's mean, std, min and max over the seeds
 
 
 # the pipeline's stages in order, and those that train, as config/stages.py declares them
@@ -47,12 +50,12 @@ KINDS: dict[str, Kind] = {
         Layout(
             PIPELINE,
             {"pretrain": (BASE,), "finetune": (SHIFT,), "merge": (MERGED,)},
-            {"finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG, FINETUNED)},  # by method: a PEFT adapter, or W' (stages/trained_files.py)
+            {"pretrain": TABLES, "finetune": (ADAPTER_WEIGHTS, ADAPTER_CONFIG, FINETUNED)},  # by method: a PEFT adapter, or W' (stages/trained_files.py)
         ),
     ),
     "approx": Kind(ApproxConfig, Layout(("approx",), {"approx": (APPROX,)})),
     # a sweep's trials and bases are run folders of their own, listed as its children
-    "sweep": Kind(SweepSpec, Layout(("sweep",), {"sweep": (RESULTS_CSV, RESULTS_JSONL)})),
+    "sweep": Kind(SweepSpec, Layout(("sweep",), {"sweep": TABLES}, {"sweep": (SEEDS_CSV,)})),
 }
 LAYOUTS = {name: kind.layout for name, kind in KINDS.items()}
 _HEADER = "# Resolved config of this run; rerun it with: lora run <this file>\n"

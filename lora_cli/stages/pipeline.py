@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 from lora_cli.config.loading import load_config
 from lora_cli.config.schemas import RENAMED, Config
@@ -20,6 +20,7 @@ from lora_cli.errors import ConfigError, RunError
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.runtime.resources import check_memory
 from lora_cli.stages import results
+from lora_cli.stages.result_rows import write_run_tables
 from lora_cli.stages.common import (
     check_divergence,
     checkpointer,
@@ -39,6 +40,8 @@ from lora_cli.stages.kinds import ADAPTER_CONFIG, BASE, MERGED, SHIFT, run_confi
 from lora_cli.store.run_folder import RunFolder
 from lora_cli.train.engines import Runtime
 from lora_cli.train.loop import EpochCallback
+
+R = TypeVar("R")
 
 Overrides = list[tuple[str, str, Any]]
 Note = Callable[[str], None]
@@ -101,7 +104,7 @@ def pretrain_stage(
         fields = training_fields(run, "pretrain", result.history, start)
         fields |= _optimum(cfg.pretrain.optimum, fields["final_loss"], lambda: recipe.pretrain_optimum(cfg, result.data), note)
         record = PretrainRecord(**fields, **_runtime_fields(runtime, n_threads, state), parameters=_parameters(cfg.data, cfg.adapter.spec()))
-        return finish(run, record, out)
+        return _finish(run, cfg, record, out)
 
 
 def finetune_config(run: RunFolder, overrides: Overrides) -> Config:
@@ -184,7 +187,14 @@ def record_finetune(
         seed=recipe.adapter_seed(cfg),
         base_sha256=run.manifest()["files"][BASE]["sha256"],
     )
-    return finish(run, record, out)
+    return _finish(run, cfg, record, out)
+
+
+def _finish(run: RunFolder, cfg: Config, record: R, out) -> R:
+    """Record a training stage, then rewrite the run's results row and curves (results.csv, curves.csv)."""
+    finish(run, record, out)
+    write_run_tables(run, cfg.to_dict())
+    return record
 
 
 def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None, adapter_dir: Path | None = None) -> MergeRecord:

@@ -8,7 +8,8 @@ run folder per trial, each trial's status, and the results files.
                         failed (with the error) or interrupted; children
         bases/<id>/     a pipeline run folder per pretraining config (pretrain only)
         trials/<id>/    a pipeline run folder per trial (base, PEFT adapter, shift, records)
-        results.csv, results.jsonl    one row per trial (stages/sweep_results.py)
+        results.csv, results.jsonl    one row per trial; curves.csv every logged metric; seeds.csv
+                        with a seed axis (stages/sweep_results.py)
 
 Every trial folder is written under the sweep's lock. On --resume a trial counts as done only
 when its own manifest says finetune complete; any other trial folder is started over.

@@ -41,7 +41,8 @@ def test_run_writes_a_self_describing_folder(full_run):
     merge = manifest["stages"]["merge"]
     assert {"baseline_loss", "adapter_loss", "final_loss", "max_abs_diff"} <= set(merge)
     assert set(manifest["files"]) == {"base.safetensors", "adapter/adapter_model.safetensors",
-                                      "adapter/adapter_config.json", "shift.safetensors", "merged.safetensors"}
+                                      "adapter/adapter_config.json", "shift.safetensors", "merged.safetensors",
+                                      "results.csv", "results.jsonl", "curves.csv"}
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines if x["stage"] == "finetune"] == [0, 5, 10, 12]
     assert {"stage", "epoch", "step", "loss"} <= set(lines[0])

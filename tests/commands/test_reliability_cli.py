@@ -1,5 +1,6 @@
 """Nothing lost, nothing misleading: kills, resume, integrity refusals, divergence, determinism."""
 
+import csv
 import json
 import shutil
 import signal
@@ -48,6 +49,9 @@ def _everything_loads(run_dir: Path) -> None:
             yaml.safe_load(path.read_text())
         elif path.suffix == ".jsonl":
             [json.loads(line) for line in path.read_text().splitlines()]
+        elif path.suffix == ".csv":  # a header, then rows of its width
+            rows = list(csv.reader(path.read_text().splitlines()))
+            assert rows and all(len(row) == len(rows[0]) for row in rows), path
         elif path.is_file():
             pytest.fail(f"unexpected file left behind: {path}")
 

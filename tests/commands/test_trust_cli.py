@@ -30,6 +30,14 @@ def _digests(folder: Path) -> dict[str, str]:
     return {rel: hashlib.sha256((folder / rel).read_bytes()).hexdigest() for rel in files}
 
 
+def pd_rows(path: Path) -> dict[str, float | str]:
+    """The one row of a trial's results.csv, numbers as floats."""
+    import csv
+
+    (row,) = csv.DictReader(path.read_text().splitlines())
+    return {k: float(v) if k.endswith("_loss") and v else v for k, v in row.items()}
+
+
 def _copy(folder: Path, to: Path) -> Path:
     """A copy that keeps hard links as links (a sweep's trials link its base), as cp -a does."""
     subprocess.run(["cp", "-a", str(folder), str(to)], check=True)
@@ -88,9 +96,13 @@ def test_sweep_resume_trains_a_damaged_trial_again(sweep, tmp_path, damage):
     assert len(said) == 1 and said[0].startswith("trial 001-rank-2: ") and said[0].endswith("training it again"), said
     assert "1 trial on the batched engine: 1 complete" in resumed.stderr
     # trained again from the same inputs, now alone on the batched engine: the same adapter up
-    # to the rounding a lane's neighbours change (tests/test_batched.py), every other file the same bytes
+    # to the rounding a lane's neighbours change (tests/test_batched.py), and so the losses in
+    # the tables written from it; every other file the same bytes
     again, adapter = _digests(copy / TRIAL), "adapter/adapter_model.safetensors"
-    assert {k: v for k, v in again.items() if k != adapter} == {k: v for k, v in before.items() if k != adapter}
+    rounded = {adapter, "results.csv", "results.jsonl", "curves.csv"}
+    assert {k: v for k, v in again.items() if k not in rounded} == {k: v for k, v in before.items() if k not in rounded}
+    tables = [pd_rows(copy / TRIAL / "results.csv"), pd_rows(sweep / TRIAL / "results.csv")]
+    assert tables[0].keys() == tables[1].keys() and tables[0]["final_loss"] == pytest.approx(tables[1]["final_loss"], rel=1e-4)
     new, old = load_file(copy / TRIAL / adapter), load_file(sweep / TRIAL / adapter)
     for key in old:
         torch.testing.assert_close(new[key], old[key], rtol=1e-4, atol=1e-5)
