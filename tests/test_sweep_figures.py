@@ -56,9 +56,27 @@ def test_no_heatmap_unless_two_axes_are_told_apart():
     assert heatmap_figure(three, (*AXES, "adapter.alpha")) is None
 
 
-def test_curves_and_the_set_of_figures():
-    curves = {"a": ([0, 5, 10], [4.0, 2.0, 1.0]), "b": ([0, 5, 10], [4.0, 3.0, math.nan])}
-    ax = curves_figure(curves).axes[0]
-    assert [list(line.get_ydata()) for line in ax.get_lines()][0] == [4.0, 2.0, 1.0]
+def test_the_curves_are_a_panel_per_rank_with_a_legend_of_variants_not_trials():
+    rows = [r for r in _rows() if r["status"] == "complete"]
+    curves = {r["trial"]: ([0, 5, 10], [4.0, 2.0, r["final_loss"]]) for r in rows}
+    fig = curves_figure(rows, AXES, curves)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["rank 1", "rank 2", "rank 4"]
+    assert [len(ax.get_lines()) for ax in panels] == [6, 6, 5]  # both scalings × 3 seeds; one failed
+    assert sorted(line.get_ydata()[-1] for line in panels[0].get_lines()) == sorted(r["final_loss"] for r in rows if r["adapter.rank"] == 1)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["scaling standard", "scaling rslora"]
+    colours = {line.get_ydata()[-1]: line.get_color() for line in panels[0].get_lines()}
+    assert colours[10.0] == colours[11.0] == colours[12.0] != colours[5.0]  # a variant's seeds share its colour
     assert set(sweep_figures(_rows(), AXES, curves)) == {"sweep_rank.png", "sweep_curves.png", "sweep_heatmap.png"}
+
+
+def test_a_numerically_zero_optimum_does_not_stretch_the_rank_axis():
+    rows = [{**r, "optimal_loss": 1e-10 if r["adapter.rank"] == 4 else r["optimal_loss"]} for r in _rows()]
+    ax = loss_against_rank(rows, AXES).axes[0]
+    low = min(r["final_loss"] for r in rows if r["final_loss"] is not None)
+    bottom, top = ax.get_ylim()
+    assert bottom >= low / 150 and math.log10(top / bottom) < 5
+    markers = [line for line in ax.get_lines() if line.get_marker() == "v"]
+    assert markers and all(y == low / 100 for line in markers for y in line.get_ydata())
+    assert any("≈ 0" in t.get_text() for t in ax.get_legend().get_texts())
     assert sweep_figures([{**row, "status": "failed"} for row in _rows()], AXES, {}) == {}

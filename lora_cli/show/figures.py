@@ -204,18 +204,17 @@ def _learned_delta(run: RunFolder, cfg: Any, base: torch.Tensor) -> tuple[torch.
 
 def _sweep_figures(run: RunFolder) -> dict[str, Figure]:
     """The sweep's figures from its trials as they stand (complete trials only)."""
-    from lora_cli.config.sweep import labels, load_sweep
+    from lora_cli.config.sweep import load_sweep
     from lora_cli.stages.kinds import LAYOUTS
     from lora_cli.stages.sweep_results import rows
     from lora_cli.store.run_folder import CONFIG
     from lora_cli.show.sweep_figures import sweep_figures
 
     sweep = load_sweep(run.path / CONFIG, stored=True)
-    table, children, names = rows(run, sweep), run.children(LAYOUTS), labels(list(sweep.axes))
+    table, children = rows(run, sweep), run.children(LAYOUTS)
     curves = {}
     for row in table:
         child = children.get(f"trials/{row['trial']}")
         if row["status"] == "complete" and child is not None:  # a trial not registered yet: sweep --resume registers it
-            label = ", ".join(f"{names[axis]} {row[axis]}" for axis in sweep.axes)
-            curves[label] = _curve(child.metrics(), "finetune", "epoch")
+            curves[row["trial"]] = _curve(child.metrics(), "finetune", "epoch")
     return sweep_figures(table, sweep.axes, curves)

@@ -2,7 +2,8 @@
 
     sweep_rank.png      final loss (solid) and the best any rank-r update reaches (dashed)
                         against the adapter's rank, one colour per variant (log scales)
-    sweep_curves.png    every trial's full-data loss against the epoch, overlaid
+    sweep_curves.png    every trial's full-data loss against the epoch, a panel per rank (or
+                        first axis), a colour per variant of the other axes
     sweep_heatmap.png   the final loss over two swept axes, the optimum under each number
 
 A variant is one combination of the axes other than the x axis. Axes named `seed` are
@@ -11,6 +12,7 @@ replicates: their trials are averaged and the spread drawn as a bar from min to 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
@@ -71,13 +73,25 @@ def loss_against_rank(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> Figu
     position = (lambda x: x) if numeric else {x: i for i, x in enumerate(dict.fromkeys(r[x_axis] for r in rows))}.__getitem__
     fig = Figure(figsize=(7.5, 4.6), layout="constrained")
     ax = fig.add_subplot()
+    # an optimum far below every final loss (numerically zero: the adapter can fit the shift
+    # exactly) is drawn as ▼ on the axis' floor, so it cannot stretch the axis over many decades
+    finals_seen = [p.low for s in finals.values() for p in s if p.low > 0]
+    floor = min(finals_seen) / 100 if finals_seen else None
+    below = False
     for i, (label, points) in enumerate(finals.items()):
         colour = f"C{i % 10}"
         xs = [position(p.x) for p in points]
         ax.errorbar(xs, [p.mean for p in points], yerr=_spread(points), color=colour, marker="o", markersize=4, capsize=3, label=label)
         best = optima.get(label, [])
-        ax.plot([position(p.x) for p in best], [p.mean for p in best], color=colour, linestyle="--", linewidth=1)
+        ys = [max(p.mean, floor) if floor else p.mean for p in best]
+        ax.plot([position(p.x) for p in best], ys, color=colour, linestyle="--", linewidth=1)
+        low = [position(p.x) for p in best if floor and p.mean < floor]
+        if low:
+            below = True
+            ax.plot(low, [floor] * len(low), linestyle="none", marker="v", color=colour, markersize=6)
     ax.set_yscale("log")
+    if floor:
+        ax.set_ylim(bottom=floor / 1.5)
     if numeric:
         ax.set_xscale("log", base=2)
     ticks = list(dict.fromkeys(r[x_axis] for r in rows))
@@ -87,7 +101,11 @@ def loss_against_rank(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> Figu
     ax.grid(True, which="both", alpha=0.3)
     handles, names = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1))
-    ax.legend(handles, [*names, "optimum (same colour): best rank-r update"], fontsize=7)
+    names.append("optimum (same colour): best rank-r update")
+    if below:
+        handles.append(Line2D([], [], color="black", linestyle="none", marker="v"))
+        names.append(f"optimum below {fmt_loss(floor)} (≈ 0: an exact fit)")
+    ax.legend(handles, names, fontsize=7)
     ax.set_title("Final loss beside the optimum")
     return fig
 
@@ -98,18 +116,41 @@ def _spread(points: list[Point]) -> list[list[float]] | None:
     return [[p.mean - p.low for p in points], [p.high - p.mean for p in points]]
 
 
-def curves_figure(curves: dict[str, tuple[list[int], list[float]]]) -> Figure:
-    """Every trial's loss against the epoch on a log scale, overlaid."""
-    fig = Figure(figsize=(8.5, 4.8), layout="constrained")
-    ax = fig.add_subplot()
-    for i, (label, (epochs, losses)) in enumerate(curves.items()):
-        ax.plot(epochs, losses, color=f"C{i % 10}", linestyle=("-", "--", ":", "-.")[i // 10 % 4], linewidth=1.2, label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("full-data MSE (log scale)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6, ncol=1 + len(curves) // 18, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title(f"Loss curves of {len(curves)} trials")
+def curves_figure(rows: list[dict[str, Any]], axes: tuple[str, ...], curves: dict[str, tuple[list[int], list[float]]]) -> Figure:
+    """Each trial's loss against the epoch (log scale), one panel per value of the rank (or of
+    the first axis), one colour per variant of the other axes; a variant's seeds share its
+    colour. The legend names the variants (not the trials), below the panels, so it stays
+    small at 45 trials."""
+    kept = factors(axes)
+    facet = RANK if RANK in kept else kept[0]
+    names, others = labels(list(axes)), [a for a in kept if a != facet]
+    done = [row for row in rows if row["trial"] in curves]
+    variant = lambda row: ", ".join(f"{names[a]} {row[a]}" for a in others)  # noqa: E731
+    panels, variants = list(dict.fromkeys(r[facet] for r in done)), list(dict.fromkeys(variant(r) for r in done))
+    cols = max(1, min(4, math.ceil(math.sqrt(len(panels)))))
+    grid_rows = -(-len(panels) // cols) or 1
+    fig = Figure(figsize=(1.5 + 3.1 * cols, 1.2 + 2.5 * grid_rows + 0.18 * min(len(variants), 24) / 3), layout="constrained")
+    axs = list(fig.subplots(grid_rows, cols, sharex=True, sharey=True, squeeze=False).flat)
+    style = lambda i: {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[i // 10 % 4]}  # noqa: E731
+    for ax, value in zip(axs, panels):
+        for row in (r for r in done if r[facet] == value):
+            epochs, losses = curves[row["trial"]]
+            ax.plot(epochs, losses, linewidth=1.1, alpha=0.85, **style(variants.index(variant(row))))
+        ax.set_yscale("log")
+        ax.set_title(f"{names[facet]} {value}", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in axs[len(panels):]:
+        ax.set_visible(False)
+    for ax in axs[max(0, len(panels) - cols):len(panels)]:  # the lowest panel of each column
+        ax.set_xlabel("epoch", fontsize=9)
+        ax.xaxis.set_tick_params(labelbottom=True)
+    fig.supylabel("full-data MSE (log scale)", fontsize=9)
+    if others and len(variants) <= 24:
+        handles = [Line2D([], [], linewidth=1.5, **style(i)) for i in range(len(variants))]
+        fig.legend(handles, variants, loc="outside lower center", ncol=min(len(variants), 4), fontsize=7)
+    elif others:
+        fig.text(0.5, 0.0, f"{len(variants)} variants of {', '.join(names[a] for a in others)}: one colour each", ha="center", fontsize=7)
+    fig.suptitle(f"Loss curves of {len(done)} trials, by {names[facet]}", fontsize=10)
     return fig
 
 
@@ -160,7 +201,7 @@ def sweep_figures(rows: list[dict[str, Any]], axes: tuple[str, ...], curves: dic
     """The figures the sweep's results allow, by file name."""
     if not any(row["status"] == "complete" for row in rows):
         return {}
-    figures = {"sweep_rank.png": loss_against_rank(rows, axes), "sweep_curves.png": curves_figure(curves)}
+    figures = {"sweep_rank.png": loss_against_rank(rows, axes), "sweep_curves.png": curves_figure(rows, axes, curves)}
     heatmap = heatmap_figure(rows, axes)
     if heatmap is not None:
         figures["sweep_heatmap.png"] = heatmap
