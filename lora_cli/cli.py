@@ -157,6 +157,7 @@ for name, command in {
     "data": plot.data,
     "export": export.export,
     "runs": inspect.runs,
+    "compare": inspect.compare,
     "validate": inspect.validate,
     "schema": inspect.schema,
 }.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -14,8 +14,8 @@ from lora_cli.commands.output import Output
 
 
 def export(
-    run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run or sweep folders to send (each describes itself).")],
-    to: Annotated[str, typer.Option("--to", metavar="TRACKER", help="The tracker: tensorboard (writes <folder>/tensorboard/<stage>/) or mlflow (<runs root>/mlflow.db; MLFLOW_TRACKING_URI overrides).")],
+    run_dirs: Annotated[Optional[list[Path]], typer.Argument(metavar="RUN_DIR", help="Run or sweep folders to send (each describes itself).", show_default=False)] = None,
+    to: Annotated[Optional[str], typer.Option("--to", metavar="TRACKER", help="The tracker: tensorboard (writes <folder>/tensorboard/<stage>/) or mlflow (<runs root>/mlflow.db; MLFLOW_TRACKING_URI overrides).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Send finished runs and sweeps to a tracker: every logged metric, the config and the final numbers.
@@ -30,6 +30,8 @@ def export(
     from lora_cli.measure.trackers import parse
     from lora_cli.stages.export import export as send
 
+    if not run_dirs or not to:
+        raise ConfigError("lora export: name the run or sweep folders to send (lora runs lists them) and the tracker: --to tensorboard or --to mlflow")
     names = parse(to)
     if len(names) != 1:
         raise ConfigError("--to: name one tracker, e.g. --to tensorboard")

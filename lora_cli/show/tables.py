@@ -81,42 +81,6 @@ def matrix_table(rows: list[list[float]], title: str) -> Table:
     return table
 
 
-def runs_table(summaries: list[dict[str, Any]], root: str) -> Table:
-    """One row per run folder (named relative to `root`): its kind and each stage's status.
-    (The creation time is in the folder name and in --json.)"""
-    table = Table(title=f"Run folders in {root}/", title_justify="left")
-    table.add_column("Run", no_wrap=True)  # a folder name is what people copy: never broken
-    table.add_column("Kind", no_wrap=True)
-    table.add_column("Stages (final loss)", overflow="fold", min_width=12)  # wraps between words
-    for s in summaries:
-        if s.get("damaged"):
-            table.add_row(s["name"], "[red]damaged[/]", escape(s["damaged"]))
-            continue
-        cells = [_stage_cell(stage, rec) for stage, rec in s["stages"].items()]
-        if s.get("running_in"):
-            cells.append(f"[cyan]in use by {escape(s['running_in'])}[/]")
-        table.add_row(s["name"], s["kind"], "\n".join(cells) or "-")
-    return table
-
-
-def _stage_cell(stage: str, rec: dict[str, Any]) -> str:
-    status = rec.get("status", "?")
-    if status == "complete" and "final_loss" in rec:
-        imported = f" (imported adapter {escape(rec['imported'])})" if rec.get("imported") else ""
-        return f"{stage} [green]complete[/] {fmt_loss(rec['final_loss'])}{imported}"
-    if status == "complete" and "trials" in rec:  # a sweep
-        return f"{stage} [green]complete[/] {rec.get('complete', 0)} of {rec['trials']} trials ({rec.get('failed', 0)} failed)"
-    if status == "interrupted":
-        saved = rec.get("checkpoint_epoch")
-        where = f", resumable from epoch {saved}" if saved else ""
-        if rec.get("checkpoint") == "damaged":
-            where = ", its checkpoint damaged (start it over with --force)"
-        if "trials" in rec:  # a sweep
-            where = f", {rec.get('complete', 0)} of {rec['trials']} trials complete"
-        return f"{stage} [yellow]interrupted[/]{where}"
-    return f"{stage} [yellow]{status}[/]"
-
-
 def config_table(rows: list[tuple[str, Any, str]]) -> Table:
     table = Table(title="Resolved config", title_justify="left")
     table.add_column("Key")

@@ -17,7 +17,8 @@ from lora_cli.errors import RunError
 from lora_cli.store.manifest import read_manifest
 from lora_cli.store.run_files import MANIFEST
 
-SUMMARY_KEYS = ("status", "seconds", "baseline_loss", "final_loss", "error", "epoch", "checkpoint_epoch", "trials", "complete", "failed")
+SUMMARY_KEYS = ("status", "seconds", "baseline_loss", "final_loss", "error", "epoch", "checkpoint_epoch", "trials", "complete", "failed",
+                "method", "rank", "alpha", "init", "final_test_loss", "optimal_loss", "gap")
 
 
 @dataclass

@@ -158,7 +158,7 @@ def test_rerunning_a_stage_removes_the_figures_drawn_from_it(tmp_path):
     assert list(run_dir.glob("*.png")) == []
 
 
-COMMANDS = ["run", "pretrain", "finetune", "merge", "approx", "plot", "runs", "validate"]
+COMMANDS = ["run", "pretrain", "finetune", "merge", "approx", "plot", "runs", "validate", "compare", "export", "sweep"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -98,8 +98,10 @@ def lab(tmp_path_factory):
 def _prepare(lab: Path, line: str) -> None:
     """Make the run folder `line` names, as far as the command expects it: pretrained for a
     finetune, finetuned for a merge, finished otherwise (a sweep's: swept); and a PEFT adapter."""
-    match = RUN_FOLDER.search(line)
-    if match and not (lab / match.group(0)).exists():
+    matches = list(RUN_FOLDER.finditer(line))  # every folder it names (lora compare names two)
+    for match in matches:
+        if (lab / match.group(0)).exists():
+            continue
         name, prefix, command = match.group(0), match.group(1), line.split()[1]
         steps = {
             "sweep": [["sweep", f"configs/sweeps/{prefix}.yaml", "--run-dir", name, "--no-plot"]],
@@ -109,7 +111,7 @@ def _prepare(lab: Path, line: str) -> None:
         for step in steps:
             made = runner.invoke(app, step)
             assert made.exit_code == 0, made.output
-    if not match and line.startswith("lora finetune"):  # the newest run, as a person about to finetune has
+    if not matches and line.startswith("lora finetune"):  # the newest run, as a person about to finetune has
         made = runner.invoke(app, ["pretrain", "-c", "configs/smoke.yaml"])
         assert made.exit_code == 0, made.output
     if "my_peft_adapter" in line:  # a PEFT adapter for the model the command merges onto: the newest run's
