@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench")]
-from bench_sweep import cpu_name  # noqa: E402
+from lora_cli.runtime.machine import cpu_name  # noqa: E402
 POSIT = ROOT / "configs" / "posit.yaml"
 OFF = ["--set", "pretrain.optimum=false", "--set", "finetune.optimum=false", "--set", "finetune.subspace=false"]
 

@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
+from lora_cli.runtime.machine import cpu_name  # noqa: E402
+
 
 def _configs(ranks, alphas, epochs: int, log_every: int = 10):
     from lora_cli.config.loading import load_config
@@ -150,16 +152,6 @@ def _print(result: dict) -> None:
             f"Whole commands: 16 `lora finetune` processes one after another {c['processes_s']:.1f} s, "
             f"one `lora sweep --base` {c['sweep_s']:.1f} s: {c['ratio']:.1f}x"
         )
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

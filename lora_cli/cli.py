@@ -14,7 +14,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from lora_cli import __version__
 from lora_cli.store import locking
-from lora_cli.commands import approx, export, inspect, pipeline, plot, sweep
+from lora_cli.commands import approx, export, inspect, pipeline, plot, report, sweep
 from lora_cli.errors import Interrupted, LoraError, signal_name
 
 
@@ -156,6 +156,7 @@ for name, command in {
     "plot": plot.plot,
     "data": plot.data,
     "export": export.export,
+    "report": report.report,
     "runs": inspect.runs,
     "compare": inspect.compare,
     "validate": inspect.validate,

@@ -107,6 +107,15 @@ def write_plots(run, out: Output, out_dir: Path | None = None) -> list[str]:
     return paths
 
 
+def write_report(run, out: Output) -> str:
+    """Write the folder's report.html (lora report) and say where; its path as text."""
+    from lora_cli.show.report import write
+
+    path = write([run])
+    out.note(f"Report: {path} (open it in a browser; it needs no network)")
+    return str(path)
+
+
 def show_record(out: Output, record: Any, shape: tuple[int, int] = (0, 0)) -> None:
     """A completed stage's tables (see tables.stage_tables); one note for a stage kept by --resume."""
     if record.kept:

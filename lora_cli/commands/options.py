@@ -64,6 +64,7 @@ JsonOpt = flag_option("--json", "Print the result as one JSON object instead of 
 ForceOpt = flag_option("--force", "Run again over a stage that is complete or interrupted.")
 ResumeOpt = flag_option("--resume", "Continue an interrupted stage from its last checkpoint, in --run-dir or the newest run.")
 PlotOpt = flag_option("--plot", "Also write PNG figures into the run folder (see lora plot).")
+ReportOpt = flag_option("--report", "Also write report.html into the folder when done: one self-contained page (see lora report).")
 RankOpt = number_option("--rank", "LoRA rank r (adapter.rank).")
 AlphaOpt = number_option("--alpha", "LoRA alpha (adapter.alpha): scaling = alpha / rank, or alpha / √rank with --rslora.", "NUMBER")
 SeedOpt = number_option("--seed", "Seed for every random draw (seed).")
@@ -106,6 +107,7 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "force": (ForceOpt, False),
     "resume": (ResumeOpt, False),
     "plot": (PlotOpt, False),
+    "report": (ReportOpt, False),
     "as_json": (JsonOpt, False),
 }
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from lora_cli.commands.folders import (
-    adapter_runtime, create_run, engine_flag, open_run, resume_hint, runtime, shared_work, show_record, warn_unshifted, write_plots,
+    adapter_runtime, create_run, engine_flag, open_run, resume_hint, runtime, shared_work, show_record, warn_unshifted, write_plots, write_report,
 )
 from lora_cli.commands.options import (
     ConfigOpt,
@@ -126,7 +126,7 @@ def merge(run_dir: RunDirOpt = None, adapter: AdapterDirOpt = None, *, opts: Any
     out.emit(record.to_json())
 
 
-@shared("rank", "alpha", "init", "rslora", "lr_ratio", "method", "dora", "engine", "device", "threads", "log_to", "force", "resume", "plot", "as_json")
+@shared("rank", "alpha", "init", "rslora", "lr_ratio", "method", "dora", "engine", "device", "threads", "log_to", "force", "resume", "plot", "report", "as_json")
 def run(
     config: Annotated[Optional[Path], typer.Argument(metavar="[CONFIG]", help="YAML config, e.g. configs/posit.yaml (with --resume: the run folder's own).")] = None,
     run_dir: NewRunDirOpt = None,
@@ -180,6 +180,8 @@ def run(
     result: dict[str, Any] = {"run_dir": str(folder.path), "stages": {name: r.to_json() for name, r in records.items()}}
     if opts.plot:
         result["figures"] = write_plots(folder, out)
+    if opts.report:
+        result["report"] = write_report(folder, out)
     out.emit(result)
     out.note(f"All stages complete in {folder.path}; list runs with: lora runs")
 

@@ -37,7 +37,7 @@ FailFastOpt = flag_option("--fail-fast", "Stop at the first failed trial (defaul
 NoPlotOpt = flag_option("--no-plot", "Skip the figures (sweep_rank.png, sweep_curves.png, sweep_heatmap.png; lora plot draws them later).")
 
 
-@shared("engine", "device", "threads", "log_to", "force", "as_json")
+@shared("engine", "device", "threads", "log_to", "force", "report", "as_json")
 def sweep(
     spec: Annotated[Optional[Path], typer.Argument(metavar="[SPEC]", help="A sweep spec (configs/sweeps/*.yaml), or a pipeline config to sweep with --grid.")] = None,
     grid: GridOpt = None,
@@ -85,10 +85,10 @@ def sweep(
         _use_threads(sw, rt.threads)
         with resume_hint(f"lora sweep --resume {folder.path}"), out.overall("trials done", len(sw.trials)) as trials_done:
             rows = stages.run_sweep(folder, sw, rt, out.progress, base, fail_fast, out.note, trials_done)
-    _show_results(out, folder, sw, rows, no_plot, per_seed)
+    _show_results(out, folder, sw, rows, no_plot, per_seed, opts.report)
 
 
-def _show_results(out: Output, folder: Any, sw: Any, rows: list[dict[str, Any]], no_plot: bool, per_seed: bool) -> None:
+def _show_results(out: Output, folder: Any, sw: Any, rows: list[dict[str, Any]], no_plot: bool, per_seed: bool, report: bool) -> None:
     """The table (seeds averaged unless `per_seed`), the figures, the JSON; exit non-zero when no trial completed."""
     from lora_cli.show import sweep_tables
     from lora_cli.stages.sweep_results import SEED, by_seed, unrepaired
@@ -100,6 +100,10 @@ def _show_results(out: Output, folder: Any, sw: Any, rows: list[dict[str, Any]],
         from lora_cli.commands.folders import write_plots
 
         result["figures"] = write_plots(folder, out)
+    if report:
+        from lora_cli.commands.folders import write_report
+
+        result["report"] = write_report(folder, out)
     out.emit(result)
     _check_outcome(rows, unrepaired(rows, folder), folder.path)
     failed = sum(row["status"] == "failed" for row in rows)

@@ -111,10 +111,15 @@ def parameter_bars(params: Parameters) -> Figure:
     return fig
 
 
+def figures_of(run: RunFolder) -> dict[str, Figure]:
+    """Every figure the run's completed stages allow, by file name."""
+    return {"approx": _approx_figures, "sweep": _sweep_figures}.get(run.kind, _pipeline_figures)(run)
+
+
 def plot_run(run: RunFolder, out_dir: Path | None = None) -> list[Path]:
     """Write every figure that the run's completed stages allow; returns the paths."""
     out_dir = Path(out_dir) if out_dir is not None else run.path
-    figures = {"approx": _approx_figures, "sweep": _sweep_figures}.get(run.kind, _pipeline_figures)(run)
+    figures = figures_of(run)
     if not figures:
         raise RunError(f"{run.path}: no completed stage to plot yet; run a stage first")
     paths = []

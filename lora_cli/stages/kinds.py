@@ -172,4 +172,6 @@ def save_config(run: RunFolder, cfg: Section) -> None:
 def versions() -> dict[str, str]:
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "lora": __version__}
+    from lora_cli.runtime.machine import describe
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "lora": __version__, "machine": describe()}

@@ -32,7 +32,7 @@ def test_run_writes_a_self_describing_folder(full_run):
     expected = {"config.yaml", "manifest.json", "metrics.jsonl", "base.safetensors", "merged.safetensors"}
     assert expected <= {p.name for p in run_dir.iterdir()}
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert set(manifest["versions"]) == {"python", "torch", "lora"} and manifest["seed"] == 0
+    assert set(manifest["versions"]) == {"python", "torch", "lora", "machine"} and manifest["seed"] == 0
     for stage in ("pretrain", "finetune", "merge"):
         rec = manifest["stages"][stage]
         assert rec["status"] == "complete"
