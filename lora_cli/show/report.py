@@ -130,6 +130,6 @@ def write(runs: list[Any], out: Path | None = None) -> Path:
     atomic_write(path, report(runs, utc_now()).encode())
     if len(runs) == 1 and path.resolve() == (runs[0].path / "report.html").resolve():
         run = runs[0]
-        drawn = [s for s, rec in run.manifest().get("stages", {}).items() if rec.get("status") == "complete" and s != "merge"]
+        drawn = [s for s, rec in run.manifest().get("stages", {}).items() if rec.get("status") == "complete"]
         run.record_figures({"report.html": drawn})
     return path

@@ -3,7 +3,7 @@ the same tensor files, byte for byte, as the code before the core was reshaped (
 
 The digests were recorded with torch 2.13.0 (CPU) at commit a0cd43b, per CPU maker: float32
 GEMM kernels sum in a CPU-specific order, so Intel and AMD x86-64 round the last bits
-differently (see README, "Walkthrough"). On a CPU not listed, record its digests by running
+differently (see docs/walkthrough.md). On a CPU not listed, record its digests by running
 commit a0cd43b there rather than loosening the test.
 """
 

@@ -1,7 +1,7 @@
-"""Every command line the README and `--help` show runs (issue 22, class 20), exactly as shown,
-in a folder whose configs are the shipped ones shrunk to seconds (same keys, smaller data and
-fewer epochs) and where the run folders they name exist. A line the README shows failing (its
-error example) must fail in one line; every other must succeed."""
+"""Every command line the README, the docs/ pages and `--help` show runs (issue 22, class 20),
+exactly as shown, in a folder whose configs are the shipped ones shrunk to seconds (same keys,
+smaller data and fewer epochs) and where the run folders they name exist. A line shown failing
+(an error example) must fail in one line; every other must succeed."""
 
 import re
 import shlex
@@ -16,7 +16,8 @@ from lora_cli.cli import app
 from tests.conftest import ROOT
 
 runner = CliRunner()
-README = (ROOT / "README.md").read_text()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README = "\n".join(page.read_text() for page in PAGES)  # every page a newcomer reads
 PLACEHOLDER = re.compile(r"[\[…]|\b(CONFIG|DIR|SPEC|RUN_DIR|SWEEP_DIR|SWEEP|FILE)\b")
 RUN_FOLDER = re.compile(r"runs/([a-z0-9-]+?)-(sweep-)?\d{8}T\d{6}Z")
 SKIP = {
