@@ -107,11 +107,14 @@ def write_plots(run, out: Output, out_dir: Path | None = None) -> list[str]:
     return paths
 
 
-def write_report(run, out: Output) -> str:
-    """Write the folder's report.html (lora report) and say where; its path as text."""
+def write_report(run, out: Output, log_to: tuple[str, ...] = ()) -> str:
+    """Write the folder's report.html (lora report) and say where; the trackers `log_to`
+    that keep files get it too. Its path as text."""
+    from lora_cli.measure.trackers import attach
     from lora_cli.show.report import write
 
     path = write([run])
+    attach(log_to, run, path.name)
     out.note(f"Report: {path} (open it in a browser; it needs no network)")
     return str(path)
 

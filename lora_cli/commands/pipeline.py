@@ -181,7 +181,7 @@ def run(
     if opts.plot:
         result["figures"] = write_plots(folder, out)
     if opts.report:
-        result["report"] = write_report(folder, out)
+        result["report"] = write_report(folder, out, rt.log_to)
     out.emit(result)
     out.note(f"All stages complete in {folder.path}; list runs with: lora runs")
 

@@ -85,10 +85,11 @@ def sweep(
         _use_threads(sw, rt.threads)
         with resume_hint(f"lora sweep --resume {folder.path}"), out.overall("trials done", len(sw.trials)) as trials_done:
             rows = stages.run_sweep(folder, sw, rt, out.progress, base, fail_fast, out.note, trials_done)
-    _show_results(out, folder, sw, rows, no_plot, per_seed, opts.report)
+    _show_results(out, folder, sw, rows, no_plot, per_seed, opts.report, rt.log_to)
 
 
-def _show_results(out: Output, folder: Any, sw: Any, rows: list[dict[str, Any]], no_plot: bool, per_seed: bool, report: bool) -> None:
+def _show_results(out: Output, folder: Any, sw: Any, rows: list[dict[str, Any]], no_plot: bool, per_seed: bool, report: bool,
+                  log_to: tuple[str, ...] = ()) -> None:
     """The table (seeds averaged unless `per_seed`), the figures, the JSON; exit non-zero when no trial completed."""
     from lora_cli.show import sweep_tables
     from lora_cli.stages.sweep_results import SEED, by_seed, unrepaired
@@ -103,7 +104,7 @@ def _show_results(out: Output, folder: Any, sw: Any, rows: list[dict[str, Any]],
     if report:
         from lora_cli.commands.folders import write_report
 
-        result["report"] = write_report(folder, out)
+        result["report"] = write_report(folder, out, log_to)
     out.emit(result)
     _check_outcome(rows, unrepaired(rows, folder), folder.path)
     failed = sum(row["status"] == "failed" for row in rows)

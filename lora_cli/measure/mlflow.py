@@ -130,6 +130,16 @@ def finish(run: Any, params: dict[str, Any], final: dict[str, float]) -> str | N
     return f"{store.uri} run {run_id}"
 
 
+def attach(run: Any, rel: str) -> None:
+    """A file written after the folder's tracker runs ended (report.html): added to each of
+    them (each stage's run; a sweep's parent run)."""
+    store = _Store(run)
+    for stage in (*run.manifest().get("stages", {}), GROUP_STAGE):
+        found = store.find(run.path, stage)
+        if found is not None:
+            store.artifacts(found.info.run_id, run.path, (rel,))
+
+
 def _artifacts(uri: str) -> str | None:
     """Where a new experiment keeps its artifacts: beside a local SQLite store (never the
     working folder's ./mlruns); a tracking server's own choice otherwise."""

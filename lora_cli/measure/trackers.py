@@ -86,6 +86,15 @@ def finish(names: tuple[str, ...], run: Any, params: dict[str, Any], final: dict
     return done
 
 
+def attach(names: tuple[str, ...], run: Any, rel: str) -> None:
+    """Add the file `rel`, written into `run` after its tracker runs ended (report.html), to
+    the trackers that keep files (MLflow's artifacts)."""
+    for name in names:
+        module = importlib.import_module(TRACKERS[name].module)
+        if hasattr(module, "attach"):
+            _guarded(name, run, lambda module=module: module.attach(run, rel))
+
+
 def warn(message: str) -> None:
     print(f"lora: {message}", file=sys.stderr, flush=True)
 

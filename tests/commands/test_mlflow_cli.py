@@ -73,14 +73,14 @@ def test_a_run_reaches_mlflow_metric_for_metric_with_its_config_and_files(tmp_pa
 def test_a_sweep_is_a_parent_run_with_a_nested_run_per_trial_and_base(tmp_path):
     root = tmp_path / "runs"
     sweep = root / "s"
-    done = runner.invoke(app, ["sweep", str(SMOKE), "--grid", "adapter.rank=1,2", *SMALL, "--run-dir", str(sweep), "--log-to", "mlflow"])
+    done = runner.invoke(app, ["sweep", str(SMOKE), "--grid", "adapter.rank=1,2", *SMALL, "--run-dir", str(sweep), "--log-to", "mlflow", "--report"])
     assert done.exit_code == 0, done.output
     client = _client(root)
     runs = _runs(client, "smoke-sweep")
     parent = runs.pop("s")
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_complete"] == 2
     assert parent.data.params["grid.adapter.rank"] == "[1, 2]"
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"manifest.json", "results.csv", "grid.json"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"manifest.json", "results.csv", "grid.json", "report.html"}
     trials = sorted(p.name for p in (sweep / "trials").iterdir())
     assert sorted(runs) == sorted([*trials, "base-0"])
     assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == {parent.info.run_id}
