@@ -13,7 +13,7 @@ from lora_cli.commands.output import Output
 
 def report(
     run_dirs: Annotated[Optional[list[Path]], typer.Argument(metavar="RUN_DIR", help="A run or sweep folder; several: compared side by side.", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="Where to write it (default: <folder>/report.html; for several folders, ./report.html).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="The file to write, or a folder to write report.html into (default: <folder>/report.html; for several folders, ./report.html).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write one HTML page to send a colleague: every table, curve and figure, the config and the provenance.

@@ -122,11 +122,14 @@ def default_path(runs: list[Any]) -> Path:
 
 
 def write(runs: list[Any], out: Path | None = None) -> Path:
-    """Write the report atomically (default: default_path); one inside its run's folder is
+    """Write the report atomically (default: default_path; into a folder given: its
+    report.html); one inside its run's folder is
     noted as a figure of the stages it shows, so re-running one of them deletes it."""
     from lora_cli.store.files import atomic_write, utc_now
 
     path = Path(out) if out is not None else default_path(runs)
+    if path.is_dir():  # --out DIR: report.html inside it
+        path = path / "report.html"
     atomic_write(path, report(runs, utc_now()).encode())
     if len(runs) == 1 and path.resolve() == (runs[0].path / "report.html").resolve():
         run = runs[0]
