@@ -41,7 +41,8 @@ def data(
     """Write a run's data, regenerated from its seeds, as one safetensors file.
 
     Keys: x, y (pretraining), x2, y2 (finetuning), their held-out test rows x_test, y_test, x2_test,
-    y2_test (when data.n_test > 0), theta, theta2 and true_delta = (θ2 − θ)ᵀ.
+    y2_test (when data.n_test > 0), theta, theta2, true_delta = (θ2 − θ)ᵀ, and the inputs'
+    population covariances sigma_source and sigma_target (float64).
     Example: lora data runs/posit-20261123T101535Z --out posit-data.safetensors
     """
     from lora_cli.stages.data import write_data

@@ -16,6 +16,7 @@ from lora_cli.config.stages import TRAINED
 from lora_cli.methods.inits import INITS
 from lora_cli.methods.registry import METHODS
 from lora_cli.methods.spec import SCALING_RULES, AdapterSpec
+from lora_cli.core.covariances import ALIGNS, COVARIANCES, CovarianceSpec
 from lora_cli.core.shifts import SHIFTS
 
 LIMIT = 10**15  # no size or count beyond this is meant; it keeps products of sizes far from overflow
@@ -52,12 +53,33 @@ class Section(BaseModel):
         return self.model_dump()
 
 
+class CovarianceConfig(Section):
+    """The pretraining inputs' covariance Σ (core/covariances.py): x ~ N(0, Σ), tr Σ = d_in."""
+
+    kind: choice(COVARIANCES) = Field("isotropic", description=choices_help("the spectrum of the inputs' covariance", COVARIANCES))
+    decay: float = Field(1.0, gt=0.0, le=100.0, description="power_law: eigenvalue i ∝ i^-decay")
+    spikes: int = whole(1, "spiked: how many strong directions (≤ d_in)")
+    strength: float = Field(10.0, gt=0.0, le=1e6, description="spiked: the strong directions' eigenvalue, against 1 for the others")
+    align: Literal[tuple(ALIGNS)] = Field("random", description="the directions: " + "; ".join(f"{k} = {v}" for k, v in ALIGNS.items()))
+
+    def spec(self) -> CovarianceSpec:
+        return CovarianceSpec(self.kind, self.decay, self.spikes, self.strength, self.align)
+
+
+class TargetCovarianceConfig(CovarianceConfig):
+    """The finetuning inputs' covariance: the pretraining one (`same`), or one of its own."""
+
+    kind: Literal[("same", *COVARIANCES)] = Field("same", description="the finetuning inputs' spectrum: same = as data.covariance; or one of "
+                                                  + ", ".join(COVARIANCES) + " with the keys below")
+
+
 class DataConfig(Section):
     n: int = whole(10000, "rows of X (and of X2 for the finetune data)")
     d_in: int = whole(1001, "input features: columns of X, rows of θ")
     d_out: int = whole(1000, "outputs: columns of θ and of y")
     noise_std: float = Field(0.0, ge=0.0, le=LIMIT, description="std of Gaussian noise added to y")
     n_test: int = whole(1000, "fresh rows per stage for the held-out test loss (0 = none); drawn on their own, so training is the same either way", 0)
+    covariance: CovarianceConfig = Field(default_factory=CovarianceConfig)
 
 
 class ShiftConfig(Section):
@@ -65,6 +87,7 @@ class ShiftConfig(Section):
     value: float = Field(1.0, ge=-LIMIT, le=LIMIT, description="the size of the change, as each kind says")
     rank: int = whole(1, "lowrank: how many rank-1 terms (≤ min(d_in, d_out))")
     decay: float = Field(0.5, gt=0.0, le=1.0, description="lowrank: each term's singular value is decay times the one before")
+    covariance: TargetCovarianceConfig = Field(default_factory=TargetCovarianceConfig)
 
 
 class AdapterConfig(Section):
@@ -119,6 +142,9 @@ class Config(Section):
         if self.shift.kind == "lowrank" and self.shift.rank > min(d.d_in, d.d_out):
             problem = f"is out of range: must be ≤ min(d_in, d_out) = {min(d.d_in, d.d_out)}"
             problems.append(("shift.rank", problem, ("data.d_in", "data.d_out", "shift.kind")))
+        for key, cov in (("data.covariance", d.covariance), ("shift.covariance", self.shift.covariance)):
+            if cov.kind == "spiked" and cov.spikes > d.d_in:
+                problems.append((f"{key}.spikes", f"is out of range: must be ≤ data.d_in = {d.d_in}", ("data.d_in", f"{key}.kind")))
         for stage in TRAINED:
             if getattr(self, stage).batch_size > d.n:
                 problem = f"is out of range: must be ≤ data.n = {d.n} (each step draws distinct rows)"

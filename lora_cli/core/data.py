@@ -14,13 +14,17 @@ def make_theta(d_in: int, d_out: int, g: torch.Generator) -> torch.Tensor:
 
 
 def make_regression(
-    n: int, theta: torch.Tensor, g_x: torch.Generator, g_noise: torch.Generator, noise_std: float = 0.0
+    n: int, theta: torch.Tensor, g_x: torch.Generator, g_noise: torch.Generator, noise_std: float = 0.0,
+    factor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """X ~ N(0, 1) of shape (n, d_in) and y = X·θ + noise_std·N(0, 1) of shape (n, d_out).
+    """X of shape (n, d_in), N(0, 1) or, given `factor` L (d_in, d_in), Z·L ~ N(0, LᵀL), and
+    y = X·θ + noise_std·N(0, 1) of shape (n, d_out).
 
     `g_noise` is drawn from only when noise_std > 0, so noiseless data never touches it.
     """
     x = torch.randn(n, theta.shape[0], generator=g_x)
+    if factor is not None:
+        x = x @ factor
     y = x @ theta
     if noise_std > 0:
         y.add_(torch.randn(y.shape, generator=g_noise), alpha=noise_std)

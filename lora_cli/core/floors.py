@@ -21,6 +21,11 @@ def eckart_young(target: torch.Tensor, rank: int) -> float:
     return (sigma[rank:] ** 2).sum().item() / target.numel()
 
 
+def whitened(matrix: torch.Tensor, sigma_half: torch.Tensor | None) -> torch.Tensor:
+    """matrix·Σ^½ in float64 (rows in input space); `matrix` itself when Σ = I (None)."""
+    return matrix if sigma_half is None else matrix.double() @ sigma_half.double()
+
+
 def population_floor(shift_target: torch.Tensor, rank: int, noise_std: float) -> float:
     """min over rank-r ΔW of the expected MSE on fresh x ~ N(0, I):
     σ² + Σ_{i>r} σᵢ(D)²/d_out, with D = θ2ᵀ − W (d_out, d_in) what the adapter must learn."""

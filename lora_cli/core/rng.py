@@ -26,6 +26,8 @@ PURPOSES = (
     "noise_test_pretrain",
     "x_test_finetune",
     "noise_test_finetune",
+    "covariance_source",  # a random basis for the inputs' covariance (data.covariance.align: random)
+    "covariance_target",  # the finetuning inputs' own, when shift.covariance names one
 )
 
 

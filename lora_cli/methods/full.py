@@ -40,7 +40,7 @@ class Full(Method):
     def optimum(self, spec: AdapterSpec, fit: Residual, start: Params) -> float:
         return fit.floors([None])[0]  # least squares over every W' = W + ΔW
 
-    def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params) -> float | None:
+    def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params, sigma_half: torch.Tensor | None = None) -> float | None:
         return noise_std**2  # W' = θ2ᵀ leaves only the noise
 
     def allowed(self, spec: AdapterSpec) -> str:

@@ -63,10 +63,10 @@ class LoRA(Method):
     def factors(self, spec: AdapterSpec, params: Params) -> tuple[torch.Tensor, torch.Tensor] | None:
         return spec.scaling * params[KEY_B], params[KEY_A]  # ΔW = (s·B)·A
 
-    def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params) -> float | None:
-        from lora_cli.core.floors import population_floor
+    def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params, sigma_half: torch.Tensor | None = None) -> float | None:
+        from lora_cli.core.floors import population_floor, whitened
 
-        return population_floor(target, spec.rank, noise_std)
+        return population_floor(whitened(target, sigma_half), spec.rank, noise_std)
 
     def allowed(self, spec: AdapterSpec) -> str:
         return f"rank-{spec.rank} update of the frozen base"

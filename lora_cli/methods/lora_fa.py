@@ -32,10 +32,10 @@ class LoRAFA(LoRA):
     def optimum(self, spec: AdapterSpec, fit: Residual, start: Params) -> float:
         return fit.floors([None], rows=start[KEY_A])[0]  # min over B of ‖R − s·(X·A₀ᵀ)·Bᵀ‖²: least squares on X·A₀ᵀ
 
-    def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params) -> float | None:
-        from lora_cli.core.floors import population_floor_in_rows
+    def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params, sigma_half: torch.Tensor | None = None) -> float | None:
+        from lora_cli.core.floors import population_floor_in_rows, whitened
 
-        return population_floor_in_rows(target, start[KEY_A], noise_std)
+        return population_floor_in_rows(whitened(target, sigma_half), whitened(start[KEY_A], sigma_half), noise_std)
 
     def allowed(self, spec: AdapterSpec) -> str:
         return f"s·B·A₀ with lora_A frozen, rank {spec.rank}"

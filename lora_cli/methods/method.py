@@ -86,8 +86,10 @@ class Method:
         comes from the thin factors: core/subspace.factored_svd); None when ΔW is dense."""
         return None
 
-    def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params) -> float | None:
-        """The same on fresh x ~ N(0, I), for target θ2ᵀ − W (d_out, d_in); None where there is no closed form."""
+    def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params, sigma_half: torch.Tensor | None = None) -> float | None:
+        """The same on fresh x ~ N(0, Σ), for target θ2ᵀ − W (d_out, d_in), Σ^½ = `sigma_half`
+        (None: Σ = I); None where there is no closed form. A fresh row's expected loss of ΔW is
+        σ² + ‖(D − ΔW)·Σ^½‖²/d_out, so each floor is the isotropic one of D·Σ^½."""
         return None
 
     def allowed(self, spec: AdapterSpec) -> str:

@@ -15,6 +15,7 @@ from lora_cli.config.schemas import Config, TrainConfig
 from lora_cli.config.stages import Stage
 from lora_cli.core import subspace
 from lora_cli.core.moments import Moments
+from lora_cli.core.covariances import Covariance, covariance
 from lora_cli.core.data import init_linear_weight, make_regression, make_theta
 from lora_cli.core.rng import generator
 from lora_cli.core.shifts import ShiftSpec, shift_theta, true_delta
@@ -81,10 +82,27 @@ def thetas(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     return theta, shift_theta(theta, spec, generator(cfg.seed, "shift"))
 
 
+def input_covariance(cfg: Config, split: str) -> Covariance | None:
+    """Σ of the "pretrain" (source) or "finetune" (target) split's inputs; None for x ~ N(0, I).
+    The target's is the source's unless shift.covariance names its own (drawn from its own stream)."""
+    target = cfg.shift.covariance
+    own = split == "finetune" and target.kind != "same"
+    spec = (target if own else cfg.data.covariance).spec()
+    if spec.kind == "isotropic":
+        return None
+    theta = make_theta(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "theta"))  # the base's θ: what `align` refers to
+    return covariance(spec, theta, generator(cfg.seed, "covariance_target" if own else "covariance_source"))
+
+
 def regression(cfg: Config, theta: torch.Tensor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(X, y) of the "pretrain" or "finetune" split, each with its own streams."""
     g_x, g_noise = generator(cfg.seed, f"x_{split}"), generator(cfg.seed, f"noise_{split}")
-    return make_regression(cfg.data.n, theta, g_x, g_noise, cfg.data.noise_std)
+    return make_regression(cfg.data.n, theta, g_x, g_noise, cfg.data.noise_std, _factor(cfg, split))
+
+
+def _factor(cfg: Config, split: str) -> torch.Tensor | None:
+    sigma = input_covariance(cfg, split)
+    return None if sigma is None else sigma.factor()
 
 
 def held_out(cfg: Config, theta: torch.Tensor, split: str, device: str = "cpu") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -93,7 +111,7 @@ def held_out(cfg: Config, theta: torch.Tensor, split: str, device: str = "cpu") 
     if cfg.data.n_test == 0:
         return {}
     g_x, g_noise = generator(cfg.seed, f"x_test_{split}"), generator(cfg.seed, f"noise_test_{split}")
-    x, y = make_regression(cfg.data.n_test, theta, g_x, g_noise, cfg.data.noise_std)
+    x, y = make_regression(cfg.data.n_test, theta, g_x, g_noise, cfg.data.noise_std, _factor(cfg, split))
     return {"test": (x.to(device), y.to(device))}
 
 
@@ -124,13 +142,21 @@ def finetune_optimum(cfg: Config, base_weight: torch.Tensor, result: FinetuneRes
         theta2, spec = thetas(cfg)[1], cfg.adapter.spec()
         start, frozen = method_of(spec).start(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"))
         data = regression(cfg, theta2, "finetune")
-    return adapter_optimum(spec, Moments.of(*data), frozen, start, theta2, cfg.data.noise_std)
+    return adapter_optimum(spec, Moments.of(*data), frozen, start, theta2, cfg.data.noise_std, sigma_half(cfg, "finetune"))
 
 
-def adapter_optimum(spec: AdapterSpec, moments: Moments, frozen: torch.Tensor, start: dict, theta2: torch.Tensor, noise_std: float) -> Optimum:
-    """`finetune_optimum` from the data's moments (shared by a sweep group's trials)."""
+def adapter_optimum(spec: AdapterSpec, moments: Moments, frozen: torch.Tensor, start: dict, theta2: torch.Tensor, noise_std: float,
+                    half: torch.Tensor | None = None) -> Optimum:
+    """`finetune_optimum` from the data's moments (shared by a sweep group's trials); the
+    population value on fresh rows of covariance Σ = half² (None: Σ = I)."""
     method = method_of(spec)
-    return Optimum(method.optimum(spec, moments.residual(frozen), start), method.population(spec, theta2.T - frozen, noise_std, start))
+    return Optimum(method.optimum(spec, moments.residual(frozen), start), method.population(spec, theta2.T - frozen, noise_std, start, half))
+
+
+def sigma_half(cfg: Config, split: str) -> torch.Tensor | None:
+    """Σ^½ of the split's inputs, float64; None for x ~ N(0, I)."""
+    sigma = input_covariance(cfg, split)
+    return None if sigma is None else sigma.sqrt()
 
 
 def diagnostics(

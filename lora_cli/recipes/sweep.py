@@ -174,7 +174,8 @@ def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = 
     specs = [cfg.adapter.spec() for cfg in cfgs]
     ranks = [spec.rank for spec in specs if method_of(spec).rank_floor]
     losses = iter(fit.floors(ranks))
-    population = iter(floors.population_floors(target, ranks, cfgs[0].data.noise_std))
+    half = recipe.sigma_half(cfgs[0], "finetune")  # the group's fresh rows: x ~ N(0, Σ), Σ = half²
+    population = iter(floors.population_floors(floors.whitened(target, half), ranks, cfgs[0].data.noise_std))
     optima = []
     for i, (cfg, spec) in enumerate(zip(cfgs, specs)):
         method = method_of(spec)
@@ -182,7 +183,7 @@ def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = 
             optima.append(recipe.Optimum(next(losses), next(population)))
             continue
         start = starts[i] if starts is not None else method.start(base_weight, spec, generator(recipe.adapter_seed(cfg), "init_adapter"))[0]
-        optima.append(recipe.Optimum(method.optimum(spec, fit, start), method.population(spec, target, cfg.data.noise_std, start)))
+        optima.append(recipe.Optimum(method.optimum(spec, fit, start), method.population(spec, target, cfg.data.noise_std, start, half)))
     return optima
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lora_cli.core.shifts import true_delta
 from lora_cli.errors import RunError
 from lora_cli.recipes import pipeline as recipe
@@ -14,8 +16,10 @@ from lora_cli.store.files import atomic_write
 from lora_cli.store.run_folder import RunFolder
 
 def data_tensors(run: RunFolder) -> dict[str, Any]:
-    """x, y, x2, y2, theta, theta2 and true_delta, exactly as the run's stages drew them, and
-    the held-out test rows x_test, y_test (pretrain) and x2_test, y2_test (finetune) when data.n_test > 0."""
+    """x, y, x2, y2, theta, theta2 and true_delta, exactly as the run's stages drew them; the
+    inputs' population covariances sigma_source and sigma_target (float64; the identity for
+    isotropic inputs); and the held-out test rows x_test, y_test (pretrain) and x2_test,
+    y2_test (finetune) when data.n_test > 0."""
     if run.kind != "pipeline":  # open_run(expect="pipeline") refuses first, naming what takes the folder
         raise RunError(f"{run.path}: is not a pipeline run folder; lora data regenerates a pipeline run's data")
     cfg = run_config(run)
@@ -23,6 +27,9 @@ def data_tensors(run: RunFolder) -> dict[str, Any]:
     x, y = recipe.regression(cfg, theta, "pretrain")
     x2, y2 = recipe.regression(cfg, theta2, "finetune")
     tensors = {"x": x, "y": y, "x2": x2, "y2": y2, "theta": theta, "theta2": theta2, "true_delta": true_delta(theta, theta2)}
+    for name, split in (("sigma_source", "pretrain"), ("sigma_target", "finetune")):
+        sigma = recipe.input_covariance(cfg, split)
+        tensors[name] = sigma.matrix() if sigma is not None else torch.eye(cfg.data.d_in, dtype=torch.float64)
     for names, theta_of, split in ((("x_test", "y_test"), theta, "pretrain"), (("x2_test", "y2_test"), theta2, "finetune")):
         for name, tensor in zip(names, recipe.held_out(cfg, theta_of, split).get("test", ())):
             tensors[name] = tensor

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -33,3 +34,21 @@ def test_an_approx_run_has_no_pipeline_data(runs_dir):
     assert runner.invoke(app, ["approx", "--run-dir", str(runs_dir / "a")]).exit_code == 0
     result = runner.invoke(app, ["data", str(runs_dir / "a")])
     assert result.exit_code == 1 and "not a pipeline run" in result.stderr
+
+
+def test_the_data_file_holds_the_inputs_population_covariances(runs_dir):
+    run_dir = runs_dir / "c"
+    sets = ["--set", "data.covariance.kind=spiked", "--set", "data.covariance.spikes=3", "--set", "data.covariance.align=top"]
+    assert runner.invoke(app, ["run", str(SMOKE), "--epochs", "2", *sets, "--run-dir", str(run_dir)]).exit_code == 0
+    assert runner.invoke(app, ["data", str(run_dir), "--out", "c.safetensors"]).exit_code == 0
+    data = load_file("c.safetensors")
+    source, target = data["sigma_source"], data["sigma_target"]
+    assert source.dtype == torch.float64 and torch.equal(source, target)  # shift.covariance: same
+    eigenvalues = torch.linalg.eigvalsh(source)
+    assert torch.trace(source).item() == pytest.approx(33, rel=1e-12) and (eigenvalues > eigenvalues.min() * 5).sum().item() == 3
+    u = torch.linalg.svd(data["theta"].double())[0][:, :3]  # the strong directions are θ's top three
+    assert torch.allclose(u.T @ source @ u, torch.diag(eigenvalues.flip(0)[:3]), atol=1e-9)
+    plain = runs_dir / "p"
+    assert runner.invoke(app, ["run", str(SMOKE), "--epochs", "2", "--run-dir", str(plain)]).exit_code == 0
+    assert runner.invoke(app, ["data", str(plain), "--out", "p.safetensors"]).exit_code == 0
+    assert torch.equal(load_file("p.safetensors")["sigma_target"], torch.eye(33, dtype=torch.float64))
