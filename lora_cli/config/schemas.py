@@ -120,6 +120,7 @@ class FinetuneConfig(TrainConfig):
         None, ge=0, le=LIMIT, description="seeds the adapter init and the batches (null: the top-level seed)"
     )
     subspace: bool = Field(True, description="after training and merging, compare ΔW's singular subspaces with the true shift's (float64)")
+    frontier: bool = Field(False, description="also compute the exact learning–forgetting frontier (population target loss against forgetting, rank r and full rank, float64; one SVD per point) and place ΔW on it")
 
 
 class Config(Section):

@@ -26,6 +26,8 @@ PURPOSES = (
     "noise_test_pretrain",
     "x_test_finetune",
     "noise_test_finetune",
+    "x_source",  # fresh rows of the pretraining task, to measure forgetting after a finetune (source_loss)
+    "noise_source",
     "covariance_source",  # a random basis for the inputs' covariance (data.covariance.align: random)
     "covariance_target",  # the finetuning inputs' own, when shift.covariance names one
 )

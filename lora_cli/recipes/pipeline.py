@@ -7,12 +7,13 @@ and asks core/ for data, shift and init, and train/ for an engine and the loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.nn import functional as F
 
 from lora_cli.config.schemas import Config, TrainConfig
-from lora_cli.config.stages import Stage
+from lora_cli.config.stages import ADAPTED, Stage
 from lora_cli.core import subspace
 from lora_cli.core.moments import Moments
 from lora_cli.core.covariances import Covariance, covariance
@@ -67,6 +68,7 @@ class MergeResult:
     merged_loss: float  # MSE of the merged weight
     max_abs_diff: float  # max |merged(x) − adapter(x)| over the shifted data
     test_loss: float | None = None  # MSE of the merged weight on the finetune split's held-out rows
+    source_loss: float | None = None  # ... on fresh rows of the pretraining task: what the finetune forgot
 
 
 def adapter_seed(cfg: Config) -> int:
@@ -86,7 +88,7 @@ def input_covariance(cfg: Config, split: str) -> Covariance | None:
     """Σ of the "pretrain" (source) or "finetune" (target) split's inputs; None for x ~ N(0, I).
     The target's is the source's unless shift.covariance names its own (drawn from its own stream)."""
     target = cfg.shift.covariance
-    own = split == "finetune" and target.kind != "same"
+    own = split == ADAPTED and target.kind != "same"
     spec = (target if own else cfg.data.covariance).spec()
     if spec.kind == "isotropic":
         return None
@@ -113,6 +115,18 @@ def held_out(cfg: Config, theta: torch.Tensor, split: str, device: str = "cpu") 
     g_x, g_noise = generator(cfg.seed, f"x_test_{split}"), generator(cfg.seed, f"noise_test_{split}")
     x, y = make_regression(cfg.data.n_test, theta, g_x, g_noise, cfg.data.noise_std, _factor(cfg, split))
     return {"test": (x.to(device), y.to(device))}
+
+
+def finetune_held_out(cfg: Config, theta: torch.Tensor, theta2: torch.Tensor, device: str = "cpu") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """What a finetune is evaluated on besides its training rows, data.n_test rows each: "test"
+    (fresh rows of the shifted task) and "source" (fresh rows of the pretraining task: source
+    inputs and the original θ, so source_loss measures forgetting); {} when data.n_test is 0."""
+    sets = held_out(cfg, theta2, "finetune", device)
+    if cfg.data.n_test:
+        g_x, g_noise = generator(cfg.seed, "x_source"), generator(cfg.seed, "noise_source")
+        x, y = make_regression(cfg.data.n_test, theta, g_x, g_noise, cfg.data.noise_std, _factor(cfg, "pretrain"))
+        sets["source"] = (x.to(device), y.to(device))
+    return sets
 
 
 @dataclass
@@ -151,6 +165,23 @@ def adapter_optimum(spec: AdapterSpec, moments: Moments, frozen: torch.Tensor, s
     population value on fresh rows of covariance Σ = half² (None: Σ = I)."""
     method = method_of(spec)
     return Optimum(method.optimum(spec, moments.residual(frozen), start), method.population(spec, theta2.T - frozen, noise_std, start, half))
+
+
+def frontier_of(cfg: Config, base_weight: torch.Tensor, delta: torch.Tensor, rank: int) -> dict[str, Any]:
+    """The learning–forgetting frontier of the finetune (core/frontier.py) at `rank` and at full
+    rank, the base (Δ = 0) and the trained update `delta` on the same axes: population target
+    loss L_t and forgetting F, from D = θ2ᵀ − W and the two input covariances."""
+    from lora_cli.core import frontier
+
+    theta2 = thetas(cfg)[1]
+    d = theta2.T.double() - base_weight.double()
+    sigma_t, sigma_s = (s.matrix() if (s := input_covariance(cfg, split)) is not None else torch.eye(d.shape[1], dtype=torch.float64)
+                        for split in ("finetune", "pretrain"))
+    noise = cfg.data.noise_std
+    ranked, full = frontier.frontier(d, sigma_t, sigma_s, rank, noise), frontier.frontier(d, sigma_t, sigma_s, None, noise)
+    return {"lambdas": [lam for lam, _, _ in ranked], "rank": [[lt, f] for _, lt, f in ranked], "full": [[lt, f] for _, lt, f in full],
+            "base": list(frontier.losses(d, torch.zeros_like(d), sigma_t, sigma_s, noise)),
+            "trained": list(frontier.losses(d, delta, sigma_t, sigma_s, noise))}
 
 
 def sigma_half(cfg: Config, split: str) -> torch.Tensor | None:
@@ -218,7 +249,7 @@ def finetune(
     method, seed = method_of(spec), adapter_seed(cfg)
     initial, frozen = method.start(base_weight, spec, generator(seed, "init_adapter"))
     start = {key: t.to(dev) for key, t in initial.items()}
-    test = held_out(cfg, theta2, "finetune", dev)
+    test = finetune_held_out(cfg, theta, theta2, dev)
     task = Task(method.trains, frozen.to(dev), spec, start, x, y, cfg.finetune.lr, cfg.finetune.batch_size, test)
     engine = build(runtime.engine, spec.method, task, runtime.world)
     fit = train(engine, schedule(cfg.finetune), generator(seed, "batches_finetune"), on_epoch, resume, on_checkpoint, on_log)
@@ -247,9 +278,10 @@ def train_stage(
 def merge(cfg: Config, base_weight: torch.Tensor, spec: AdapterSpec, adapter: dict[str, torch.Tensor]) -> MergeResult:
     """W' = W + ΔW for the params of `spec`'s method on the original base W (as stored: PiSSA's
     and OLoRA's exported onto W), checked against the unmerged forward on the shifted data."""
-    theta2 = thetas(cfg)[1]
+    theta, theta2 = thetas(cfg)
     x, y = regression(cfg, theta2, "finetune")
-    test = held_out(cfg, theta2, "finetune").get("test")
+    evaluated = finetune_held_out(cfg, theta, theta2)
+    test, source = evaluated.get("test"), evaluated.get("source")
     method = method_of(spec)
     merged = merge_params({"weight": base_weight}, spec, adapter)["weight"]
     adapter_out = method.forward(base_weight, spec, adapter, x)
@@ -262,4 +294,5 @@ def merge(cfg: Config, base_weight: torch.Tensor, spec: AdapterSpec, adapter: di
         merged_loss=F.mse_loss(merged_out, y).item(),
         max_abs_diff=(merged_out - adapter_out).abs().max().item(),
         test_loss=F.mse_loss(test[0] @ merged.T, test[1]).item() if test else None,
+        source_loss=F.mse_loss(source[0] @ merged.T, source[1]).item() if source else None,
     )

@@ -142,7 +142,7 @@ def finetune_group(
         start, _ = method.start(base_weight, spec, generator(recipe.adapter_seed(cfg), "init_adapter"))
         lanes.append(Lane(spec, start[KEY_A].to(dev), start[KEY_B].to(dev), cfg.finetune.lr, KEY_A in method.trains))
     schedule = recipe.schedule(first.finetune)
-    test = recipe.held_out(first, data.theta2, "finetune", device)
+    test = recipe.finetune_held_out(first, data.theta, data.theta2, device)
     lane_evaluations = len(lanes) * evaluations(schedule)
     known = data._moments is not None or any(cfg.finetune.optimum for cfg in cfgs)  # the optima read them
     fit = data.fit(base_weight) if use_moments(x.shape, y.shape[1], lane_evaluations, known) else None

@@ -46,6 +46,25 @@ def loss_curves(curves: dict[str, tuple[list[int], list[float]]], unit: str, opt
     return fig
 
 
+def frontier_figure(curves: dict[str, list[list[float]]], points: dict[str, list[float]], base: list[float], title: str) -> Figure:
+    """Target loss against forgetting: each frontier curve ([L_t, F] pairs, λ from 0 up), the
+    base (Δ = 0) and each trained update as a point on the same axes."""
+    fig = Figure(figsize=(7, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (label, curve) in enumerate(curves.items()):
+        ax.plot([f for _, f in curve], [lt for lt, _ in curve], color=f"C{i}", linestyle="-" if i == 0 else "--", label=label)
+    ax.plot([base[1]], [base[0]], marker="s", color="black", linestyle="none", label="the base (no update)")
+    for i, (label, (lt, f)) in enumerate(points.items()):
+        ax.plot([f], [lt], marker="o", markersize=6, linestyle="none", color=f"C{(i + len(curves)) % 10}", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("forgetting F(ΔW) = tr(ΔW·Σ_s·ΔWᵀ)/d_out")
+    ax.set_ylabel("target loss on fresh rows (log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    return fig
+
+
 def heatmaps(panels: dict[str, torch.Tensor], title: str, shared_scale: bool = True) -> Figure:
     """Side-by-side heatmaps on symmetric colour scales: one shared scale so values compare
     across panels, or one per panel when they differ by orders of magnitude."""
@@ -173,6 +192,12 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
         true_shift = run.load_tensors(SHIFT)["true_delta"]  # (d_out, d_in), stored by finetune
         panels = {label: delta, "error ΔW − (θ2 − θ)ᵀ": delta - true_shift}
         figures["delta_heatmap.png"] = heatmaps(panels, f"Learned update vs the true shift (rank {r})", shared_scale=False)
+        frontier = run.stage(ADAPTED).get("frontier")
+        if frontier:  # finetune.frontier: the exact frontier, as recorded
+            r = run.stage(ADAPTED).get("rank")
+            figures["frontier.png"] = frontier_figure({f"rank-{r} frontier": frontier["rank"], "full-rank frontier": frontier["full"]},
+                                                      {"this run's ΔW": frontier["trained"]}, frontier["base"],
+                                                      "Learning against forgetting: the exact frontier and this run")
         diag = _stored_subspace(run)
         if diag:  # the diagnostics its record holds (none when finetune.subspace was off)
             shift, target = diag["shift"], diag["target"]

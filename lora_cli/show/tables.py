@@ -17,19 +17,23 @@ def fmt_loss(loss: float) -> str:
     return f"{loss:.6f}" if abs(loss) >= 0.01 else f"{loss:.4e}"
 
 
+HELD_OUT = {"test_loss": "Test loss", "source_loss": "Source loss"}  # a column each, where rows have it
+
+
 def loss_table(rows: list[dict[str, Any]], unit: str = "Epoch", title: str | None = None) -> Table:
-    """`Epoch | Loss | Improvement` (and `Test loss` where rows have it); the first row is the baseline."""
+    """`Epoch | Loss | Improvement` (and `Test loss`, `Source loss` where rows have them); the
+    first row is the baseline."""
     table = Table(title=title, title_justify="left")
     table.add_column(unit, justify="right")
     table.add_column("Loss", justify="right")
     table.add_column("Improvement", justify="right")
-    test = any(row.get("test_loss") is not None for row in rows)
-    if test:
-        table.add_column("Test loss", justify="right")
+    shown = [key for key in HELD_OUT if any(row.get(key) is not None for row in rows)]
+    for key in shown:
+        table.add_column(HELD_OUT[key], justify="right")
     for i, row in enumerate(rows):
         improvement = "baseline" if i == 0 else f"{100 * row['improvement']:.2f}%"
         cells = [str(row[unit.lower()]), fmt_loss(row["loss"]), improvement]
-        table.add_row(*cells, *([_maybe(row.get("test_loss"))] if test else []))
+        table.add_row(*cells, *(_maybe(row.get(key)) for key in shown))
     return table
 
 
@@ -65,6 +69,8 @@ def merge_table(report: MergeRecord) -> Table:
     table.add_row("MSE of the merged weight", fmt_loss(report.final_loss))
     if report.test_loss is not None:
         table.add_row("... on the held-out test rows", fmt_loss(report.test_loss))
+    if report.source_loss is not None:
+        table.add_row("... on fresh rows of the source task", fmt_loss(report.source_loss))
     table.add_row("max |merged(x) - adapter(x)|", f"{report.max_abs_diff:.3e}")
     table.add_row("ΔW mean", f"{report.delta_mean:.6f}")
     std = report.delta_std
@@ -178,6 +184,7 @@ def _training_tables(record: StageRecord, d_in: int, d_out: int) -> list[Rendera
         f"[bold]{record.stage}[/]: {what}, full-data MSE  ({record.seconds:.2f} s, {record.engine} engine, {record.device})",
         loss_table(record.history),
         *optimum_lines(record),
+        *frontier_lines(record),
         *subspace_tables(getattr(record, "subspace", None)),
         parameter_table(record.parameters, d_in, d_out),
     ]
@@ -214,6 +221,17 @@ def optimum_lines(record: Any) -> list[str]:
         test = f"; this run's test loss {fmt_loss(record.final_test_loss)}" if record.final_test_loss is not None else ""
         lines.append(f"On fresh data the best {method.allowed(spec)} has expected MSE {fmt_loss(population)}{test}")
     return lines
+
+
+def frontier_lines(record: Any) -> list[str]:
+    """Where ΔW sits against the exact learning–forgetting frontier (population losses)."""
+    frontier, rank = getattr(record, "frontier", None), getattr(record, "rank", None)
+    if not frontier:
+        return []
+    (target, forgetting), (best, most), (base, _) = frontier["trained"], frontier["rank"][0], frontier["base"]
+    return [f"Learning against forgetting (fresh rows): this ΔW's target loss {fmt_loss(target)} at forgetting {fmt_loss(forgetting)}; "
+            f"the rank-{rank} frontier runs from {fmt_loss(best)} (forgetting {fmt_loss(most)}) to the base's {fmt_loss(base)} "
+            f"(forgetting 0); frontier.png draws it: lora plot {record.run_dir}"]
 
 
 def _labelled(method: str) -> str:

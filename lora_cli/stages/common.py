@@ -59,6 +59,7 @@ def training_fields(run: RunFolder, stage: str, history: History, started: float
         "final_loss": history.final,
         "history": rows(stage, history, unit),
         "final_test_loss": history.points[-1].metrics.get("test_loss"),
+        "final_source_loss": history.points[-1].metrics.get("source_loss"),
     }
 
 
@@ -96,7 +97,7 @@ def resume_state(run: RunFolder, name: str, engine: str) -> TrainState | None:
     return state
 
 
-FINAL = ("final_loss", "final_test_loss", "optimal_loss", "gap", "population_optimal_loss")  # what trackers hear at the end
+FINAL = ("final_loss", "final_test_loss", "final_source_loss", "optimal_loss", "gap", "population_optimal_loss")  # what trackers hear at the end
 
 
 def stream(run: RunFolder, name: str, state: TrainState | None, log_to: tuple[str, ...] = (), cfg: Any = None) -> Stream:

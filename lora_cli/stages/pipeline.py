@@ -167,12 +167,14 @@ def record_finetune(
     run.save_tensors(SHIFT, {"true_delta": result.true_delta})
     fields = {**training_fields(run, "finetune", result.history, time.perf_counter()), "seconds": seconds}
     fields |= _optimum(cfg.finetune.optimum, fields["final_loss"], optimum or (lambda: recipe.finetune_optimum(cfg, base, result)), note)
+    method = method_of(stored)
     if cfg.finetune.subspace:
         start = time.perf_counter()
-        method = method_of(stored)
         delta, factors = method.delta(base, stored, exported), method.factors(stored, exported)
         diagnose = diagnose or (lambda d, r: recipe.diagnostics(cfg, base, d, r, factors, result))
         fields |= {"subspace": diagnose(delta, spec.rank).to_dict(), "subspace_seconds": time.perf_counter() - start}
+    if cfg.finetune.frontier:
+        fields["frontier"] = recipe.frontier_of(cfg, base, method.delta(base, stored, exported), spec.rank)
     record = FinetuneRecord(
         **fields,
         **runtime_fields,
@@ -225,6 +227,7 @@ def merge_stage(run: RunFolder, force: bool = False, threads: int | None = None,
         adapter_loss=result.adapter_loss,
         max_abs_diff=result.max_abs_diff,
         test_loss=result.test_loss,
+        source_loss=result.source_loss,
         delta_mean=result.delta.mean().item(),
         # the sample std of one number is undefined: null, not NaN (and no torch warning)
         delta_std=result.delta.std().item() if result.delta.numel() > 1 else None,

@@ -24,7 +24,7 @@ from lora_cli.store.files import dumps
 from lora_cli.store.run_folder import RunFolder
 
 # the finetune record's fields each row carries, after the trial's id, status and axis values
-RECORD_FIELDS = ("rank", "alpha", "scaling_rule", "init", "lr_ratio", "method", "baseline_loss", "final_loss", "final_test_loss",
+RECORD_FIELDS = ("rank", "alpha", "scaling_rule", "init", "lr_ratio", "method", "baseline_loss", "final_loss", "final_test_loss", "final_source_loss",
                  "optimal_loss", "gap", "population_optimal_loss", "engine")  # no timings: a resumed run's tables are byte-identical
 SUBSPACE_FIELDS = ("delta_relative_error", "energy_captured", "best_energy", "column_angle_max", "stable_rank")
 CURVE_COLUMNS = ("trial", "stage", "epoch", "metric", "value")

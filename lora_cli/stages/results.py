@@ -106,6 +106,8 @@ class TrainingRecord(StageRecord):
     parameters: Parameters
     history: list[dict[str, Any]] = field(default_factory=list)  # the stage's metrics.jsonl lines
     final_test_loss: float | None = None  # the MSE on data.n_test held-out rows at the end (None: no test rows)
+    final_source_loss: float | None = None  # a finetune's MSE on fresh rows of the pretraining task at the end: forgetting
+    frontier: dict[str, Any] | None = None  # finetune.frontier: lambdas, rank and full [[L_t, F]…], base and trained [L_t, F]
 
 
 @dataclass(kw_only=True)
@@ -139,6 +141,7 @@ class MergeRecord(StageRecord):
     adapter_loss: float
     max_abs_diff: float  # max |merged(x) − adapter(x)| over the shifted data
     test_loss: float | None = None  # the merged weight's MSE on the finetune split's held-out rows
+    source_loss: float | None = None  # ... on fresh rows of the pretraining task (source inputs, the original θ)
     delta_mean: float
     delta_std: float | None  # None for a 1 x 1 ΔW: the sample std of one number is undefined
     delta_corner: list[list[float]]  # Δθ[:5, :5], the blog's layout (d_in, d_out)

@@ -82,8 +82,9 @@ def test_validate_prints_every_resolved_value():
     assert result.exit_code == 0 and f"{SMOKE}: valid" in result.stderr
     rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.stdout.splitlines() if line.count("│") == 4}
     for key, *_ in describe_schema():
-        section, _, leaf = key.rpartition(".")
-        value = cfg[section][leaf] if section else cfg[leaf]
+        value = cfg
+        for part in key.split("."):  # sections nest: data.covariance.kind
+            value = value[part]
         assert rows[key] == str(value), key
     as_json = runner.invoke(app, ["validate", str(SMOKE), "--json"])
     assert as_json.exit_code == 0 and json.loads(as_json.stdout) == cfg

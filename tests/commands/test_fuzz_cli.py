@@ -17,7 +17,7 @@ from tests.conftest import SMOKE
 
 runner = CliRunner()
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-SMOKE_DICT = yaml.safe_load(SMOKE.read_text())  # every section present, so any key can be set
+SMOKE_DICT = load_config(SMOKE).to_dict()  # resolved: every section present, nested ones too, so any key can be set
 KEYS = [key for key, *_ in describe_schema()]
 CASES: set[str] = set()
 
