@@ -46,21 +46,23 @@ def loss_curves(curves: dict[str, tuple[list[int], list[float]]], unit: str, opt
     return fig
 
 
-def frontier_figure(curves: dict[str, list[list[float]]], points: dict[str, list[float]], base: list[float], title: str) -> Figure:
+def frontier_figure(curves: dict[str, list[list[float]]], points: dict[str, tuple[list[float], str]], base: list[float], title: str) -> Figure:
     """Target loss against forgetting: each frontier curve ([L_t, F] pairs, λ from 0 up), the
-    base (Δ = 0) and each trained update as a point on the same axes."""
-    fig = Figure(figsize=(7, 4.6), layout="constrained")
+    base (Δ = 0) and each trained update as a point ([L_t, F], and the curve it belongs to,
+    whose colour it takes) on the same axes."""
+    fig = Figure(figsize=(8.6, 4.6), layout="constrained")
     ax = fig.add_subplot()
-    for i, (label, curve) in enumerate(curves.items()):
-        ax.plot([f for _, f in curve], [lt for lt, _ in curve], color=f"C{i}", linestyle="-" if i == 0 else "--", label=label)
+    colour = {label: f"C{i % 10}" for i, label in enumerate(curves)}
+    for label, curve in curves.items():
+        ax.plot([f for _, f in curve], [lt for lt, _ in curve], color=colour[label], linestyle="-", linewidth=1.2, alpha=0.8, label=label)
     ax.plot([base[1]], [base[0]], marker="s", color="black", linestyle="none", label="the base (no update)")
-    for i, (label, (lt, f)) in enumerate(points.items()):
-        ax.plot([f], [lt], marker="o", markersize=6, linestyle="none", color=f"C{(i + len(curves)) % 10}", label=label)
+    for label, ((lt, f), curve) in points.items():
+        ax.plot([f], [lt], marker="o", markersize=7, markeredgecolor="black", linestyle="none", color=colour.get(curve, "black"), label=label)
     ax.set_yscale("log")
     ax.set_xlabel("forgetting F(ΔW) = tr(ΔW·Σ_s·ΔWᵀ)/d_out")
     ax.set_ylabel("target loss on fresh rows (log scale)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: no point hidden
     ax.set_title(title)
     return fig
 
@@ -196,7 +198,7 @@ def _pipeline_figures(run: RunFolder) -> dict[str, Figure]:
         if frontier:  # finetune.frontier: the exact frontier, as recorded
             r = run.stage(ADAPTED).get("rank")
             figures["frontier.png"] = frontier_figure({f"rank-{r} frontier": frontier["rank"], "full-rank frontier": frontier["full"]},
-                                                      {"this run's ΔW": frontier["trained"]}, frontier["base"],
+                                                      {"this run's ΔW": (frontier["trained"], f"rank-{r} frontier")}, frontier["base"],
                                                       "Learning against forgetting: the exact frontier and this run")
         diag = _stored_subspace(run)
         if diag:  # the diagnostics its record holds (none when finetune.subspace was off)
@@ -242,9 +244,32 @@ def _sweep_figures(run: RunFolder) -> dict[str, Figure]:
 
     sweep = load_sweep(run.path / CONFIG, stored=True)
     table, children = rows(run, sweep), run.children(LAYOUTS)
-    curves = {}
+    curves, frontiers = {}, {}
     for row in table:
         child = children.get(f"trials/{row['trial']}")
         if row["status"] == "complete" and child is not None:  # a trial not registered yet: sweep --resume registers it
             curves[row["trial"]] = _curve(child.metrics(), "finetune", "epoch")
-    return sweep_figures(table, sweep.axes, curves)
+            if child.stage(ADAPTED).get("frontier"):
+                frontiers[row["trial"]] = (row, child.stage(ADAPTED)["frontier"])
+    figures = sweep_figures(table, sweep.axes, curves)
+    if frontiers:
+        figures["sweep_frontier.png"] = _sweep_frontier(frontiers, sweep.axes)
+    return figures
+
+
+def _sweep_frontier(frontiers: dict[str, tuple[dict[str, Any], dict[str, Any]]], axes: tuple[str, ...]) -> Figure:
+    """Every trial on the exact frontiers of the first problem's trials (one curve per rank, and
+    full rank); trials on another problem (other data or shift) have other frontiers, left out."""
+    from lora_cli.config.sweep import labels
+
+    first = next(iter(frontiers.values()))[0]["problem"]
+    shown = {t: (row, f) for t, (row, f) in frontiers.items() if row["problem"] == first}
+    names = labels(list(axes))
+    curves = {f"rank-{row['rank']} frontier": f["rank"] for row, f in sorted(shown.values(), key=lambda rf: rf[0]["rank"] or 0)
+              if row["method"] != "full"}  # full fine-tuning's rank only sizes diagnostics: its frontier is the full-rank one
+    curves["full-rank frontier"] = next(iter(shown.values()))[1]["full"]
+    points = {", ".join(f"{names[a]} {row[a]}" for a in axes): (f["trained"], "full-rank frontier" if row["method"] == "full" else f"rank-{row['rank']} frontier")
+              for row, f in shown.values()}
+    title = f"{len(shown)} trials on the exact learning–forgetting frontier" + (f" ({len(frontiers) - len(shown)} on other problems left out)"
+                                                                               if len(shown) < len(frontiers) else "")
+    return frontier_figure(curves, points, next(iter(shown.values()))[1]["base"], title)

@@ -33,7 +33,7 @@ def groups_table(groups: list[dict[str, Any]]) -> Table:
 
 
 HEADERS = {"final_loss": "final loss", "optimal_loss": "optimum", "gap": "gap", "final_test_loss": "test loss",
-           "population_optimal_loss": "fresh-data optimum"}
+           "population_optimal_loss": "fresh-data optimum", "final_source_loss": "source loss"}
 SPREAD = ("final_loss", "gap")  # the numbers whose spread over the seeds is shown
 
 
@@ -49,6 +49,7 @@ def summary_table(rows: list[dict[str, Any]], axes: tuple[str, ...], seeds: list
     shown_axes = tuple(a for a in axes if not (averaged and a == "seed"))
     keys = ["final_loss", "optimal_loss", "gap"]
     keys += ["final_test_loss", "population_optimal_loss"] if any(row.get(f"final_test_loss{suffix}") is not None for row in shown) else []
+    keys += ["final_source_loss"] if any(row.get(f"final_source_loss{suffix}") is not None for row in shown) else []
     table = _summary_columns(shown, shown_axes, keys, averaged, f"means over {len(rows) // max(len(shown), 1)} seeds" if averaged else "each trial")
     marked = _best(shown, suffix)
 

@@ -62,3 +62,22 @@ def test_a_run_is_placed_on_its_exact_frontier(tmp_path):
     best = frontier["rank"][0][0]  # λ = 0: the best target loss any rank-2 update reaches
     assert best <= target and frontier["full"][0][0] == pytest.approx(0.01, rel=1e-9)
     assert len(frontier["rank"]) == len(frontier["full"]) == len(frontier["lambdas"]) == 26
+
+
+def test_a_sweep_draws_every_trial_on_its_frontier(tmp_path):
+    from lora_cli.show.figures import figures_of
+    from lora_cli.stages.kinds import open_run
+
+    sweep = tmp_path / "s"
+    sets = [*SETS, "finetune.frontier=true", "data.n_test=500"]
+    done = runner.invoke(app, ["sweep", str(SMOKE), "--grid", "adapter.rank=1,2", "--grid", "adapter.method=lora,full", "--run-dir", str(sweep),
+                               *(part for s in sets for part in ("--set", s))])
+    assert done.exit_code == 0, done.output
+    assert (sweep / "sweep_frontier.png").is_file()
+    ax = figures_of(open_run(sweep, lock=None))["sweep_frontier.png"].axes[0]
+    points = {tuple(line.get_xydata()[0]) for line in ax.get_lines() if line.get_marker() == "o"}
+    trained = set()
+    for trial in (sweep / "trials").iterdir():
+        lt, f = json.loads((trial / "manifest.json").read_text())["stages"]["finetune"]["frontier"]["trained"]
+        trained.add((f, lt))
+    assert points == trained and len(trained) >= 3  # full fine-tuning ignores the rank: its two trials may coincide
