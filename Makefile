@@ -1,7 +1,8 @@
 # make demo: set up .venv and run the blog pipeline.  make test: set up .venv and run the tests.
 # make test-fast: the inner loop, every test that is not marked slow (under a minute on 2 cores).
 # Both spread the test files over up to 4 processes (pytest-xdist, a file to a process, so module
-# fixtures are built once and the fuzz module counts its cases); pytest -q alone runs them in one.
+# fixtures are built once and the fuzz module counts its cases); the tests that start real lora and
+# torchrun processes (and race them: kills, ranks) then run one at a time. pytest -q runs all in one.
 # torch==2.13.0 is installed before the project so pip never pulls a multi-GB CUDA build;
 # pass TORCH='torch' (or your own pin) to use another build, e.g. make demo TORCH='torch==2.5.1'.
 PYTHON ?= python3
@@ -27,7 +28,8 @@ smoke: $(STAMP)
 	$(BIN)/lora run configs/smoke.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile -m "not process"
+	$(BIN)/python -m pytest -q -m process
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile -m "not slow"

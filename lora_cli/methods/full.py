@@ -23,6 +23,7 @@ class Full(Method):
     help = "full fine-tuning: every weight of W trained (the baseline; adapter.rank only sizes the diagnostics)"
     label = "full fine-tuning"
     trains = (KEY_W,)
+    full_rank = True
     no_peft = "full fine-tuning changes every weight of W, so there is no low-rank adapter to export; merged.safetensors holds W'"
 
     def shapes(self, spec: AdapterSpec, d_in: int, d_out: int) -> dict[str, tuple[int, ...]]:

@@ -31,6 +31,7 @@ class Method:
     trains: tuple[str, ...] = ()  # the keys of `params` the optimiser updates; the rest stay as they start
     no_peft: str | None = None  # why it has no PEFT adapter (None: it exports as one)
     caveat: str | None = None  # a line printed under its optimum, when the optimum needs one
+    full_rank = False  # it updates every weight: the full-rank frontier bounds it, whatever adapter.rank says
     rank_floor = False  # its optimum is the rank-r floor on the frozen base: trials sharing data share one SVD of it
 
     def terms(self, spec: AdapterSpec, d_in: int, d_out: int) -> str | None:

@@ -265,10 +265,13 @@ def _sweep_frontier(frontiers: dict[str, tuple[dict[str, Any], dict[str, Any]]],
     first = next(iter(frontiers.values()))[0]["problem"]
     shown = {t: (row, f) for t, (row, f) in frontiers.items() if row["problem"] == first}
     names = labels(list(axes))
+    from lora_cli.methods.registry import METHODS
+
     curves = {f"rank-{row['rank']} frontier": f["rank"] for row, f in sorted(shown.values(), key=lambda rf: rf[0]["rank"] or 0)
-              if row["method"] != "full"}  # full fine-tuning's rank only sizes diagnostics: its frontier is the full-rank one
+              if not METHODS[row["method"]].full_rank}  # full fine-tuning's rank only sizes diagnostics
     curves["full-rank frontier"] = next(iter(shown.values()))[1]["full"]
-    points = {", ".join(f"{names[a]} {row[a]}" for a in axes): (f["trained"], "full-rank frontier" if row["method"] == "full" else f"rank-{row['rank']} frontier")
+    full = {row["trial"] for row, _ in shown.values() if METHODS[row["method"]].full_rank}  # the full-rank frontier bounds them
+    points = {", ".join(f"{names[a]} {row[a]}" for a in axes): (f["trained"], "full-rank frontier" if row["trial"] in full else f"rank-{row['rank']} frontier")
               for row, f in shown.values()}
     title = f"{len(shown)} trials on the exact learning–forgetting frontier" + (f" ({len(frontiers) - len(shown)} on other problems left out)"
                                                                                if len(shown) < len(frontiers) else "")
