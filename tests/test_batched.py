@@ -82,7 +82,7 @@ def test_factored_diagnostics_equal_the_plain_ones(base):
     s = cfg.adapter.spec().scaling
     left, right = s * result.lora_B.double(), result.lora_A.double()
     plain = pipeline.diagnostics(cfg, base, left @ right, cfg.adapter.rank)
-    shift, target = sweep.group_targets(cfg, base)
+    shift, target, _ = sweep.group_targets(cfg, base)
     shared = subspace.diagnose(left @ right, shift, target, cfg.adapter.rank, factors=(left, right))
     assert shared.rank == plain.rank == 4
     assert_close(torch.tensor(shared.singular_values), torch.tensor(plain.singular_values[:4]), rtol=1e-9, atol=0)

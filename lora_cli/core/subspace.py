@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 SHOWN = 20  # singular values kept in a record
+TOP_K, EPSILON = 10, 0.5  # intruder dimensions: PEFT's reduce_intruder_dimension defaults (Shuttleworth et al.)
 # relative to σ₁: below this a direction is absent. The tensors are float32, whose rounding
 # leaves singular values near 1e-8·σ₁ in a matrix of exact rank 1.
 NEGLIGIBLE = 1e-6
@@ -38,6 +39,9 @@ class Diagnostics:
     stable_rank: float  # ‖ΔW‖²_F / σ₁(ΔW)²
     shift: Comparison  # against the true shift (θ2 − θ)ᵀ
     target: Comparison  # against what the adapter must learn, θ2ᵀ − W (the shift plus the base's error)
+    rank_90: int | None = None  # how many of ΔW's singular values hold 90 % of ‖ΔW‖²_F (Biderman et al.)
+    intruders: int | None = None  # W + ΔW's top-10 left singular vectors with |cos| < 0.5 to every one of W's
+    optimum_intruders: int | None = None  # the same for W + the best update of its kind (the adapter's rank; full: any)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,12 +105,68 @@ def compare(delta: torch.Tensor, truth: torch.Tensor | Target, k: int, svd=None)
     )
 
 
-def diagnose(delta: torch.Tensor, shift: torch.Tensor | Target, target: torch.Tensor | Target, rank: int, factors=None) -> Diagnostics:
+@dataclass(frozen=True)
+class Base:
+    """The frozen base W (float64) and its left singular vectors, made once for a run or a group."""
+
+    weight: torch.Tensor
+    basis: torch.Tensor  # (d_out, min(d_out, d_in)), by descending singular value
+
+    @classmethod
+    def of(cls, weight: torch.Tensor | Base) -> Base:
+        return weight if isinstance(weight, Base) else cls(weight.double(), left_basis(weight))
+
+
+def left_basis(weight: torch.Tensor) -> torch.Tensor:
+    """W's left singular vectors, σ descending: the eigenvectors of W·Wᵀ (float64), the top
+    min(d_out, d_in) of them (PEFT's svd(full_matrices=False) has as many)."""
+    w = weight.double()
+    _, vectors = torch.linalg.eigh(w @ w.T)
+    return vectors.flip(1)[:, : min(w.shape)]
+
+
+def intruders(base: Base, merged: torch.Tensor, top_k: int = TOP_K, epsilon: float = EPSILON) -> int:
+    """Intruder dimensions (Shuttleworth et al.; PEFT's reduce_intruder_dimension): among W′'s
+    top-k left singular vectors, those whose largest |cos| with any of W's is below ε."""
+    top = left_basis(merged)[:, :top_k]
+    return int(((top.T @ base.basis).abs().max(dim=1).values < epsilon).sum())
+
+
+def rank_90(sigma: torch.Tensor) -> int:
+    """The fewest singular values that hold 90 % of Σσᵢ² (0 for a zero update)."""
+    energy = sigma.double().square()
+    if energy.sum() <= 0:
+        return 0
+    return int((torch.cumsum(energy, 0) < 0.9 * energy.sum()).sum()) + 1
+
+
+def best_update(target: Target, rank: int | None, half: torch.Tensor | None = None) -> torch.Tensor:
+    """The rank-r ΔW with the least expected loss on fresh x ~ N(0, Σ), Σ = half² (None: I):
+    [D·Σ^½]_r·Σ^-½, D the target; for Σ = I the target's truncated SVD; rank None: D itself."""
+    if rank is None:
+        return target.tensor
+    if half is None:
+        return (target.u[:, :rank] * target.sigma[:rank]) @ target.vh[:rank]
+    u, sigma, vh = torch.linalg.svd(target.tensor @ half.double(), full_matrices=False)
+    return (u[:, :rank] * sigma[:rank]) @ vh[:rank] @ torch.linalg.inv(half.double())
+
+
+def diagnose(delta: torch.Tensor, shift: torch.Tensor | Target, target: torch.Tensor | Target, rank: int, factors=None,
+             base: torch.Tensor | Base | None = None, half: torch.Tensor | None = None, full: bool = False) -> Diagnostics:
     """ΔW against the true shift and against the target, on min(rank, ΔW's own rank) directions.
-    `factors` (left, right) with ΔW = left·right make ΔW's SVD cheap (a LoRA's s·B and A)."""
+    `factors` (left, right) with ΔW = left·right make ΔW's SVD cheap (a LoRA's s·B and A). With
+    the frozen `base`, the intruder dimensions of W + ΔW and of W + the best update of its kind on
+    fresh rows of covariance half² (None: I): of rank `rank`, or any (`full` fine-tuning)."""
     svd = factored_svd(*factors) if factors is not None else torch.linalg.svd(delta.double(), full_matrices=False)
     sigma = svd[1]
     k = min(rank, numerical_rank(sigma))
     first = sigma[0].item() if sigma.numel() else 0.0
     stable = sigma.square().sum().item() / first**2 if first > 0 else 0.0
-    return Diagnostics(k, sigma[:SHOWN].tolist(), stable, compare(delta, shift, k, svd), compare(delta, target, k, svd))
+    counts = {}
+    if base is not None:
+        base, truth = Base.of(base), Target.of(target)
+        counts = {"intruders": intruders(base, base.weight + delta.double()),
+                  "optimum_intruders": intruders(base, base.weight + best_update(truth, None if full else rank, half))}
+        target = truth
+    return Diagnostics(k, sigma[:SHOWN].tolist(), stable, compare(delta, shift, k, svd), compare(delta, target, k, svd),
+                       rank_90=rank_90(sigma), **counts)

@@ -201,7 +201,8 @@ def diagnostics(
     else:
         theta, theta2 = thetas(cfg)
         shift = true_delta(theta, theta2)
-    return subspace.diagnose(delta, shift, theta2.T - base_weight, rank, factors=factors)
+    full = method_of(cfg.adapter.spec()).full_rank
+    return subspace.diagnose(delta, shift, theta2.T - base_weight, rank, factors=factors, base=base_weight, half=sigma_half(cfg, ADAPTED), full=full)
 
 
 def schedule(tc: TrainConfig) -> Schedule:

@@ -187,10 +187,11 @@ def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = 
     return optima
 
 
-def group_targets(cfg: Config, base_weight: Any, shared: Problem | None = None) -> tuple[Any, Any]:
-    """The true shift and the target θ2ᵀ − W with their SVDs, made once for a group's diagnostics."""
-    from lora_cli.core.subspace import Target
+def group_targets(cfg: Config, base_weight: Any, shared: Problem | None = None) -> tuple[Any, Any, Any]:
+    """The true shift and the target θ2ᵀ − W with their SVDs, and the base with its left
+    singular vectors, made once for a group's diagnostics."""
+    from lora_cli.core.subspace import Base, Target
     from lora_cli.core.shifts import true_delta
 
     data = shared or problem(cfg)
-    return Target.of(true_delta(data.theta, data.theta2)), Target.of(data.theta2.T - base_weight)
+    return Target.of(true_delta(data.theta, data.theta2)), Target.of(data.theta2.T - base_weight), Base.of(base_weight)

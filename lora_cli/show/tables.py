@@ -166,7 +166,12 @@ def subspace_tables(diag: dict[str, Any] | None) -> list[RenderableType]:
     table.add_row("Column angles (°)", *(_values(c["column_angles"]) for c in pair))
     table.add_row("Row angles (°)", *(_values(c["row_angles"]) for c in pair))
     line = f"ΔW's singular values {_values(diag['singular_values'], 5)} (stable rank {diag['stable_rank']:.3f}); θ2ᵀ − W is the shift plus the base's own error"
-    return [table, line]
+    lines = [table, line]
+    if diag.get("intruders") is not None:
+        lines.append(f"Intruder dimensions (of W + ΔW's top 10 left singular vectors, those with |cos| < 0.5 to all of W's): "
+                     f"{diag['intruders']}, against {diag['optimum_intruders']} for the best update of its kind on fresh data; "
+                     f"90 % of ΔW's energy in {diag['rank_90']} direction{'' if diag['rank_90'] == 1 else 's'}")
+    return lines
 
 
 def stage_tables(record: StageRecord, shape: tuple[int, int] = (0, 0)) -> list[RenderableType]:

@@ -59,6 +59,9 @@ class Subspace(TypedDict):
     stable_rank: float | None
     shift: Comparison
     target: Comparison
+    rank_90: NotRequired[int | None]  # absent in records made before they were measured
+    intruders: NotRequired[int | None]
+    optimum_intruders: NotRequired[int | None]
 
 
 class AdapterSource(TypedDict):

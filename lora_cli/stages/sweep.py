@@ -244,8 +244,8 @@ def _run_group(run: RunFolder, group: plan.Group, members: list[Trial], base: tu
             optima = plan.group_optima(cfgs, weight, data, [r.initial for r in results])
             each = (analysis + time.perf_counter() - analysed) / len(cfgs)  # the group's moments and optima, shared out
             optima = [dataclasses.replace(o, seconds=each) for o in optima]
-        shift, target = plan.group_targets(cfgs[0], weight, data)
-        shared = [(lambda o=o: o, lambda d, r, res=res, c=c: _diagnose(d, c, res, shift, target, r)) for o, res, c in zip(optima, results, cfgs)]
+        targets = plan.group_targets(cfgs[0], weight, data)
+        shared = [(lambda o=o: o, lambda d, r, res=res, c=c: _diagnose(d, c, res, targets, r)) for o, res, c in zip(optima, results, cfgs)]
         engine = plan.BATCHED
     else:
         engine = group.engine
@@ -265,9 +265,14 @@ def _run_group(run: RunFolder, group: plan.Group, members: list[Trial], base: tu
     return failed
 
 
-def _diagnose(delta, cfg, result, shift, target, rank: int):
-    """The trial's subspace diagnostics against the group's shared targets; ΔW's SVD from its factors."""
+def _diagnose(delta, cfg, result, targets, rank: int):
+    """The trial's subspace diagnostics against the group's shared targets (shift, target, base);
+    ΔW's SVD from its factors."""
+    from lora_cli.config.stages import ADAPTED
     from lora_cli.core.subspace import diagnose
     from lora_cli.methods.registry import method_of
 
-    return diagnose(delta, shift, target, rank, factors=method_of(result.spec).factors(result.spec, result.adapter))
+    shift, target, base = targets
+    method = method_of(result.spec)
+    factors = method.factors(result.spec, result.adapter)
+    return diagnose(delta, shift, target, rank, factors=factors, base=base, half=recipe.sigma_half(cfg, ADAPTED), full=method.full_rank)
