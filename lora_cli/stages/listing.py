@@ -11,6 +11,7 @@ from lora_cli.config.overrides import parse_scalar
 from lora_cli.config.stages import ADAPTED
 from lora_cli.errors import ConfigError
 from lora_cli.measure.trackers import flat_params
+from lora_cli.stages.kinds import LAYOUTS
 
 RESULT_STAGE = {"pipeline": ADAPTED, "approx": "approx"}  # the stage whose numbers stand for the run
 COLUMNS = ("name", "kind", "status", "method", "rank", "alpha", "init", "final_loss", "final_test_loss", "optimal_loss", "gap", "detail")
@@ -24,8 +25,9 @@ def columns(summary: dict[str, Any]) -> dict[str, Any]:
     if summary.get("damaged"):
         return row | {"status": "damaged", "detail": summary["damaged"]}
     stages = summary["stages"]
-    unfinished = [(stage, rec) for stage, rec in stages.items() if rec.get("status") != "complete"]
-    row["status"] = unfinished[0][1].get("status", "pending") if unfinished else ("complete" if stages else "empty")
+    layout = LAYOUTS[summary["kind"]].stages if summary["kind"] in LAYOUTS else tuple(stages)
+    unfinished = [(stage, stages.get(stage, {"status": "pending"})) for stage in layout if stages.get(stage, {}).get("status") != "complete"]
+    row["status"] = unfinished[0][1].get("status", "pending") if unfinished else "complete"
     result = stages.get(RESULT_STAGE.get(summary["kind"], ""), {})
     row |= {key: result.get(key) for key in ("method", "rank", "alpha", "init", "final_loss", "final_test_loss", "optimal_loss", "gap")}
     noted = [(stage, rec) for stage, rec in stages.items() if "trials" in rec or rec.get("imported")]  # a sweep, an import
@@ -40,15 +42,18 @@ def stage_words(stage: str, rec: dict[str, Any]) -> str:
     status = rec.get("status", "pending")
     trials = f"{rec.get('complete', 0)} of {rec['trials']} trials complete" if "trials" in rec else None
     if status == "complete":
-        imported = f" (imported adapter {rec['imported']})" if rec.get("imported") else ""
         failed = f", {rec['failed']} failed" if rec.get("failed") else ""
-        return f"{stage} complete" + (f", {trials}{failed}" if trials else "") + imported
+        if trials:
+            return f"{trials}{failed}"
+        return f"{stage} complete" + (f" (imported adapter {rec['imported']})" if rec.get("imported") else "")
     if status == "interrupted":
         saved = rec.get("checkpoint_epoch")
         where = f", resumable from epoch {saved}" if saved else ""
         if rec.get("checkpoint") == "damaged":
             where = ", its checkpoint damaged (start it over with --force)"
         return f"{stage} interrupted" + (f", {trials}" if trials else where)
+    if status == "pending":
+        return f"{stage} not run yet"
     return f"{stage} {status}" + (f": {rec['error']}" if rec.get("error") else "")
 
 

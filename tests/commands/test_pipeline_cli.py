@@ -92,7 +92,9 @@ def test_runs_lists_status(runs_dir):
     runs = json.loads(listing.stdout)["runs"]
     assert len(runs) == 1 and runs[0]["stages"]["pretrain"]["status"] == "complete"
     assert "finetune" not in runs[0]["stages"]
-    assert "complete" in lora("runs").stdout
+    assert runs[0]["columns"]["status"] == "pending" and runs[0]["columns"]["detail"] == "finetune not run yet"
+    row = next(line for line in lora("runs").stdout.splitlines() if line.startswith("│"))
+    assert "pending" in row and "finetune not run yet" in row
 
 
 def test_finetune_again_needs_force_and_drops_the_merge(runs_dir):
