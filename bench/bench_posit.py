@@ -57,7 +57,7 @@ def worker(job: str, args) -> dict:
     if stage == "pretrain":
         runners, setup = variants.pretrain_runners(cfg)
     else:  # an ideal pretrained base, W = θᵀ, so the finetune problem is the blog's
-        from lora_cli.recipes.pipeline import thetas
+        from lora_cli.recipes.data import thetas
 
         base = thetas(cfg)[0].T.contiguous()
         runners, setup = variants.finetune_runners(cfg, base)

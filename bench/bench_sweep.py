@@ -114,7 +114,7 @@ def main() -> None:
     import torch
 
     from lora_cli.runtime import threads
-    from lora_cli.recipes.pipeline import thetas
+    from lora_cli.recipes.data import thetas
 
     count = threads.use(threads.cores())
     base = thetas(_configs((1,), (1.0,), 1)[0])[0].T.contiguous()

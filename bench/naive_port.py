@@ -17,7 +17,7 @@ from lora_cli.core.data import init_linear_weight
 from lora_cli.methods.inits import init_adapter
 from lora_cli.methods.modules import linear_from_weight
 from lora_cli.core.rng import generator
-from lora_cli.recipes.pipeline import regression, thetas
+from lora_cli.recipes.data import regression, thetas
 from lora_cli.train.sampler import epoch_batches
 
 

@@ -10,6 +10,7 @@ from lora_cli.core.data import make_regression, make_theta
 from lora_cli.core.floors import population_floor, population_floor_in_rows, whitened
 from lora_cli.core.moments import Moments
 from lora_cli.core.rng import generator
+from lora_cli.recipes import data as drawn
 from lora_cli.recipes import pipeline as recipe
 from tests.conftest import tiny_config
 
@@ -45,19 +46,19 @@ def test_top_and_bottom_put_the_strongest_inputs_along_thetas_top_and_bottom_dir
 
 def test_isotropic_inputs_are_drawn_exactly_as_before():
     cfg = tiny_config()
-    theta = recipe.thetas(cfg)[0]
-    assert recipe.input_covariance(cfg, "pretrain") is None and recipe.input_covariance(cfg, "finetune") is None
-    x, _ = recipe.regression(cfg, theta, "pretrain")
+    theta = drawn.thetas(cfg)[0]
+    assert drawn.input_covariance(cfg, "pretrain") is None and drawn.input_covariance(cfg, "finetune") is None
+    x, _ = drawn.regression(cfg, theta, "pretrain")
     assert torch.equal(x, torch.randn(cfg.data.n, cfg.data.d_in, generator=generator(cfg.seed, "x_pretrain")))
     assert set(COVARIANCES) == {"isotropic", "power_law", "spiked"}
 
 
 def test_the_target_takes_the_sources_covariance_unless_it_names_its_own():
     same = tiny_config(**{"data.covariance.kind": "spiked", "data.covariance.spikes": 2})
-    source, target = recipe.input_covariance(same, "pretrain"), recipe.input_covariance(same, "finetune")
+    source, target = drawn.input_covariance(same, "pretrain"), drawn.input_covariance(same, "finetune")
     assert torch.equal(source.matrix(), target.matrix())
     own = tiny_config(**{"data.covariance.kind": "spiked", "shift.covariance.kind": "power_law", "shift.covariance.align": "top"})
-    assert not torch.allclose(recipe.input_covariance(own, "pretrain").matrix(), recipe.input_covariance(own, "finetune").matrix())
+    assert not torch.allclose(drawn.input_covariance(own, "pretrain").matrix(), drawn.input_covariance(own, "finetune").matrix())
 
 
 def _als_population(d: torch.Tensor, sigma: torch.Tensor, rank: int, iterations: int = 4000) -> torch.Tensor:
@@ -100,13 +101,13 @@ def _als_data(x: torch.Tensor, r: torch.Tensor, rank: int, iterations: int = 300
 def test_the_finetune_optimum_on_anisotropic_inputs_is_what_optimisation_reaches():
     cfg = tiny_config(**{"data.covariance.kind": "power_law", "data.covariance.decay": 2.0, "data.covariance.align": "top",
                          "shift.kind": "random", "data.noise_std": 0.1, "adapter.rank": 2})
-    base = torch.randn(cfg.data.d_out, cfg.data.d_in, generator=_g(8)) * 0.3 + recipe.thetas(cfg)[0].T
+    base = torch.randn(cfg.data.d_out, cfg.data.d_in, generator=_g(8)) * 0.3 + drawn.thetas(cfg)[0].T
     optimum = recipe.finetune_optimum(cfg, base)
-    x, y = recipe.regression(cfg, recipe.thetas(cfg)[1], "finetune")
+    x, y = drawn.regression(cfg, drawn.thetas(cfg)[1], "finetune")
     r = y.double() - x.double() @ base.double().T
     assert optimum.loss == pytest.approx(_als_data(x.double(), r, 2), rel=1e-8)
-    sigma = recipe.input_covariance(cfg, "finetune").matrix()
-    d = recipe.thetas(cfg)[1].T.double() - base.double()
+    sigma = drawn.input_covariance(cfg, "finetune").matrix()
+    d = drawn.thetas(cfg)[1].T.double() - base.double()
     assert optimum.population == pytest.approx(_als_population(d, sigma, 2).item() + 0.01, rel=1e-8)
     assert Moments.of(x, y).residual(base).floors([2])[0] == optimum.loss
 

@@ -6,7 +6,7 @@ from torch.testing import assert_close
 
 from lora_cli.core import data, shifts
 from lora_cli.core.rng import generator
-from lora_cli.recipes.pipeline import regression, thetas
+from lora_cli.recipes.data import regression, thetas
 from tests.conftest import tiny_config
 
 

@@ -6,6 +6,7 @@ import torch
 
 from lora_cli.core import floors
 from lora_cli.core.moments import Moments
+from lora_cli.recipes import data as drawn
 from lora_cli.recipes import pipeline
 from lora_cli.train.engines import Runtime
 from tests.conftest import tiny_config
@@ -50,7 +51,7 @@ def test_no_training_run_ends_below_its_floor(sets):
 def test_an_exact_base_without_noise_leaves_only_what_the_rank_cannot_hold(rank, floor_is_zero):
     """W = θᵀ and a rank-3 shift: rank ≥ 3 reaches zero (< 1e-10), a smaller rank cannot."""
     cfg = tiny_config(**{"adapter.rank": rank, "shift.kind": "lowrank", "shift.rank": 3, "shift.value": 0.3})
-    theta, theta2 = pipeline.thetas(cfg)
+    theta, theta2 = drawn.thetas(cfg)
     optimum = pipeline.finetune_optimum(cfg, theta.T.contiguous())
     assert (optimum.loss < 1e-10) == floor_is_zero and (optimum.population < 1e-10) == floor_is_zero
     if not floor_is_zero:

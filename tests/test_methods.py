@@ -11,6 +11,7 @@ from lora_cli.errors import ConfigError
 from lora_cli.core.moments import Moments
 from lora_cli.methods.registry import METHODS
 from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W, AdapterSpec
+from lora_cli.recipes import data as drawn
 from lora_cli.recipes import pipeline
 from lora_cli.train.engines import ENGINES, EngineEntry, Runtime, choose_engine, engine_entry, why_not
 from tests.conftest import tiny_config
@@ -42,7 +43,7 @@ def test_lora_fa_optimum_equals_an_iterative_solve():
     base = pipeline.pretrain(cfg).weight
     spec, method = cfg.adapter.spec(), METHODS["lora_fa"]
     start, frozen = method.start(base, spec, torch.Generator().manual_seed(4))
-    x, y = pipeline.regression(cfg, pipeline.thetas(cfg)[1], "finetune")
+    x, y = drawn.regression(cfg, drawn.thetas(cfg)[1], "finetune")
     residual = y.double() - x.double() @ frozen.double().T
     fit = Moments.of(x, y).residual(frozen)
     closed = method.optimum(spec, fit, start)
@@ -75,7 +76,7 @@ def test_full_fine_tuning_reaches_least_squares_and_never_goes_below():
     cfg = tiny_config(**PROBLEM, **LONG, **{"adapter.method": "full"})
     base = pipeline.pretrain(cfg).weight
     result = pipeline.finetune(cfg, base, Runtime("fast"))
-    x, y = pipeline.regression(cfg, pipeline.thetas(cfg)[1], "finetune")
+    x, y = drawn.regression(cfg, drawn.thetas(cfg)[1], "finetune")
     w_star = torch.linalg.lstsq(x.double(), y.double()).solution  # (d_in, d_out), an independent least squares
     lstsq = ((y.double() - x.double() @ w_star) ** 2).mean().item()
     optimum = pipeline.finetune_optimum(cfg, base)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from lora_cli.recipes import data as drawn
 from lora_cli.recipes import pipeline
 from tests.conftest import tiny_config
 
@@ -19,7 +20,7 @@ def stages():
 def test_pretrain_recovers_theta(stages):
     cfg, pre, _, _ = stages
     assert pre.history.final < 1e-3 * pre.history.baseline
-    assert_close(pre.weight, pipeline.thetas(cfg)[0].T, atol=1e-2, rtol=0)
+    assert_close(pre.weight, drawn.thetas(cfg)[0].T, atol=1e-2, rtol=0)
 
 
 def test_base_on_shifted_data_costs_about_d_in(stages):

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lora_cli.measure.trackers import final_metrics
 from lora_cli.store.manifest import read_manifest
 from lora_cli.store.run_files import MANIFEST
 from lora_cli.store.run_folder import enclosing
@@ -107,8 +108,7 @@ class Sink:
 
     def close(self, final: dict[str, float]) -> None:
         """Final numbers as `final/<name>`, the folder's files as artifacts; the run finished."""
-        numbers = {f"final/{k}": v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self.store.metrics(self.id, numbers, 0)
+        self.store.metrics(self.id, final_metrics(final), 0)
         self.store.artifacts(self.id, self.folder, ARTIFACTS)
         self.store.client.set_terminated(self.id)
 
@@ -119,11 +119,9 @@ def finish(run: Any, params: dict[str, Any], final: dict[str, float]) -> str | N
     if not (run.path / "grid.json").is_file():
         return None
     store = _Store(run)
-    store.group = run.path
-    found = store.find(run.path, GROUP_STAGE)
-    run_id = found.info.run_id if found is not None else store.create(run.path, GROUP_STAGE, run.path.name)
-    if found is None or not found.data.params:
-        store.params(run_id, params)
+    store.group = run.path  # the sweep's own parent run
+    run_id = store.group_run()
+    store.params(run_id, params)  # MLflow takes a parameter again when its value is the same
     store.metrics(run_id, final, 0)
     store.artifacts(run_id, run.path, GROUP_ARTIFACTS)
     store.client.set_terminated(run_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from lora_cli.measure.trackers import folder_of
+from lora_cli.measure.trackers import final_metrics, folder_of
 from lora_cli.train.loop import LogPoint
 
 
@@ -38,7 +38,7 @@ class Sink:
         HParams dashboard; then the file is closed."""
         from torch.utils.tensorboard.summary import hparams
 
-        metrics = {f"final/{k}": float(v) for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = final_metrics(final)
         for summary in hparams(self.hparams, metrics):
             self.writer.file_writer.add_summary(summary)
         for name, value in metrics.items():

@@ -95,6 +95,16 @@ def attach(names: tuple[str, ...], run: Any, rel: str) -> None:
             _guarded(name, run, lambda module=module: module.attach(run, rel))
 
 
+def final_metrics(final: dict[str, Any]) -> dict[str, float]:
+    """A completed stage's final numbers as the trackers log them: `final/<name>`, numbers only."""
+    return {f"final/{k}": float(v) for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def first_line(exc: BaseException) -> str:
+    """A tracker library's exception in one line: its type and the first line of its message."""
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}"
+
+
 def warn(message: str) -> None:
     print(f"lora: {message}", file=sys.stderr, flush=True)
 
@@ -103,8 +113,7 @@ def _guarded(name: str, run: Any, call: Callable[[], Any]) -> Any:
     try:
         return call()
     except Exception as exc:  # noqa: BLE001 -- a tracker's failure is reported, never the run's
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        warn(f"--log-to {name} failed ({type(exc).__name__}: {first}); the run goes on without it and {run.path} keeps "
+        warn(f"--log-to {name} failed ({first_line(exc)}); the run goes on without it and {run.path} keeps "
              f"every result: send it later with: lora export {run.path} --to {name}")
         return None
 

@@ -13,13 +13,13 @@ import torch
 from torch.nn import functional as F
 
 from lora_cli.config.schemas import Config, TrainConfig
-from lora_cli.config.stages import ADAPTED, Stage
+from lora_cli.config.stages import ADAPTED, BASE_STAGE, Stage
 from lora_cli.core import subspace
 from lora_cli.core.moments import Moments
-from lora_cli.core.covariances import Covariance, covariance
-from lora_cli.core.data import init_linear_weight, make_regression, make_theta
+from lora_cli.core.data import init_linear_weight
 from lora_cli.core.rng import generator
-from lora_cli.core.shifts import ShiftSpec, shift_theta, true_delta
+from lora_cli.core.shifts import true_delta
+from lora_cli.recipes.data import finetune_held_out, held_out, input_sigma, regression, sigma_half, thetas
 from lora_cli.methods.registry import merge as merge_params
 from lora_cli.methods.registry import method_of
 from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W, AdapterSpec
@@ -76,59 +76,6 @@ def adapter_seed(cfg: Config) -> int:
     return cfg.seed if cfg.finetune.seed is None else cfg.finetune.seed
 
 
-def thetas(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    """(θ, θ2), each (d_in, d_out)."""
-    theta = make_theta(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "theta"))
-    sh = cfg.shift
-    spec = ShiftSpec(sh.kind, sh.value, sh.rank, sh.decay)
-    return theta, shift_theta(theta, spec, generator(cfg.seed, "shift"))
-
-
-def input_covariance(cfg: Config, split: str) -> Covariance | None:
-    """Σ of the "pretrain" (source) or "finetune" (target) split's inputs; None for x ~ N(0, I).
-    The target's is the source's unless shift.covariance names its own (drawn from its own stream)."""
-    target = cfg.shift.covariance
-    own = split == ADAPTED and target.kind != "same"
-    spec = (target if own else cfg.data.covariance).spec()
-    if spec.kind == "isotropic":
-        return None
-    theta = make_theta(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "theta"))  # the base's θ: what `align` refers to
-    return covariance(spec, theta, generator(cfg.seed, "covariance_target" if own else "covariance_source"))
-
-
-def regression(cfg: Config, theta: torch.Tensor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(X, y) of the "pretrain" or "finetune" split, each with its own streams."""
-    g_x, g_noise = generator(cfg.seed, f"x_{split}"), generator(cfg.seed, f"noise_{split}")
-    return make_regression(cfg.data.n, theta, g_x, g_noise, cfg.data.noise_std, _factor(cfg, split))
-
-
-def _factor(cfg: Config, split: str) -> torch.Tensor | None:
-    sigma = input_covariance(cfg, split)
-    return None if sigma is None else sigma.factor()
-
-
-def held_out(cfg: Config, theta: torch.Tensor, split: str, device: str = "cpu") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{"test": (X, y)}: data.n_test fresh rows of the split, from streams of their own (so
-    switching them on or off changes no trained number); {} when data.n_test is 0."""
-    if cfg.data.n_test == 0:
-        return {}
-    g_x, g_noise = generator(cfg.seed, f"x_test_{split}"), generator(cfg.seed, f"noise_test_{split}")
-    x, y = make_regression(cfg.data.n_test, theta, g_x, g_noise, cfg.data.noise_std, _factor(cfg, split))
-    return {"test": (x.to(device), y.to(device))}
-
-
-def finetune_held_out(cfg: Config, theta: torch.Tensor, theta2: torch.Tensor, device: str = "cpu") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """What a finetune is evaluated on besides its training rows, data.n_test rows each: "test"
-    (fresh rows of the shifted task) and "source" (fresh rows of the pretraining task: source
-    inputs and the original θ, so source_loss measures forgetting); {} when data.n_test is 0."""
-    sets = held_out(cfg, theta2, "finetune", device)
-    if cfg.data.n_test:
-        g_x, g_noise = generator(cfg.seed, "x_source"), generator(cfg.seed, "noise_source")
-        x, y = make_regression(cfg.data.n_test, theta, g_x, g_noise, cfg.data.noise_std, _factor(cfg, "pretrain"))
-        sets["source"] = (x.to(device), y.to(device))
-    return sets
-
-
 @dataclass
 class Optimum:
     """The best loss any allowed update could reach, computed in float64 apart from training."""
@@ -156,7 +103,7 @@ def finetune_optimum(cfg: Config, base_weight: torch.Tensor, result: FinetuneRes
         theta2, spec = thetas(cfg)[1], cfg.adapter.spec()
         start, frozen = method_of(spec).start(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"))
         data = regression(cfg, theta2, "finetune")
-    return adapter_optimum(spec, Moments.of(*data), frozen, start, theta2, cfg.data.noise_std, sigma_half(cfg, "finetune"))
+    return adapter_optimum(spec, Moments.of(*data), frozen, start, theta2, cfg.data.noise_std, sigma_half(cfg, ADAPTED))
 
 
 def adapter_optimum(spec: AdapterSpec, moments: Moments, frozen: torch.Tensor, start: dict, theta2: torch.Tensor, noise_std: float,
@@ -175,19 +122,12 @@ def frontier_of(cfg: Config, base_weight: torch.Tensor, delta: torch.Tensor, ran
 
     theta2 = thetas(cfg)[1]
     d = theta2.T.double() - base_weight.double()
-    sigma_t, sigma_s = (s.matrix() if (s := input_covariance(cfg, split)) is not None else torch.eye(d.shape[1], dtype=torch.float64)
-                        for split in ("finetune", "pretrain"))
+    sigma_t, sigma_s = input_sigma(cfg, ADAPTED), input_sigma(cfg, BASE_STAGE)
     noise = cfg.data.noise_std
     ranked, full = frontier.frontier(d, sigma_t, sigma_s, rank, noise), frontier.frontier(d, sigma_t, sigma_s, None, noise)
     return {"lambdas": [lam for lam, _, _ in ranked], "rank": [[lt, f] for _, lt, f in ranked], "full": [[lt, f] for _, lt, f in full],
             "base": list(frontier.losses(d, torch.zeros_like(d), sigma_t, sigma_s, noise)),
             "trained": list(frontier.losses(d, delta, sigma_t, sigma_s, noise))}
-
-
-def sigma_half(cfg: Config, split: str) -> torch.Tensor | None:
-    """Σ^½ of the split's inputs, float64; None for x ~ N(0, I)."""
-    sigma = input_covariance(cfg, split)
-    return None if sigma is None else sigma.sqrt()
 
 
 def diagnostics(

@@ -19,6 +19,7 @@ from lora_cli.errors import ConfigError
 from lora_cli.methods.inits import INITS
 from lora_cli.methods.registry import method_of
 from lora_cli.methods.spec import KEY_A, KEY_B
+from lora_cli.recipes import data as drawn
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.train.engines import choose_engine, why_not
 
@@ -115,8 +116,8 @@ class Problem:
 
 
 def problem(cfg: Config) -> Problem:
-    theta, theta2 = recipe.thetas(cfg)
-    return Problem(theta, theta2, *recipe.regression(cfg, theta2, "finetune"))
+    theta, theta2 = drawn.thetas(cfg)
+    return Problem(theta, theta2, *drawn.regression(cfg, theta2, "finetune"))
 
 
 def finetune_group(
@@ -142,7 +143,7 @@ def finetune_group(
         start, _ = method.start(base_weight, spec, generator(recipe.adapter_seed(cfg), "init_adapter"))
         lanes.append(Lane(spec, start[KEY_A].to(dev), start[KEY_B].to(dev), cfg.finetune.lr, KEY_A in method.trains))
     schedule = recipe.schedule(first.finetune)
-    test = recipe.finetune_held_out(first, data.theta, data.theta2, device)
+    test = drawn.finetune_held_out(first, data.theta, data.theta2, device)
     lane_evaluations = len(lanes) * evaluations(schedule)
     known = data._moments is not None or any(cfg.finetune.optimum for cfg in cfgs)  # the optima read them
     fit = data.fit(base_weight) if use_moments(x.shape, y.shape[1], lane_evaluations, known) else None
@@ -174,7 +175,7 @@ def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = 
     specs = [cfg.adapter.spec() for cfg in cfgs]
     ranks = [spec.rank for spec in specs if method_of(spec).rank_floor]
     losses = iter(fit.floors(ranks))
-    half = recipe.sigma_half(cfgs[0], "finetune")  # the group's fresh rows: x ~ N(0, Σ), Σ = half²
+    half = drawn.sigma_half(cfgs[0], "finetune")  # the group's fresh rows: x ~ N(0, Σ), Σ = half²
     population = iter(floors.population_floors(floors.whitened(target, half), ranks, cfgs[0].data.noise_std))
     optima = []
     for i, (cfg, spec) in enumerate(zip(cfgs, specs)):

@@ -261,12 +261,11 @@ def _sweep_frontier(frontiers: dict[str, tuple[dict[str, Any], dict[str, Any]]],
     """Every trial on the exact frontiers of the first problem's trials (one curve per rank, and
     full rank); trials on another problem (other data or shift) have other frontiers, left out."""
     from lora_cli.config.sweep import labels
+    from lora_cli.methods.registry import METHODS
 
     first = next(iter(frontiers.values()))[0]["problem"]
     shown = {t: (row, f) for t, (row, f) in frontiers.items() if row["problem"] == first}
     names = labels(list(axes))
-    from lora_cli.methods.registry import METHODS
-
     curves = {f"rank-{row['rank']} frontier": f["rank"] for row, f in sorted(shown.values(), key=lambda rf: rf[0]["rank"] or 0)
               if not METHODS[row["method"]].full_rank}  # full fine-tuning's rank only sizes diagnostics
     curves["full-rank frontier"] = next(iter(shown.values()))[1]["full"]

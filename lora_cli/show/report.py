@@ -44,7 +44,7 @@ def run_sections(run: Any, prefix: str = "") -> list[tuple[str, str, str]]:
     return [
         (f"{prefix}results", f"{name}Results beside the optimum", tables or '<p class="note">No stage is complete yet.</p>'),
         (f"{prefix}figures", f"{name}Curves and figures", _figures(run)),
-        (f"{prefix}config", f"{name}Config (resolved)", f'<pre class="term">{html.esc((run.path / "config.yaml").read_text())}</pre>'),
+        (f"{prefix}config", f"{name}Config (resolved)", f'<pre class="term">{html.esc((run.path / kinds.CONFIG).read_text())}</pre>'),
         (f"{prefix}provenance", f"{name}Provenance", _provenance(run)),
     ]
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lora_cli.core.shifts import true_delta
 from lora_cli.errors import RunError
-from lora_cli.recipes import pipeline as recipe
+from lora_cli.recipes import data as drawn
 from lora_cli.stages.kinds import run_config
 from lora_cli.store.files import atomic_write
 from lora_cli.store.run_folder import RunFolder
@@ -23,15 +21,14 @@ def data_tensors(run: RunFolder) -> dict[str, Any]:
     if run.kind != "pipeline":  # open_run(expect="pipeline") refuses first, naming what takes the folder
         raise RunError(f"{run.path}: is not a pipeline run folder; lora data regenerates a pipeline run's data")
     cfg = run_config(run)
-    theta, theta2 = recipe.thetas(cfg)
-    x, y = recipe.regression(cfg, theta, "pretrain")
-    x2, y2 = recipe.regression(cfg, theta2, "finetune")
+    theta, theta2 = drawn.thetas(cfg)
+    x, y = drawn.regression(cfg, theta, "pretrain")
+    x2, y2 = drawn.regression(cfg, theta2, "finetune")
     tensors = {"x": x, "y": y, "x2": x2, "y2": y2, "theta": theta, "theta2": theta2, "true_delta": true_delta(theta, theta2)}
     for name, split in (("sigma_source", "pretrain"), ("sigma_target", "finetune")):
-        sigma = recipe.input_covariance(cfg, split)
-        tensors[name] = sigma.matrix() if sigma is not None else torch.eye(cfg.data.d_in, dtype=torch.float64)
+        tensors[name] = drawn.input_sigma(cfg, split)
     for names, theta_of, split in ((("x_test", "y_test"), theta, "pretrain"), (("x2_test", "y2_test"), theta2, "finetune")):
-        for name, tensor in zip(names, recipe.held_out(cfg, theta_of, split).get("test", ())):
+        for name, tensor in zip(names, drawn.held_out(cfg, theta_of, split).get("test", ())):
             tensors[name] = tensor
     return tensors
 

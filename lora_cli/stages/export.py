@@ -49,5 +49,4 @@ def _sending(folder: RunFolder, names: tuple[str, ...], call):
     try:
         return call()
     except Exception as exc:  # noqa: BLE001 -- the tracker's own error, worded as where it happened
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RunError(f"{folder.path}: sending to {', '.join(names)} failed ({type(exc).__name__}: {first}); the folder is unchanged") from None
+        raise RunError(f"{folder.path}: sending to {', '.join(names)} failed ({trackers.first_line(exc)}); the folder is unchanged") from None

@@ -90,12 +90,14 @@ def sort_rows(rows: list[dict[str, Any]], key: str | None, reverse: bool = False
 
 
 def flat_config(path: Path) -> dict[str, Any] | None:
-    """A folder's config.yaml as flat keys; None when it cannot be read."""
-    import yaml
+    """A folder's config.yaml as flat keys (read as every config is: strictly, bounded); None
+    when it cannot be read."""
+    from lora_cli.config.yamlio import YamlError, read_yaml_file
+    from lora_cli.store.run_folder import CONFIG
 
     try:
-        doc = yaml.safe_load((path / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+        doc = read_yaml_file(path / CONFIG)
+    except YamlError:
         return None
     return flat_params(doc) if isinstance(doc, dict) else None
 

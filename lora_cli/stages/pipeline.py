@@ -167,14 +167,14 @@ def record_finetune(
     run.save_tensors(SHIFT, {"true_delta": result.true_delta})
     fields = {**training_fields(run, "finetune", result.history, time.perf_counter()), "seconds": seconds}
     fields |= _optimum(cfg.finetune.optimum, fields["final_loss"], optimum or (lambda: recipe.finetune_optimum(cfg, base, result)), note)
-    method = method_of(stored)
+    method, start = method_of(stored), time.perf_counter()
+    delta = method.delta(base, stored, exported) if cfg.finetune.subspace or cfg.finetune.frontier else None
     if cfg.finetune.subspace:
-        start = time.perf_counter()
-        delta, factors = method.delta(base, stored, exported), method.factors(stored, exported)
+        factors = method.factors(stored, exported)
         diagnose = diagnose or (lambda d, r: recipe.diagnostics(cfg, base, d, r, factors, result))
         fields |= {"subspace": diagnose(delta, spec.rank).to_dict(), "subspace_seconds": time.perf_counter() - start}
     if cfg.finetune.frontier:
-        fields["frontier"] = recipe.frontier_of(cfg, base, method.delta(base, stored, exported), spec.rank)
+        fields["frontier"] = recipe.frontier_of(cfg, base, delta, spec.rank)
     record = FinetuneRecord(
         **fields,
         **runtime_fields,

@@ -30,6 +30,7 @@ from lora_cli.config.stages import BASE_STAGE, ADAPTED
 from lora_cli.config.sweep import Sweep, Trial, load_sweep
 from lora_cli.config.yamlio import dump_yaml
 from lora_cli.errors import ConfigError, DivergenceError, Interrupted, RunError, signal_name
+from lora_cli.recipes import data as drawn
 from lora_cli.recipes import pipeline as recipe
 from lora_cli.recipes import sweep as plan
 from lora_cli.runtime.resources import group_estimate
@@ -275,4 +276,4 @@ def _diagnose(delta, cfg, result, targets, rank: int):
     shift, target, base = targets
     method = method_of(result.spec)
     factors = method.factors(result.spec, result.adapter)
-    return diagnose(delta, shift, target, rank, factors=factors, base=base, half=recipe.sigma_half(cfg, ADAPTED), full=method.full_rank)
+    return diagnose(delta, shift, target, rank, factors=factors, base=base, half=drawn.sigma_half(cfg, ADAPTED), full=method.full_rank)

@@ -5,7 +5,7 @@ base, written as results.jsonl, results.csv and curves.csv after every group."""
 from __future__ import annotations
 
 import hashlib
-import math
+import statistics
 from typing import Any
 
 from lora_cli.config.stages import ADAPTED, BASE_STAGE
@@ -81,9 +81,8 @@ def by_seed(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> list[dict[str,
 def _stats(key: str, values: list[float]) -> dict[str, float | None]:
     if not values:
         return dict.fromkeys((f"{key}_mean", f"{key}_std", f"{key}_min", f"{key}_max"))
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
-    return {f"{key}_mean": mean, f"{key}_std": std, f"{key}_min": min(values), f"{key}_max": max(values)}
+    std = statistics.stdev(values) if len(values) > 1 else None  # the sample std
+    return {f"{key}_mean": statistics.fmean(values), f"{key}_std": std, f"{key}_min": min(values), f"{key}_max": max(values)}
 
 
 def unrepaired(rows: list[dict[str, Any]], run: RunFolder) -> list[str]:
