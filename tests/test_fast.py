@@ -11,29 +11,12 @@ from torch.testing import assert_close
 
 from lora_cli.recipes import pipeline
 from lora_cli.train.engines import Runtime
-from lora_cli.train.fast import FlatAdam
 from lora_cli.train.sampler import epoch_batches, first_distinct
 from tests.conftest import tiny_config
 
 
 def _losses(history):
     return torch.tensor([p.loss for p in history.points], dtype=torch.float64)
-
-
-def test_flat_adam_is_torch_adam():
-    g = torch.Generator().manual_seed(0)
-    start = torch.randn(300, generator=g)
-    reference = torch.nn.Parameter(start.clone())
-    torch_adam = torch.optim.Adam([reference], lr=3e-3)
-    flat, grad = start.clone(), torch.empty(300)
-    ours = FlatAdam(flat, grad, lr=3e-3)
-    for _ in range(60):
-        step_grad = torch.randn(300, generator=g)
-        reference.grad = step_grad.clone()
-        torch_adam.step()
-        grad.copy_(step_grad)
-        ours.step()
-    assert_close(flat, reference.detach(), rtol=0, atol=1e-6)
 
 
 def test_pretrain_fast_matches_reference():
@@ -158,22 +141,6 @@ def test_gathering_many_steps_at_once_changes_no_bit(monkeypatch, stage):
     monkeypatch.setattr(fast, "GATHER_ELEMENTS", 1)  # one step a gather, as before StepRows
     for a, b in zip(many, trained()):
         assert torch.equal(a, b)
-
-
-def test_flat_adam_with_a_second_learning_rate_is_torch_adam_with_two_groups():
-    """LoRA+ in the fast engine: one flat buffer, lora_B's tail at lr·ratio, against torch.optim.Adam."""
-    g = torch.Generator().manual_seed(0)
-    flat, grad = torch.randn(10, generator=g), torch.empty(10)
-    a, b = flat[:6].clone().requires_grad_(), flat[6:].clone().requires_grad_()
-    ours = FlatAdam(flat, grad, 1e-2, lrs=[(6, 5e-2)])
-    torch_adam = torch.optim.Adam([{"params": [a]}, {"params": [b], "lr": 5e-2}], lr=1e-2)
-    for _ in range(5):
-        step_grad = torch.randn(10, generator=g)
-        grad.copy_(step_grad)
-        ours.step()
-        a.grad, b.grad = step_grad[:6].clone(), step_grad[6:].clone()
-        torch_adam.step()
-    assert_close(flat, torch.cat([a.detach(), b.detach()]), rtol=1e-6, atol=1e-7)
 
 
 def test_lora_plus_gives_lora_b_peft_s_learning_rate():

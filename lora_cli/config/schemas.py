@@ -18,6 +18,7 @@ from lora_cli.methods.registry import METHODS
 from lora_cli.methods.spec import SCALING_RULES, AdapterSpec
 from lora_cli.core.covariances import ALIGNS, COVARIANCES, CovarianceSpec
 from lora_cli.core.shifts import SHIFTS
+from lora_cli.train.optimizers import OPTIMIZERS, SCHEDULES, Optim
 
 LIMIT = 10**15  # no size or count beyond this is meant; it keeps products of sizes far from overflow
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -109,13 +110,23 @@ class AdapterConfig(Section):
 class TrainConfig(Section):
     epochs: int = whole(100, "passes; each has n // batch_size steps")
     batch_size: int = whole(128, "distinct random rows per step")
-    lr: float = positive(1e-3, "Adam learning rate")
+    lr: float = positive(1e-3, "learning rate (the peak, under a schedule)")
+    optimizer: choice(OPTIMIZERS) = Field("adam", description=choices_help("the update rule", OPTIMIZERS))
+    weight_decay: float = Field(0.0, ge=0.0, le=1e6, description="weight decay (0 = none); coupled or decoupled as the optimizer says")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd: momentum (0 = plain SGD)")
+    schedule: choice(SCHEDULES) = Field("constant", description=choices_help("the learning rate over training", SCHEDULES))
+    warmup_epochs: int = whole(0, "warmup and cosine: epochs of linear warm-up (the learning rate changes every step)", 0)
     log_every: int = whole(10, "full-data MSE every this many epochs (and at the end)")
     checkpoint_every: int = whole(10, "save a resumable checkpoint every this many epochs (0 = never)", minimum=0)
     optimum: bool = Field(True, description="also compute, in float64, the best loss any allowed update reaches on this data")
 
+    def optim(self, steps_per_epoch: int) -> Optim:
+        """The engines' Optim (train/optimizers.py): this section's rule, with its schedule counted in steps."""
+        return Optim(self.optimizer, self.weight_decay, self.momentum, self.schedule, self.warmup_epochs * steps_per_epoch, self.epochs * steps_per_epoch)
+
 
 class FinetuneConfig(TrainConfig):
+    n: int | None = Field(None, ge=1, le=LIMIT, description="rows of the finetune data X2 (null: data.n)")
     seed: int | None = Field(
         None, ge=0, le=LIMIT, description="seeds the adapter init and the batches (null: the top-level seed)"
     )
@@ -147,10 +158,21 @@ class Config(Section):
             if cov.kind == "spiked" and cov.spikes > d.d_in:
                 problems.append((f"{key}.spikes", f"is out of range: must be ≤ data.d_in = {d.d_in}", ("data.d_in", f"{key}.kind")))
         for stage in TRAINED:
-            if getattr(self, stage).batch_size > d.n:
-                problem = f"is out of range: must be ≤ data.n = {d.n} (each step draws distinct rows)"
-                problems.append((f"{stage}.batch_size", problem, ("data.n",)))
+            tc, rows = getattr(self, stage), self.rows(stage)
+            if tc.batch_size > rows:
+                where = "data.n" if getattr(tc, "n", None) is None else f"{stage}.n"
+                problem = f"is out of range: must be ≤ {where} = {rows} (each step draws distinct rows)"
+                problems.append((f"{stage}.batch_size", problem, (where,)))
+            if tc.warmup_epochs > tc.epochs:
+                problems.append((f"{stage}.warmup_epochs", f"is out of range: must be ≤ {stage}.epochs = {tc.epochs}", (f"{stage}.epochs",)))
+            if tc.schedule == "warmup" and tc.warmup_epochs == 0:
+                problems.append((f"{stage}.warmup_epochs", "must be ≥ 1 with the warmup schedule", (f"{stage}.schedule",)))
         return check_relations(self, info, problems)
+
+    def rows(self, stage: str) -> int:
+        """Rows of the stage's training data: data.n, or finetune.n for the finetune's when set."""
+        own = getattr(getattr(self, stage), "n", None)
+        return self.data.n if own is None else own
 
 
 class ApproxConfig(Section):

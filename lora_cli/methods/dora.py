@@ -40,6 +40,10 @@ class DoRA(LoRA):
     delta_title = Method.delta_title
     factors = Method.factors  # m/‖W + s·B·A‖ rescales every row: ΔW is dense
 
+    def decayed_optimum(self, spec: AdapterSpec, target: torch.Tensor, frozen: torch.Tensor, start: Params, noise_std: float,
+                        weight_decay: float) -> str:
+        return "DoRA's magnitude vector is decayed too, so the penalty is no function of ΔW alone: no closed form here"
+
     def terms(self, spec: AdapterSpec, d_in: int, d_out: int) -> str | None:
         return f"{super().terms(spec, d_in, d_out)} + {d_out} magnitudes"
 

@@ -44,6 +44,12 @@ class Full(Method):
     def population(self, spec: AdapterSpec, target: torch.Tensor, noise_std: float, start: Params, sigma_half: torch.Tensor | None = None) -> float | None:
         return noise_std**2  # W' = θ2ᵀ leaves only the noise
 
+    def decayed_optimum(self, spec: AdapterSpec, target: torch.Tensor, frozen: torch.Tensor, start: Params, noise_std: float,
+                        weight_decay: float) -> tuple[torch.Tensor, Any] | str:
+        from lora_cli.core.penalised import ridge_optimum
+
+        return ridge_optimum(target, frozen, weight_decay, noise_std)  # the decay pulls all of W' = W + ΔW to 0
+
     def allowed(self, spec: AdapterSpec) -> str:
         return "full-rank update of W"
 

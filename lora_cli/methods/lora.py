@@ -68,6 +68,14 @@ class LoRA(Method):
 
         return population_floor(whitened(target, sigma_half), spec.rank, noise_std)
 
+    def decayed_optimum(self, spec: AdapterSpec, target: torch.Tensor, frozen: torch.Tensor, start: Params, noise_std: float,
+                        weight_decay: float) -> tuple[torch.Tensor, Any] | str:
+        from lora_cli.core.penalised import nuclear_optimum
+
+        if bool(low_rank_delta(spec, start).any()):
+            return f"the {spec.init} init starts at a non-zero s·B·A, so the decay does not penalise ΔW alone"
+        return nuclear_optimum(target, weight_decay / spec.scaling, spec.rank, noise_std)  # (wd/2)(‖A‖² + ‖B‖²) ≥ (wd/s)·‖ΔW‖_*
+
     def allowed(self, spec: AdapterSpec) -> str:
         return f"rank-{spec.rank} update of the frozen base"
 

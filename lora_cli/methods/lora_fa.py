@@ -26,6 +26,10 @@ class LoRAFA(LoRA):
     trains = (KEY_B,)
     rank_floor = False  # its floor is least squares in A₀'s rows, per trial
 
+    def decayed_optimum(self, spec: AdapterSpec, target: torch.Tensor, frozen: torch.Tensor, start: Params, noise_std: float,
+                        weight_decay: float) -> str:
+        return "LoRA-FA decays lora_B alone, lora_A fixed at its init: no closed form here"
+
     def terms(self, spec: AdapterSpec, d_in: int, d_out: int) -> str | None:
         return f"{d_out} x {spec.rank}"
 

@@ -93,6 +93,16 @@ class Method:
         σ² + ‖(D − ΔW)·Σ^½‖²/d_out, so each floor is the isotropic one of D·Σ^½."""
         return None
 
+    def decay_penalty(self, spec: AdapterSpec, params: Params, weight_decay: float) -> float:
+        """(wd/2)·Σ‖t‖² over the trained tensors: what weight decay coupled into the gradient adds to the loss."""
+        return weight_decay / 2 * sum(float((params[key].double() ** 2).sum()) for key in self.trains)
+
+    def decayed_optimum(self, spec: AdapterSpec, target: torch.Tensor, frozen: torch.Tensor, start: Params, noise_std: float,
+                        weight_decay: float) -> tuple[torch.Tensor, Any] | str:
+        """(ΔW*, core/penalised.Penalised) minimising the population loss on x ~ N(0, I) plus the
+        decay's penalty, for target θ2ᵀ − W; or why that has no closed form for this method."""
+        return f"{self.label or self.name} under weight decay has no closed form here"
+
     def allowed(self, spec: AdapterSpec) -> str:
         """What the optimum ranges over, in words: "rank-2 update of the frozen base"."""
         raise NotImplementedError

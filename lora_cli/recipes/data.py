@@ -53,9 +53,9 @@ def input_sigma(cfg: Config, split: str) -> torch.Tensor:
 
 
 def regression(cfg: Config, theta: torch.Tensor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(X, y) of the "pretrain" or "finetune" split, each with its own streams."""
+    """(X, y) of the "pretrain" or "finetune" split (cfg.rows(split) rows), each with its own streams."""
     g_x, g_noise = generator(cfg.seed, f"x_{split}"), generator(cfg.seed, f"noise_{split}")
-    return make_regression(cfg.data.n, theta, g_x, g_noise, cfg.data.noise_std, _factor(cfg, split))
+    return make_regression(cfg.rows(split), theta, g_x, g_noise, cfg.data.noise_std, _factor(cfg, split))
 
 
 def _factor(cfg: Config, split: str) -> torch.Tensor | None:

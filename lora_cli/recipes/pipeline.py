@@ -130,6 +130,33 @@ def frontier_of(cfg: Config, base_weight: torch.Tensor, delta: torch.Tensor, ran
             "trained": list(frontier.losses(d, delta, sigma_t, sigma_s, noise))}
 
 
+def decay_of(cfg: Config, base_weight: torch.Tensor, result: FinetuneResult, delta: torch.Tensor) -> dict[str, Any] | None:
+    """Under finetune.weight_decay: the objective coupled decay makes training minimise, on
+    fresh rows (population loss + (wd/2)·‖trained tensors‖²), for the trained update `delta`
+    and for the method's closed-form penalised optimum (core/penalised.py), or why there is none."""
+    from lora_cli.core.frontier import losses
+    from lora_cli.core.penalised import Penalised
+    from lora_cli.train.optimizers import COUPLED_DECAY
+
+    tc, spec = cfg.finetune, result.spec
+    if not tc.weight_decay:
+        return None
+    method, noise = method_of(spec), cfg.data.noise_std
+    theta2 = result.theta2 if result.theta2 is not None else thetas(cfg)[1]
+    target = theta2.T.double() - base_weight.double()
+    sigma = input_sigma(cfg, ADAPTED)
+    trained = Penalised(losses(target, delta, sigma, sigma, noise)[0], method.decay_penalty(spec, result.adapter, tc.weight_decay))
+    if sigma_half(cfg, ADAPTED) is not None:
+        found = "the finetune inputs are not isotropic, and the nuclear norm of ΔW is not that of ΔW·Σ^½"
+    else:
+        frozen = result.frozen if result.frozen is not None else base_weight
+        found = method.decayed_optimum(spec, theta2.T - frozen, frozen, result.initial, noise, tc.weight_decay)
+    best = None if isinstance(found, str) else found[1]
+    form = "soft-thresholded singular values of θ2ᵀ − W" if best is not None and best.rank is not None else "ridge toward W' = 0"
+    return {"weight_decay": tc.weight_decay, "optimizer": tc.optimizer, "coupled": tc.optimizer in COUPLED_DECAY, "trained": trained.to_dict(),
+            "optimum": best.to_dict() if best else None, "form": form if best else None, "why": found if isinstance(found, str) else None}
+
+
 def diagnostics(
     cfg: Config, base_weight: torch.Tensor, delta: torch.Tensor, rank: int, factors: tuple | None = None, result: FinetuneResult | None = None
 ) -> subspace.Diagnostics:
@@ -166,7 +193,8 @@ def pretrain(
     theta = thetas(cfg)[0]
     x, y = (t.to(dev) for t in regression(cfg, theta, "pretrain"))
     w0 = init_linear_weight(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "init_base")).to(dev)
-    task = Task((KEY_W,), w0, None, {KEY_W: w0}, x, y, cfg.pretrain.lr, cfg.pretrain.batch_size, held_out(cfg, theta, "pretrain", dev))
+    tc = cfg.pretrain
+    task = Task((KEY_W,), w0, None, {KEY_W: w0}, x, y, tc.lr, tc.batch_size, held_out(cfg, theta, "pretrain", dev), tc.optim(x.shape[0] // tc.batch_size))
     engine = build(runtime.engine, PRETRAIN, task, runtime.world)
     batches = generator(cfg.seed, "batches_pretrain")
     fit = train(engine, schedule(cfg.pretrain), batches, on_epoch, resume, on_checkpoint, on_log)
@@ -191,7 +219,8 @@ def finetune(
     initial, frozen = method.start(base_weight, spec, generator(seed, "init_adapter"))
     start = {key: t.to(dev) for key, t in initial.items()}
     test = finetune_held_out(cfg, theta, theta2, dev)
-    task = Task(method.trains, frozen.to(dev), spec, start, x, y, cfg.finetune.lr, cfg.finetune.batch_size, test)
+    tc = cfg.finetune
+    task = Task(method.trains, frozen.to(dev), spec, start, x, y, tc.lr, tc.batch_size, test, tc.optim(x.shape[0] // tc.batch_size))
     engine = build(runtime.engine, spec.method, task, runtime.world)
     fit = train(engine, schedule(cfg.finetune), generator(seed, "batches_finetune"), on_epoch, resume, on_checkpoint, on_log)
     adapter = {key: t.cpu() for key, t in engine.trained().items()}

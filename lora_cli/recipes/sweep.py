@@ -32,10 +32,14 @@ def pretrain_key(cfg: Config) -> str:
 
 
 def group_key(cfg: Config) -> str:
-    """What trials must share to train on the same rows: base, shift, finetune data, schedule
-    and batch order (learning rates and the adapter itself may differ)."""
+    """What trials must share to train on the same rows: base, shift, finetune data, schedule,
+    update rule and batch order (learning rates and the adapter itself may differ)."""
     ft = cfg.finetune
     shared = {"epochs": ft.epochs, "batch_size": ft.batch_size, "log_every": ft.log_every, "seed": recipe.adapter_seed(cfg)}
+    if ft.n is not None:
+        shared["n"] = ft.n
+    if (ft.optimizer, ft.weight_decay, ft.schedule) != ("adam", 0.0, "constant"):  # the lanes' one update rule and schedule
+        shared["optim"] = [ft.optimizer, ft.weight_decay, ft.momentum, ft.schedule, ft.warmup_epochs]
     return _key({"base": pretrain_key(cfg), "shift": cfg.shift.to_dict(), "finetune": shared})
 
 
@@ -51,6 +55,8 @@ def not_batchable(cfg: Config) -> str | None:
         return reason
     if INITS[spec.init].changes_base:
         return f"{spec.init} freezes its own residual of the base, so it cannot share the base's cached residual"
+    if KEY_A not in method_of(spec).trains and cfg.finetune.weight_decay:
+        return "weight decay would move its frozen lora_A, which the batched engine holds still by a zero gradient"
     return None
 
 
@@ -147,7 +153,8 @@ def finetune_group(
     lane_evaluations = len(lanes) * evaluations(schedule)
     known = data._moments is not None or any(cfg.finetune.optimum for cfg in cfgs)  # the optima read them
     fit = data.fit(base_weight) if use_moments(x.shape, y.shape[1], lane_evaluations, known) else None
-    engine = BatchedFinetune(base_weight.to(dev), lanes, x, y, schedule.batch_size, test, fit)
+    optim = first.finetune.optim(x.shape[0] // schedule.batch_size)
+    engine = BatchedFinetune(base_weight.to(dev), lanes, x, y, schedule.batch_size, test, fit, optim)
     batches = generator(recipe.adapter_seed(first), "batches_finetune")
     fits = train_lanes(engine, schedule, batches, on_epoch, on_logs=on_logs)
     shift = true_delta(data.theta, data.theta2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from lora_cli.config.schemas import ApproxConfig, Config
-from lora_cli.config.stages import STAGES, ADAPTED, Stage
+from lora_cli.config.stages import ADAPTED, BASE_STAGE, STAGES, Stage
 from lora_cli.errors import LoraError
 from lora_cli.methods.registry import method_of
 
@@ -27,7 +27,7 @@ def stage_bytes(cfg: Config | ApproxConfig, stage: str) -> dict[str, int]:
         d, k, r = cfg.d_in, cfg.d_out, cfg.rank
         return {"target and product": 3 * d * k * FLOAT, "factors and Adam state": 8 * r * (d + k) * FLOAT}
     declared = _declared(stage)
-    n, d_in, d_out = cfg.data.n, cfg.data.d_in, cfg.data.d_out
+    n, d_in, d_out = cfg.rows(stage if declared.trains else ADAPTED), cfg.data.d_in, cfg.data.d_out
     weight, rows = d_in * d_out * FLOAT, n * (d_in + d_out) * FLOAT
     if not declared.trains:  # the merge: θ, θ2, X2, y2; W, ΔW, W'; three (n, d_out) outputs
         return {"data (θ, θ2, X2, y2)": 2 * weight + rows, "weights": 3 * weight, "outputs": 3 * n * d_out * FLOAT}
@@ -50,7 +50,7 @@ def step_work(cfg: Config | ApproxConfig, stage: str) -> float:
     if isinstance(cfg, ApproxConfig):  # A·B, its two gradients, Adam over both factors
         return 6.0 * cfg.d_in * cfg.rank * cfg.d_out
     declared = _declared(stage)
-    n, d_in, d_out = cfg.data.n, cfg.data.d_in, cfg.data.d_out
+    n, d_in, d_out = cfg.rows(ADAPTED), cfg.data.d_in, cfg.data.d_out
     if not declared.trains:
         return 2.0 * n * d_in * d_out  # merge: X2 · W'ᵀ over the shifted data
     spec, b = declared.spec(cfg), declared.section(cfg).batch_size  # the method's products and the batch's gather
@@ -126,7 +126,7 @@ def group_estimate(cfgs: list[Config], engine: str) -> tuple[int, float]:
     """(bytes at the peak, seconds) to train one sweep group of trials sharing data and schedule
     on `engine` ("batched", or an entry of train/engines.ENGINES: one trial alone)."""
     first = cfgs[0]
-    n, d_in, d_out = first.data.n, first.data.d_in, first.data.d_out
+    n, d_in, d_out = first.rows(ADAPTED), first.data.d_in, first.data.d_out
     parts = stage_bytes(first, ADAPTED)
     data = sum(parts.values()) - parts["trained tensors and Adam state"]  # the group's own: every trial's below
     adapters = sum(4 * _trained_count(cfg, ADAPTED) * FLOAT for cfg in cfgs)  # parameters, gradient, Adam's two moments
@@ -161,11 +161,11 @@ def base_estimate(cfg: Config) -> float:
 
 def optima_estimate(cfg: Config) -> float:
     """Seconds for one group's float64 optima (its moments; each trial's projection is small)."""
-    return _moments(cfg) if cfg.finetune.optimum else 0.0
+    return _moments(cfg, ADAPTED) if cfg.finetune.optimum else 0.0
 
 
-def _moments(cfg: Config) -> float:
-    return 2.0 * cfg.data.n * cfg.data.d_in * (cfg.data.d_in + cfg.data.d_out) / OPTIMUM_FLOPS
+def _moments(cfg: Config, stage: str = BASE_STAGE) -> float:
+    return 2.0 * cfg.rows(stage) * cfg.data.d_in * (cfg.data.d_in + cfg.data.d_out) / OPTIMUM_FLOPS
 
 
 def size_text(n: float) -> str:

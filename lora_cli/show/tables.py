@@ -190,6 +190,7 @@ def _training_tables(record: StageRecord, d_in: int, d_out: int) -> list[Rendera
         loss_table(record.history),
         *optimum_lines(record),
         *frontier_lines(record),
+        *decay_lines(record),
         *subspace_tables(getattr(record, "subspace", None)),
         parameter_table(record.parameters, d_in, d_out),
     ]
@@ -237,6 +238,24 @@ def frontier_lines(record: Any) -> list[str]:
     return [f"Learning against forgetting (fresh rows): this ΔW's target loss {fmt_loss(target)} at forgetting {fmt_loss(forgetting)}; "
             f"the rank-{rank} frontier runs from {fmt_loss(best)} (forgetting {fmt_loss(most)}) to the base's {fmt_loss(base)} "
             f"(forgetting 0); frontier.png draws it: lora plot {record.run_dir}"]
+
+
+def decay_lines(record: Any) -> list[str]:
+    """Under weight decay: the objective training minimises (population loss + penalty), this
+    run's beside the penalised optimum's, or why that has no closed form."""
+    decay = getattr(record, "decay", None)
+    if not decay:
+        return []
+    trained, best = decay["trained"], decay["optimum"]
+    how = "an L2 penalty, so training minimises loss + penalty" if decay["coupled"] else "decoupled: AdamW minimises no fixed penalty"
+    lines = [f"Weight decay {decay['weight_decay']:g} ({decay['optimizer']}: {how}); on fresh rows this run's loss "
+             f"{fmt_loss(trained['loss'])} + penalty {fmt_loss(trained['penalty'])} = {fmt_loss(trained['objective'])}"]
+    if best is None:
+        return lines + [f"No closed form for the penalised optimum: {decay['why']}"]
+    rank = f", rank {best['rank']}" if best["rank"] is not None else ""
+    lines.append(f"The penalised optimum: loss {fmt_loss(best['loss'])} + penalty {fmt_loss(best['penalty'])} = {fmt_loss(best['objective'])}"
+                 f"{rank} ({decay['form']}); this run's excess {trained['objective'] - best['objective']:.3e}")
+    return lines
 
 
 def _labelled(method: str) -> str:

@@ -168,13 +168,14 @@ def record_finetune(
     fields = {**training_fields(run, "finetune", result.history, time.perf_counter()), "seconds": seconds}
     fields |= _optimum(cfg.finetune.optimum, fields["final_loss"], optimum or (lambda: recipe.finetune_optimum(cfg, base, result)), note)
     method, start = method_of(stored), time.perf_counter()
-    delta = method.delta(base, stored, exported) if cfg.finetune.subspace or cfg.finetune.frontier else None
+    delta = method.delta(base, stored, exported) if cfg.finetune.subspace or cfg.finetune.frontier or cfg.finetune.weight_decay else None
     if cfg.finetune.subspace:
         factors = method.factors(stored, exported)
         diagnose = diagnose or (lambda d, r: recipe.diagnostics(cfg, base, d, r, factors, result))
         fields |= {"subspace": diagnose(delta, spec.rank).to_dict(), "subspace_seconds": time.perf_counter() - start}
     if cfg.finetune.frontier:
         fields["frontier"] = recipe.frontier_of(cfg, base, delta, spec.rank)
+    fields["decay"] = recipe.decay_of(cfg, base, result, delta)
     record = FinetuneRecord(
         **fields,
         **runtime_fields,

@@ -111,6 +111,7 @@ class TrainingRecord(StageRecord):
     final_test_loss: float | None = None  # the MSE on data.n_test held-out rows at the end (None: no test rows)
     final_source_loss: float | None = None  # a finetune's MSE on fresh rows of the pretraining task at the end: forgetting
     frontier: dict[str, Any] | None = None  # finetune.frontier: lambdas, rank and full [[L_t, F]…], base and trained [L_t, F]
+    decay: dict[str, Any] | None = None  # finetune.weight_decay > 0: the trained and optimal penalised objectives (recipes/pipeline.decay_of)
 
 
 @dataclass(kw_only=True)

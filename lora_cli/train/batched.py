@@ -3,7 +3,7 @@
 A sweep's trials that share the data, the frozen base and the batch order differ only in
 their adapters (rank, scaling, init, learning rates). Each one is a *lane* here. Every lane's
 lora_A rows are stacked into one (Σr, d_in) matrix and every lane's lora_Bᵀ rows into one
-(Σr, d_out) matrix, both views of one flat buffer that one fused Adam updates. With the
+(Σr, d_out) matrix, both views of one flat buffer that one fused optimiser step updates. With the
 shared batch xb and the base's residual rows rb (as the fast engine caches them), c = 2/(b·d_out),
 u_k = xb·A_kᵀ and s_k the lane's scaling, each lane's loss mean((s_k·u_k·B_kᵀ − rb)²) has
 
@@ -13,11 +13,11 @@ u_k = xb·A_kᵀ and s_k the lane's scaling, each lane's loss mean((s_k·u_k·B_
 
 so a step is four GEMMs over all Σr stacked rows, one small GEMM for every lane's uᵀu at
 once (the lanes' Grams are its diagonal blocks, read through strided views), three batched
-r×r products per run of lanes of equal rank, and one Adam call per run of equal learning
-rates. The scalings ride on uᵀ's rows (ũ = s·u) and on dL/duᵀ's rows (× c·s) rather than
+r×r products per run of lanes of equal rank, and one optimiser kernel call per run of equal
+learning rates. The scalings ride on uᵀ's rows (ũ = s·u) and on dL/duᵀ's rows (× c·s) rather than
 on Bᵀ. No (K, b, d_out) error tensor and no d_out×d_in product is formed. Every operation
 keeps lanes apart (row-wise GEMMs, diagonal Gram blocks, per-lane batched products,
-elementwise Adam), so a lane that diverges to NaN cannot touch the others;
+elementwise optimiser), so a lane that diverges to NaN cannot touch the others;
 `stop` then zeroes it, and a zero lane has zero gradient and stays zero.
 """
 
@@ -30,8 +30,9 @@ import torch
 from lora_cli.core.moments import Residual
 from lora_cli.methods.lora import state_dict
 from lora_cli.methods.spec import AdapterSpec
-from lora_cli.train.fast import FlatAdam, StepRows, held_out_residuals, inputs_and_residual, mse_of
+from lora_cli.train.fast import StepRows, held_out_residuals, inputs_and_residual, mse_of
 from lora_cli.train.loop import TRAIN, held_out_metric
+from lora_cli.train.optimizers import ADAM, FlatOptimizer, Optim
 
 
 # A full-data evaluation of one lane streams about four (n, d_out) passes; the moments cost
@@ -98,17 +99,17 @@ def lr_segments(lanes: list[Lane], d_in: int, d_out: int) -> list[tuple[int, flo
 
 
 class BatchedFinetune:
-    """Lanes of Adam on (lora_A, lora_B) so that x·Wᵀ + s_k·(x·A_kᵀ)·B_kᵀ ≈ y, W frozen and shared."""
+    """Lanes of the optimiser on (lora_A, lora_B) so that x·Wᵀ + s_k·(x·A_kᵀ)·B_kᵀ ≈ y, W frozen and shared."""
 
     name = "batched"
 
     @torch.no_grad()
     def __init__(self, base_w: torch.Tensor, lanes: list[Lane], x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                 held_out: dict | None = None, fit: Residual | None = None):
+                 held_out: dict | None = None, fit: Residual | None = None, optim: Optim = ADAM):
         """`held_out`: name -> (x, y) evaluated beside the training data (each lane directly).
         `fit`: the data's float64 moments for R = y − x·Wᵀ of `base_w` (core/moments.Residual),
         when the lanes' full-data losses should come from them (see `use_moments`); else each
-        lane is evaluated directly."""
+        lane is evaluated directly. `optim`: the lanes' one update rule and schedule (each lane keeps its learning rate)."""
         (n, d_in), d_out, b = x.shape, y.shape[1], batch_size
         ranks = [lane.spec.rank for lane in lanes]
         self.n, self.k = n, len(lanes)
@@ -124,7 +125,7 @@ class BatchedFinetune:
             self.a[self.rows(k)] = lane.lora_a
             self.bt[self.rows(k)] = lane.lora_b.T
         (first, lr), *rest = lr_segments(lanes, d_in, d_out)
-        self.opt = FlatAdam(self.flat, self.grad, lr, lrs=rest or None)
+        self.opt = FlatOptimizer(self.flat, self.grad, lr, optim, lrs=rest or None)
         self.rows_of_steps = StepRows([self.xr], b, n // b, columns=[[d_in, d_out]], transposed=True)
         self.scalings, self.c = [lane.spec.scaling for lane in lanes], c
         per_row = torch.tensor([s for s, r in zip(self.scalings, ranks) for _ in range(r)], dtype=x.dtype, device=x.device)[:, None]
@@ -183,7 +184,7 @@ class BatchedFinetune:
         self.grad_ut.mul_(self.row_cs)  # c·s·(s·BᵀB·uᵀ − Bᵀ·rbᵀ)
         torch.mm(self.grad_ut, xb, out=self.grad_a)  # dL/dA, (Σr, d_in)
         if self.train_a is not None:
-            self.grad_a.mul_(self.train_a)  # a zero gradient leaves Adam's step exactly zero: A stays as it started
+            self.grad_a.mul_(self.train_a)  # with no weight decay a zero gradient moves nothing: A stays as it started
 
     def _batch_losses(self, rb: torch.Tensor) -> list[float]:
         """Each lane's MSE on the step's batch, before the step's update (ũᵀ holds s·uᵀ)."""
@@ -213,10 +214,7 @@ class BatchedFinetune:
     @torch.no_grad()
     def stop(self, k: int) -> None:
         """Freeze lane k at zero (it diverged): zero factors get zero gradients from now on."""
-        for tensor in (self.flat, self.opt.exp_avg, self.opt.exp_avg_sq):
-            a, bt = self._lane_views(tensor, k)
-            a.zero_()
-            bt.zero_()
+        self.opt.zero_(lambda tensor: self._lane_views(tensor, k))
 
     def _lane_views(self, flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows, d_in = self.a.shape

@@ -16,6 +16,7 @@ from typing import Any
 from lora_cli.errors import ConfigError
 from lora_cli.methods.full import Full
 from lora_cli.methods.registry import METHODS
+from lora_cli.train.optimizers import ADAM, Optim
 
 DEVICES = ("auto", "cpu", "cuda")
 AUTO = "auto"  # the first engine in ENGINES that trains the method (lane engines only in sweeps)
@@ -34,6 +35,7 @@ class Task:
     lr: float
     batch_size: int
     held_out: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # name -> (x, y) evaluated, never trained on ("test")
+    optim: Optim = ADAM  # the update rule and the learning rate's schedule (train/optimizers.py)
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,13 @@ _FAST, _REFERENCE = "lora_cli.train.fast", "lora_cli.train.reference"
 PRETRAIN = Full.name  # pretraining trains every weight of a fresh W
 ENGINES: dict[str, EngineEntry] = {
     "fast": EngineEntry(
-        "hand-written gradients, cached base output, one fused Adam",
+        "hand-written gradients, cached base output, one fused optimiser step",
         {"full": _lazy(_FAST, "FastPretrain"), "lora": _lazy(_FAST, "FastFinetune"), "lora_fa": _lazy(_FAST, "FastFinetune")},
         "it has no hand-written {method} gradients",
         parallel=True,
     ),
     "reference": EngineEntry(
-        "plain autograd and torch.optim.Adam, as the blog",
+        "plain autograd and torch.optim, as the blog",
         {name: _lazy(_REFERENCE, "ReferencePretrain" if name == PRETRAIN else "ReferenceFinetune") for name in ("full", "lora", "dora", "lora_fa")},
     ),
     "batched": EngineEntry(

@@ -1,16 +1,17 @@
 """The fast engine: the reference engine's math without autograd and without waste.
 
-Same data, same batches (`epoch_batches`), same loss and the same Adam update rule;
+Same data, same batches (`epoch_batches`), same loss and the same update rule;
 only the arithmetic is arranged to do less:
 
 * Gradients of the MSE of one linear map are written out by hand, into
   preallocated buffers; the 2/(b·d_out) factor is folded into the GEMMs (addmm).
 * Pretrain: two GEMMs per step, forward and weight-gradient, and nothing else
-  of size d_in·d_out except torch's fused Adam.
+  of size d_in·d_out except the fused optimiser step.
 * Finetune: the base is frozen and the data fixed, so base(X2) is a constant.
   The residual R = y2 − X2·Wᵀ is computed once and the adapter is fitted to it,
   which removes the only large GEMM from every step. Each step then costs
-  O(b·r·(d_in + d_out)); ΔW is never formed. Adam runs on one flat buffer.
+  O(b·r·(d_in + d_out)); ΔW is never formed. The optimiser (Adam, AdamW or SGD:
+  train/optimizers.py) runs on one flat buffer, one fused kernel call.
 * Full-data evaluation of the adapter reuses R: O(n·r·(d_in + d_out)).
 """
 
@@ -21,6 +22,7 @@ import torch
 from lora_cli.methods.lora import state_dict
 from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W
 from lora_cli.train.loop import evaluated
+from lora_cli.train.optimizers import FlatOptimizer
 from lora_cli.runtime.distributed import World, all_reduce_
 from lora_cli.errors import ConfigError
 
@@ -64,50 +66,6 @@ class StepRows:
             yield from self.views[: idx.numel() // self.b]
 
 
-class FlatAdam:
-    """torch.optim.Adam's update (betas 0.9/0.999, eps 1e-8, no weight decay) on one flat tensor.
-
-    It calls the fused kernel that `torch.optim.Adam(fused=True)` itself dispatches to, without
-    the optimizer's per-step Python bookkeeping (140 µs a step, more than a whole adapter step).
-    `lrs` gives a tail of the buffer its own learning rate (LoRA+: lora_B's), one more kernel
-    call. tests/test_fast.py holds it to torch.optim.Adam.
-    """
-
-    def __init__(self, param: torch.Tensor, grad: torch.Tensor, lr: float, betas=(0.9, 0.999), eps=1e-8, lrs=None):
-        self.param, self.grad, self.lr, self.betas, self.eps = param, grad, lr, betas, eps
-        self.exp_avg = torch.zeros_like(param)
-        self.exp_avg_sq = torch.zeros_like(param)
-        self.step_count = torch.zeros((), dtype=torch.float32, device=param.device)
-        # one kernel call per (start, lr) segment, its argument lists made once: views cost as much as small ops
-        starts = [(0, lr), *(lrs or [])]
-        ends = [start for start, _ in starts[1:]] + [param.numel()]
-        buffers = (param, grad, self.exp_avg, self.exp_avg_sq)
-        if len(starts) == 1:
-            self.calls = [(buffers, lr)]  # the whole tensor, whatever its shape
-        else:  # segments of a flat buffer
-            self.calls = [([t[start:end] for t in buffers], rate) for (start, rate), end in zip(starts, ends)]
-
-    def state(self, name: str) -> dict[str, torch.Tensor]:
-        """The parameter (as `name`) and the optimiser state, for a checkpoint."""
-        return {name: self.param, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "step": self.step_count.reshape(1)}
-
-    @torch.no_grad()
-    def load(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        self.param.copy_(tensors[name])
-        self.exp_avg.copy_(tensors["exp_avg"])
-        self.exp_avg_sq.copy_(tensors["exp_avg_sq"])
-        self.step_count.copy_(tensors["step"].reshape(()))
-
-    def step(self) -> None:
-        self.step_count.add_(1)
-        for (p, g, m, v), lr in self.calls:
-            torch._fused_adam_(
-                [p], [g], [m], [v], [], [self.step_count],
-                lr=lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
-                amsgrad=False, maximize=False,
-            )
-
-
 class Share:
     """One rank's part of data-parallel training: its contiguous rows of every batch; its
     gradients, computed with the whole batch's 1/b, summed over the ranks so that every rank
@@ -142,7 +100,7 @@ def mse_of(error: torch.Tensor) -> float:
 
 
 class FastPretrain:
-    """Adam on W (d_out, d_in) so that y ≈ x·Wᵀ, from w0: two GEMMs a step."""
+    """The optimiser on W (d_out, d_in) so that y ≈ x·Wᵀ, from w0: two GEMMs a step."""
 
     name = "fast"
 
@@ -154,7 +112,7 @@ class FastPretrain:
         b, d_out = task.batch_size, y.shape[1]
         self.scale = 2.0 / (b * d_out)
         self.w, self.grad = w0.clone(), torch.empty_like(w0)
-        self.opt = FlatAdam(self.w, self.grad, lr)
+        self.opt = FlatOptimizer(self.w, self.grad, lr, task.optim)
         self.share = Share(world, b)
         self.rows = StepRows([x, y], self.share.size, self.n // b)
         self.err = y.new_empty(self.share.size, d_out)  # scale·(xb·Wᵀ − yb) = dL/dpred
@@ -202,7 +160,7 @@ def held_out_residuals(base_w: torch.Tensor, held_out: dict) -> dict[str, tuple[
 
 
 class FastFinetune:
-    """Adam on lora_A (r, d_in), lora_B (d_out, r) so x·Wᵀ + s·(x·Aᵀ)·Bᵀ ≈ y, W frozen; on
+    """The optimiser on lora_A (r, d_in), lora_B (d_out, r) so x·Wᵀ + s·(x·Aᵀ)·Bᵀ ≈ y, W frozen; on
     lora_B alone when the task does not train lora_A (LoRA-FA: no gradient for A is formed)."""
 
     name = "fast"
@@ -217,7 +175,7 @@ class FastFinetune:
         self.xr = inputs_and_residual(base_w, x, y)
         self.x_all, self.residual = self.xr[:, :d_in], self.xr[:, d_in:]
         self.held_out = held_out_residuals(base_w, task.held_out)
-        self.flat = x.new_empty(r * d_in + d_out * r)  # [lora_A | lora_B], so Adam is one pass
+        self.flat = x.new_empty(r * d_in + d_out * r)  # [lora_A | lora_B], so the optimiser is one pass
         self.grad = torch.empty_like(self.flat)
         self.lora_a, self.lora_b = self.flat[: r * d_in].view(r, d_in), self.flat[r * d_in :].view(d_out, r)
         self.grad_a, self.grad_b = self.grad[: r * d_in].view(r, d_in), self.grad[r * d_in :].view(d_out, r)
@@ -225,9 +183,9 @@ class FastFinetune:
         self.lora_b.copy_(b0)
         if self.train_a:
             lrs = [(r * d_in, lr * spec.lr_ratio)] if spec.lr_ratio != 1 else None  # LoRA+: lora_B's rate
-            self.opt = FlatAdam(self.flat, self.grad, lr, lrs=lrs)
+            self.opt = FlatOptimizer(self.flat, self.grad, lr, task.optim, lrs=lrs)
         else:  # lora_B's part of the buffers only
-            self.opt = FlatAdam(self.flat[r * d_in :], self.grad[r * d_in :], lr * spec.lr_ratio)
+            self.opt = FlatOptimizer(self.flat[r * d_in :], self.grad[r * d_in :], lr * spec.lr_ratio, task.optim)
         self.share = Share(world, b)  # this rank's rows of each batch (all of them in one process)
         self.rows = StepRows([self.xr], self.share.size, n // b, columns=[[d_in, d_out]])
         self.u, self.grad_u = x.new_empty(self.share.size, r), x.new_empty(self.share.size, r)
