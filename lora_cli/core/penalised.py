@@ -31,13 +31,14 @@ class Penalised:
     loss: float
     penalty: float
     rank: int | None = None  # the optimum's rank (singular values above zero)
+    singular_values: tuple[float, ...] = ()  # the optimum's nonzero singular values, when it is the nuclear-norm one
 
     @property
     def objective(self) -> float:
         return self.loss + self.penalty
 
-    def to_dict(self) -> dict[str, float | int | None]:
-        return {"loss": self.loss, "penalty": self.penalty, "objective": self.objective, "rank": self.rank}
+    def to_dict(self) -> dict[str, float | int | list[float] | None]:
+        return {"loss": self.loss, "penalty": self.penalty, "objective": self.objective, "rank": self.rank, "singular_values": list(self.singular_values)}
 
 
 def population_loss(d: torch.Tensor, delta: torch.Tensor, noise_std: float) -> float:
@@ -50,7 +51,8 @@ def nuclear_optimum(d: torch.Tensor, lam: float, rank: int, noise_std: float) ->
     u, sigma, vt = torch.linalg.svd(d.double(), full_matrices=False)
     kept = (sigma[:rank] - lam * d.shape[0] / 2).clamp_min(0.0)
     delta = (u[:, :rank] * kept) @ vt[:rank]
-    return delta, Penalised(population_loss(d, delta, noise_std), lam * kept.sum().item(), int((kept > 0).sum()))
+    values = tuple(v for v in kept.tolist() if v > 0)
+    return delta, Penalised(population_loss(d, delta, noise_std), lam * kept.sum().item(), len(values), values)
 
 
 def ridge_optimum(d: torch.Tensor, w: torch.Tensor, weight_decay: float, noise_std: float) -> tuple[torch.Tensor, Penalised]:

@@ -152,7 +152,7 @@ def decay_of(cfg: Config, base_weight: torch.Tensor, result: FinetuneResult, del
         frozen = result.frozen if result.frozen is not None else base_weight
         found = method.decayed_optimum(spec, theta2.T - frozen, frozen, result.initial, noise, tc.weight_decay)
     best = None if isinstance(found, str) else found[1]
-    form = "soft-thresholded singular values of θ2ᵀ − W" if best is not None and best.rank is not None else "ridge toward W' = 0"
+    form = "θ2ᵀ − W's, soft-thresholded" if best is not None and best.rank is not None else "a ridge toward W' = 0"
     return {"weight_decay": tc.weight_decay, "optimizer": tc.optimizer, "coupled": tc.optimizer in COUPLED_DECAY, "trained": trained.to_dict(),
             "optimum": best.to_dict() if best else None, "form": form if best else None, "why": found if isinstance(found, str) else None}
 

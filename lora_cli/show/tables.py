@@ -252,9 +252,10 @@ def decay_lines(record: Any) -> list[str]:
              f"{fmt_loss(trained['loss'])} + penalty {fmt_loss(trained['penalty'])} = {fmt_loss(trained['objective'])}"]
     if best is None:
         return lines + [f"No closed form for the penalised optimum: {decay['why']}"]
-    rank = f", rank {best['rank']}" if best["rank"] is not None else ""
+    values = best.get("singular_values")
+    shape = f", singular values {_values(values, 5)}" if values else (", ΔW = 0" if best["rank"] == 0 else "")
     lines.append(f"The penalised optimum: loss {fmt_loss(best['loss'])} + penalty {fmt_loss(best['penalty'])} = {fmt_loss(best['objective'])}"
-                 f"{rank} ({decay['form']}); this run's excess {trained['objective'] - best['objective']:.3e}")
+                 f"{shape} ({decay['form']}); this run's excess {trained['objective'] - best['objective']:.3e}")
     return lines
 
 

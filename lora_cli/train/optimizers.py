@@ -114,6 +114,7 @@ class FlatOptimizer:
             segments = [([t[start:end] for t in buffers], rate) for (start, rate), end in zip(starts, ends)]
         else:
             segments = [(buffers, lr)]
+        self.plain = optim.constant and optim.name != "sgd"
         if optim.name == "sgd":
             self.kernel = torch._fused_sgd_
             self.kwargs = {"weight_decay": optim.weight_decay, "momentum": optim.momentum, "dampening": 0.0, "nesterov": False, "maximize": False}
@@ -145,6 +146,11 @@ class FlatOptimizer:
 
     def step(self) -> None:
         self.step_count.add_(1)
+        if self.plain:  # Adam or AdamW at a constant rate: nothing changes between steps
+            self.steps += 1
+            for args, lr in self.calls:
+                self.kernel(*args, lr=lr, **self.kwargs)
+            return
         factor, kwargs = self.optim.factor(self.steps), self.kwargs
         self.steps += 1
         if self.optim.name == "sgd":
