@@ -80,3 +80,20 @@ def test_a_numerically_zero_optimum_does_not_stretch_the_rank_axis():
     assert markers and all(y == low / 100 for line in markers for y in line.get_ydata())
     assert any("≈ 0" in t.get_text() for t in ax.get_legend().get_texts())
     assert sweep_figures([{**row, "status": "failed"} for row in _rows()], AXES, {}) == {}
+
+
+def test_intruders_panel_and_the_test_loss_along_another_axis():
+    """Intruder counts (and the optimum's) get a panel beside the losses when any is nonzero; plot
+    x and loss "test" draw the test loss and the fresh-data optimum along that axis."""
+    rows = [{**row, "intruders": row["adapter.rank"] % 3, "optimum_intruders": 1, "final_test_loss": 2 * (row["final_loss"] or 0) or None,
+             "population_optimal_loss": 0.5} for row in _rows()]
+    fig = loss_against_rank(rows, AXES)
+    losses, counts = fig.axes
+    assert counts.get_title() == "Intruder dimensions beside the optimum's"
+    standard = next(bars for bars in counts.containers if bars.get_label() == "scaling standard")
+    assert list(standard.lines[0].get_ydata()) == [1, 2, 1]  # ranks 1, 2, 4: rank % 3, the same for every seed
+    assert len(loss_against_rank([{**r, "intruders": 0, "optimum_intruders": 0} for r in _rows()], AXES).axes) == 1
+    by_seed = loss_against_rank(rows, AXES, x="finetune.seed", loss="test").axes[0]
+    assert by_seed.get_xlabel() == "seed" and by_seed.get_ylabel().startswith("held-out test MSE")
+    standard = next(bars for bars in by_seed.containers if bars.get_label() == "scaling standard, rank 1")
+    assert list(standard.lines[0].get_ydata()) == [20.0, 22.0, 24.0]  # 2 × (10/1 + seed)

@@ -82,3 +82,18 @@ def test_duplicates_are_refused(tmp_path):
         load_sweep(twice)
     with pytest.raises(ConfigError, match="nothing to sweep"):
         load_sweep(SMOKE)
+
+
+def test_plot_names_a_swept_axis_and_is_stored(tmp_path):
+    from lora_cli.config.yamlio import dump_yaml
+
+    spec = _spec(tmp_path, "grid: {finetune.n: [64, 128]}\nzip: [{adapter.rank: 1}, {adapter.rank: 2}]\nplot: {x: finetune.n, loss: test}\n")
+    sweep = load_sweep(spec)
+    assert (sweep.plot.x, sweep.plot.loss) == ("finetune.n", "test")
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_yaml(sweep.spec))
+    assert load_sweep(again).plot == sweep.plot  # the sweep folder's own spec keeps it
+    with pytest.raises(ConfigError, match="plot.x is data.n, which no axis sweeps; name one of finetune.n, adapter.rank"):
+        load_sweep(_spec(tmp_path, "grid: {finetune.n: [64, 128]}\nzip: [{adapter.rank: 1}, {adapter.rank: 2}]\nplot: {x: data.n}\n"))
+    with pytest.raises(ConfigError, match="loss"):
+        load_sweep(_spec(tmp_path, "grid: {adapter.rank: [1, 2]}\nplot: {loss: source}\n"))

@@ -29,3 +29,27 @@ def test_a_negative_gap_says_why():
     text = _text(summary_table([_row("000-a", 2, -0.01, "dora"), _row("001-b", 2, 0.2)], ("adapter.rank",)))
     assert "A gap below 0: " + DoRA.caveat in " ".join(text.split())
     assert "A gap below 0" not in _text(summary_table([_row("000-a", 2, 0.01, "dora")], ("adapter.rank",)))
+
+
+def test_plot_orders_by_its_axis_and_stars_the_lowest_test_loss():
+    """plot: {x: finetune.n, loss: test}: rank, then n; the star goes by test loss, not train loss."""
+    from lora_cli.config.sweep import PlotSpec
+
+    rows = []
+    for i, (n, method, train, test) in enumerate([(64, "full", 0.001, 0.12), (16, "lora", 0.2, 1.3), (64, "lora", 0.01, 0.06), (16, "full", 0.0, 1.2)]):
+        rows.append(_row(f"00{i}-x", 4, train) | {"finetune.n": n, "method": method, "final_loss": train, "final_test_loss": test,
+                                                  "population_optimal_loss": 0.01, "problem": str(n)})
+    axes = ("finetune.n", "adapter.rank")
+    text = _text(summary_table(rows, axes, plot=PlotSpec(x="finetune.n", loss="test")))
+    lines = [line.split("│") for line in text.splitlines() if line.startswith("│")]
+    assert [line[1].strip() for line in lines] == ["003", "001", "000", "002"]  # n 16 (by gap), then n 64 (by gap)
+    assert [line[1].strip() for line in lines if "★" in line[-2]] == ["003", "002"]  # n = 16: 1.2 < 1.3; n = 64: 0.06 < 0.12
+    assert "by n, then by gap" in text and "★ lowest test loss on its problem" in " ".join(text.split())  # one rank: no "by rank"
+    plain = [line.split("│") for line in _text(summary_table(rows, axes)).splitlines() if line.startswith("│")]
+    assert sorted(line[1].strip() for line in plain if "★" in line[-2]) == ["000", "003"]  # by train loss: full on both
+
+
+def test_intruders_stand_beside_the_optimums():
+    rows = [_row("000-a", 2, 0.1) | {"intruders": 3, "optimum_intruders": 1}, _row("001-b", 4, 0.1) | {"intruders": None}]
+    text = _text(summary_table(rows, ("adapter.rank",)))
+    assert "intruders (optimum's)" in text and "3 (1)" in text

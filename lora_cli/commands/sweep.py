@@ -95,7 +95,7 @@ def _show_results(out: Output, folder: Any, sw: Any, rows: list[dict[str, Any]],
     from lora_cli.stages.sweep_results import SEED, by_seed, unrepaired
 
     averaged = by_seed(rows, sw.axes) if SEED in sw.axes else None
-    out.show(sweep_tables.summary_table(rows, sw.axes, None if per_seed else averaged))
+    out.show(sweep_tables.summary_table(rows, sw.axes, None if per_seed else averaged, sw.plot))
     result = {"sweep_dir": str(folder.path), "axes": list(sw.axes), "trials": rows, **({"seeds": averaged} if averaged else {})}
     if not no_plot and any(row["status"] == "complete" for row in rows):
         from lora_cli.commands.folders import write_plots

@@ -7,6 +7,7 @@ into trials, every one of them checked before anything runs.
     grid: {adapter.rank: [1, 2, 4, 8], shift.rank: [1, 4]}    # every combination
     zip: [{adapter.alpha: 1, adapter.scaling: standard}, {adapter.alpha: 8, adapter.scaling: rslora}]  # together
     seeds: [0, 1, 2]              # the top-level seed as one more axis
+    plot: {x: finetune.n, loss: test}  # sweep_rank.png's x axis and losses (default: rank, train)
 
 Trials are the product grid × zip × seeds, in that order. Every problem is reported at once:
 each axis value checked on its own (named by its axis), then each trial's whole config (named
@@ -19,7 +20,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from pydantic import Field
 
@@ -28,6 +29,14 @@ from lora_cli.config.schemas import NAME_PATTERN, RENAMED, Config, Section, rena
 from lora_cli.errors import ConfigError
 
 Scalar = Union[bool, int, float, str]
+
+
+class PlotSpec(Section):
+    """What sweep_rank.png draws: along which axis, and which losses beside which optimum."""
+
+    x: str | None = Field(None, description="the swept key along the x axis (null: adapter.rank when swept, else the first axis)")
+    loss: Literal["train", "test"] = Field("train", description="train = final loss beside the best on this data; "
+                                           "test = held-out test loss beside the best expected on fresh data")
 
 
 class SweepSpec(Section):
@@ -39,6 +48,7 @@ class SweepSpec(Section):
     grid: dict[str, list[Scalar]] = Field(default_factory=dict, description="dotted key -> values; trials take every combination")
     zip: list[dict[str, Scalar]] = Field(default_factory=list, description="points whose keys vary together; each entry has the same keys")
     seeds: list[int] = Field(default_factory=list, description="values of the top-level seed, one more axis (data, base and adapter)")
+    plot: PlotSpec = Field(default_factory=PlotSpec, description="what the loss figure draws")
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class Sweep:
     axes: tuple[str, ...]
     trials: tuple[Trial, ...]
     spec: dict[str, Any]  # self-contained: the base config embedded; expands to the same trials
+    plot: PlotSpec = PlotSpec()
 
     def grid(self) -> list[dict[str, Any]]:
         """The expanded trials as data (grid.json): id, axis values, whole config."""
@@ -89,10 +100,14 @@ def load_sweep(path: Path, grid: list[tuple[str, list[Any]]] = (), sets: list[tu
     if fixed and not stored:
         raise ConfigError(fixed)
     embedded = _without(base.to_dict(), swept)  # the spec it stores runs again as it is
-    own = {"name": name, "config": embedded, "grid": {**spec.grid, **dict(grid)}, "zip": spec.zip, "seeds": spec.seeds}
+    plot = spec.plot.to_dict() if spec.plot != PlotSpec() else None
+    own = {"name": name, "config": embedded, "grid": {**spec.grid, **dict(grid)}, "zip": spec.zip, "seeds": spec.seeds, "plot": plot}
     own = {key: value for key, value in own.items() if value}
     keys = tuple(key for names, _ in axes for key in names)
-    return Sweep(name, base, keys, tuple(_trials(base, axes, str(path))), own)
+    if spec.plot.x is not None and RENAMED.get(spec.plot.x, spec.plot.x) not in keys:
+        raise ConfigError(f"{path}: plot.x is {spec.plot.x}, which no axis sweeps; name one of {', '.join(keys)}")
+    plot_spec = spec.plot.model_copy(update={"x": RENAMED.get(spec.plot.x, spec.plot.x)}) if spec.plot.x else spec.plot
+    return Sweep(name, base, keys, tuple(_trials(base, axes, str(path))), own, plot_spec)
 
 
 def _validate_spec(path: Path) -> SweepSpec:

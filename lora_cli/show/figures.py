@@ -251,7 +251,7 @@ def _sweep_figures(run: RunFolder) -> dict[str, Figure]:
             curves[row["trial"]] = _curve(child.metrics(), "finetune", "epoch")
             if child.stage(ADAPTED).get("frontier"):
                 frontiers[row["trial"]] = (row, child.stage(ADAPTED)["frontier"])
-    figures = sweep_figures(table, sweep.axes, curves)
+    figures = sweep_figures(table, sweep.axes, curves, sweep.plot.x, sweep.plot.loss)
     if frontiers:
         figures["sweep_frontier.png"] = _sweep_frontier(frontiers, sweep.axes)
     return figures

@@ -68,8 +68,8 @@ def sweep_sections(run: Any) -> list[tuple[str, str, str]]:
     shown = {key: fmt_loss for key in LOSS} | {"gap_relative": lambda v: f"{v:.3g}"}
     sections = [("trials", f"Trials ({len(table)})", html.results_table("trials-table", columns, table, shown))]
     if SEED in sweep.axes:
-        sections.append(("seeds", "Seeds aggregated", html.terminal(summary_table(table, sweep.axes, by_seed(table, sweep.axes)))))
-    sections.append(("summary", "As the terminal shows it", html.terminal(summary_table(table, sweep.axes))))
+        sections.append(("seeds", "Seeds aggregated", html.terminal(summary_table(table, sweep.axes, by_seed(table, sweep.axes), sweep.plot))))
+    sections.append(("summary", "As the terminal shows it", html.terminal(summary_table(table, sweep.axes, plot=sweep.plot))))
     sections.append(("figures", "Figures", _figures(run)))
     sections.append(("config", "Sweep spec (self-contained)", f'<pre class="term">{html.esc((run.path / CONFIG).read_text())}</pre>'))
     children = run.children(LAYOUTS)

@@ -1,7 +1,9 @@
 """A sweep's figures, from its results rows and its trials' loss histories.
 
     sweep_rank.png      final loss (solid) and the best any rank-r update reaches (dashed)
-                        against the adapter's rank, one colour per variant (log scales)
+                        against the adapter's rank, one colour per variant (log scales); beside
+                        it, when any trial or its optimum has intruder dimensions, their counts
+                        against the same axis
     sweep_curves.png    every trial's full-data loss against the epoch, a panel per rank (or
                         first axis), a colour per variant of the other axes
     sweep_heatmap.png   the final loss over two swept axes, the optimum under each number
@@ -63,16 +65,27 @@ def variant_series(rows: list[dict[str, Any]], axes: tuple[str, ...], x_axis: st
     }
 
 
-def loss_against_rank(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> Figure:
-    """Final loss and optimum against the adapter's rank (or the first axis when rank is not
-    swept) for each variant, log scales."""
+LOSSES = {"train": ("final_loss", "optimal_loss", "final MSE", "optimum (same colour): best rank-r update", "Final loss beside the optimum"),
+          "test": ("final_test_loss", "population_optimal_loss", "held-out test MSE", "optimum (same colour): best expected on fresh data",
+                   "Test loss beside the best on fresh data")}
+
+
+def loss_against_rank(rows: list[dict[str, Any]], axes: tuple[str, ...], x: str | None = None, loss: str = "train") -> Figure:
+    """Final loss and optimum (or, `loss` "test", test loss and the fresh-data optimum) against
+    `x`, by default the adapter's rank (or the first axis when rank is not swept), for each
+    variant, log scales."""
     kept = factors(axes)
-    x_axis = RANK if RANK in kept else kept[0]
-    finals, optima = variant_series(rows, axes, x_axis, "final_loss"), variant_series(rows, axes, x_axis, "optimal_loss")
+    x_axis = x or (RANK if RANK in kept else kept[0])
+    key, best_key, y_label, best_label, title = LOSSES[loss]
+    finals, optima = variant_series(rows, axes, x_axis, key), variant_series(rows, axes, x_axis, best_key)
     numeric = all(isinstance(p.x, (int, float)) and not isinstance(p.x, bool) and p.x > 0 for s in finals.values() for p in s)
     position = (lambda x: x) if numeric else {x: i for i, x in enumerate(dict.fromkeys(r[x_axis] for r in rows))}.__getitem__
-    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
-    ax = fig.add_subplot()
+    # the intruders panel when the trials were diagnosed and any of them, or its optimum, has one
+    counted = any(row.get("intruders") or row.get("optimum_intruders") for row in rows if row["status"] == "complete")
+    fig = Figure(figsize=(12.5 if counted else 7.5, 4.6), layout="constrained")
+    ax = fig.add_subplot(1, 2, 1) if counted else fig.add_subplot()
+    if counted:
+        _intruders_panel(fig.add_subplot(1, 2, 2), rows, axes, x_axis, position, numeric)
     # an optimum far below every final loss (numerically zero: the adapter can fit the shift
     # exactly) is drawn as ▼ on the axis' floor, so it cannot stretch the axis over many decades
     finals_seen = [p.low for s in finals.values() for p in s if p.low > 0]
@@ -97,17 +110,41 @@ def loss_against_rank(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> Figu
     ticks = list(dict.fromkeys(r[x_axis] for r in rows))
     ax.set_xticks([position(x) for x in ticks], [str(x) for x in ticks])
     ax.set_xlabel(labels(list(axes))[x_axis])
-    ax.set_ylabel("final MSE (log scale)")
+    ax.set_ylabel(f"{y_label} (log scale)")
     ax.grid(True, which="both", alpha=0.3)
     handles, names = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], color="black", linestyle="--", linewidth=1))
-    names.append("optimum (same colour): best rank-r update")
+    names.append(best_label)
     if below:
         handles.append(Line2D([], [], color="black", linestyle="none", marker="v"))
         names.append(f"optimum below {fmt_loss(floor)} (≈ 0: an exact fit)")
     ax.legend(handles, names, fontsize=7)
-    ax.set_title("Final loss beside the optimum")
+    ax.set_title(title)
     return fig
+
+
+def _intruders_panel(ax: Any, rows: list[dict[str, Any]], axes: tuple[str, ...], x_axis: str, position: Any, numeric: bool) -> None:
+    """Intruder dimensions (solid) and the optimum's (dashed) against the same x axis."""
+    counts, optima = variant_series(rows, axes, x_axis, "intruders"), variant_series(rows, axes, x_axis, "optimum_intruders")
+    for i, (label, points) in enumerate(counts.items()):
+        colour = f"C{i % 10}"
+        ax.errorbar([position(p.x) for p in points], [p.mean for p in points], yerr=_spread(points), color=colour, marker="o", markersize=4,
+                    capsize=3, label=label)
+        best = optima.get(label, [])
+        ax.plot([position(p.x) for p in best], [p.mean for p in best], color=colour, linestyle="--", linewidth=1, marker="x", markersize=5)
+    if numeric:
+        ax.set_xscale("log", base=2)
+    ticks = list(dict.fromkeys(r[x_axis] for r in rows))
+    ax.set_xticks([position(x) for x in ticks], [str(x) for x in ticks])
+    ax.set_ylim(bottom=-0.3, top=10.3)  # W + ΔW's top 10 directions: 0 to 10 intruders
+    ax.set_xlabel(labels(list(axes))[x_axis])
+    ax.set_ylabel("intruder dimensions (of the top 10)")
+    ax.grid(True, alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="black", linestyle="--", marker="x", linewidth=1))
+    names.append("the best update of its kind on fresh data (same colour)")
+    ax.legend(handles, names, fontsize=7)
+    ax.set_title("Intruder dimensions beside the optimum's")
 
 
 def _spread(points: list[Point]) -> list[list[float]] | None:
@@ -197,11 +234,12 @@ def _draw_heatmap(grid, best, row_values, col_values, row_name: str, col_name: s
     return fig
 
 
-def sweep_figures(rows: list[dict[str, Any]], axes: tuple[str, ...], curves: dict[str, tuple[list[int], list[float]]]) -> dict[str, Figure]:
-    """The figures the sweep's results allow, by file name."""
+def sweep_figures(rows: list[dict[str, Any]], axes: tuple[str, ...], curves: dict[str, tuple[list[int], list[float]]], x: str | None = None,
+                  loss: str = "train") -> dict[str, Figure]:
+    """The figures the sweep's results allow, by file name (`x`, `loss`: the spec's plot:)."""
     if not any(row["status"] == "complete" for row in rows):
         return {}
-    figures = {"sweep_rank.png": loss_against_rank(rows, axes), "sweep_curves.png": curves_figure(rows, axes, curves)}
+    figures = {"sweep_rank.png": loss_against_rank(rows, axes, x, loss), "sweep_curves.png": curves_figure(rows, axes, curves)}
     heatmap = heatmap_figure(rows, axes)
     if heatmap is not None:
         figures["sweep_heatmap.png"] = heatmap

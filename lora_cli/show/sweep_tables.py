@@ -33,29 +33,35 @@ def groups_table(groups: list[dict[str, Any]]) -> Table:
 
 
 HEADERS = {"final_loss": "final loss", "optimal_loss": "optimum", "gap": "gap", "final_test_loss": "test loss",
-           "population_optimal_loss": "fresh-data optimum", "final_source_loss": "source loss"}
+           "population_optimal_loss": "fresh-data optimum", "final_source_loss": "source loss", "intruders": "intruders (optimum's)"}
+COUNTS = ("intruders",)  # whole numbers, each beside the optimum's: "2 (1)"
 SPREAD = ("final_loss", "gap")  # the numbers whose spread over the seeds is shown
 
 
-def summary_table(rows: list[dict[str, Any]], axes: tuple[str, ...], seeds: list[dict[str, Any]] | None = None) -> Table:
+def summary_table(rows: list[dict[str, Any]], axes: tuple[str, ...], seeds: list[dict[str, Any]] | None = None, plot: Any = None) -> Table:
     """Trials (or, given `seeds`, the points averaged over their seeds: mean ± std, min–max, n)
     by rank, then by gap to their optimum (failed last), so that gaps to different rank-r
     optima are not mixed; ★ marks the lowest final loss among trials on the same problem (same
     data, shift and schedule). Where the trials have held-out rows, their test loss stands
     beside the best update's expected loss on fresh data. A method whose gap can be negative
-    (DoRA) says why under the table."""
+    (DoRA) says why under the table. `plot` (the spec's plot:, config/sweep.PlotSpec): its x
+    axis is ordered on after the rank, before the gap; its loss "test" stars the lowest test loss."""
     averaged = seeds is not None
+    by = plot.x if plot is not None else None
+    starred = "final_test_loss" if plot is not None and plot.loss == "test" else "final_loss"
     shown, suffix = (seeds, "_mean") if averaged else (rows, "")
     shown_axes = tuple(a for a in axes if not (averaged and a == "seed"))
     keys = ["final_loss", "optimal_loss", "gap"]
     keys += ["final_test_loss", "population_optimal_loss"] if any(row.get(f"final_test_loss{suffix}") is not None for row in shown) else []
     keys += ["final_source_loss"] if any(row.get(f"final_source_loss{suffix}") is not None for row in shown) else []
-    table = _summary_columns(shown, shown_axes, keys, averaged, f"means over {len(rows) // max(len(shown), 1)} seeds" if averaged else "each trial")
-    marked = _best(shown, suffix)
+    keys += ["intruders"] if any(row.get(f"intruders{suffix}") is not None for row in shown) else []
+    what = f"means over {len(rows) // max(len(shown), 1)} seeds" if averaged else "each trial"
+    table = _summary_columns(shown, shown_axes, keys, averaged, what, by if by in shown_axes else None, starred)
+    marked = _best(shown, suffix, starred)
 
     def order(i: int) -> tuple:
-        gap = shown[i].get(f"gap{suffix}")
-        return (gap is None, shown[i].get("rank") or 0, gap if gap is not None else 0.0, i)
+        gap, then = shown[i].get(f"gap{suffix}"), shown[i].get(by) if by in shown_axes else None
+        return (gap is None, shown[i].get("rank") or 0, then if isinstance(then, (int, float)) else 0, gap if gap is not None else 0.0, i)
 
     for i in sorted(range(len(shown)), key=order):
         row = shown[i]
@@ -67,12 +73,15 @@ def summary_table(rows: list[dict[str, Any]], axes: tuple[str, ...], seeds: list
     return table
 
 
-def _summary_columns(shown: list[dict[str, Any]], axes: tuple[str, ...], keys: list[str], averaged: bool, what: str) -> Table:
+def _summary_columns(shown: list[dict[str, Any]], axes: tuple[str, ...], keys: list[str], averaged: bool, what: str, by: str | None,
+                     starred: str) -> Table:
     from lora_cli.config.sweep import labels
 
     ranks = {row.get("rank") for row in shown if row.get("rank") is not None}
-    order = "by rank, then by gap to the rank's optimum" if len(ranks) > 1 else "by gap to the optimum"
-    table = Table(title=f"Sweep results ({what}), {order} (★ best on its problem)", title_justify="left")
+    then = f"by {labels(list(axes))[by]}, then " if by else ""
+    order = f"by rank, then {then}by gap to the rank's optimum" if len(ranks) > 1 else f"{then}by gap to the optimum"
+    star = "★ best on its problem" if starred == "final_loss" else f"★ lowest {HEADERS[starred]} on its problem"
+    table = Table(title=f"Sweep results ({what}), {order} ({star})", title_justify="left")
     table.add_column("trials" if averaged else "trial")
     names = labels(list(axes))
     for axis in axes:
@@ -88,11 +97,11 @@ def _summary_columns(shown: list[dict[str, Any]], axes: tuple[str, ...], keys: l
     return table
 
 
-def _best(shown: list[dict[str, Any]], suffix: str) -> set[int]:
-    """The rows with the lowest final loss on their problem (none when every row is its own)."""
+def _best(shown: list[dict[str, Any]], suffix: str, key: str) -> set[int]:
+    """The rows with the lowest `key` on their problem (none when every row is its own)."""
     best: dict[str, tuple[float, int]] = {}
     for i, row in enumerate(shown):
-        loss = row.get(f"final_loss{suffix}")
+        loss = row.get(f"{key}{suffix}")
         if loss is not None and loss < best.get(row["problem"], (float("inf"), -1))[0]:
             best[row["problem"]] = (loss, i)
     return {i for _, i in best.values()} if len(best) < len(shown) else set()
@@ -101,7 +110,16 @@ def _best(shown: list[dict[str, Any]], suffix: str) -> set[int]:
 def _trial_cells(row: dict[str, Any], keys: list[str]) -> list[str]:
     if row["status"] != "complete":
         return [row["status"], *[""] * (len(keys) - 1)]
-    return [fmt_loss(row[k]) if row.get(k) is not None else "-" for k in keys]
+    return [_count(row, k, "") if k in COUNTS else fmt_loss(row[k]) if row.get(k) is not None else "-" for k in keys]
+
+
+def _count(row: dict[str, Any], key: str, suffix: str) -> str:
+    """A count beside the optimum's, "2 (1)"; means to one decimal, "1.5 (1.0)"."""
+    value, best = row.get(f"{key}{suffix}"), row.get(f"optimum_{key}{suffix}")
+    if value is None:
+        return "-"
+    shown = (lambda v: f"{v:.1f}") if suffix else str  # noqa: E731
+    return f"{shown(value)} ({shown(best) if best is not None else '-'})"
 
 
 def _mean_cells(row: dict[str, Any], keys: list[str]) -> list[str]:
@@ -112,6 +130,9 @@ def _mean_cells(row: dict[str, Any], keys: list[str]) -> list[str]:
     cells = [str(row["n"]) + ("" if row["n"] == row["of"] else f" of {row['of']}")]
     for key in keys:
         mean = row.get(f"{key}_mean")
+        if key in COUNTS:
+            cells.append(_count(row, key, "_mean"))
+            continue
         cells.append("-" if mean is None else fmt_loss(mean) + (f" ± {fmt_loss(row[f'{key}_std'])}" if key in SPREAD and row.get(f"{key}_std") is not None else ""))
         if key in SPREAD:
             low, high = row.get(f"{key}_min"), row.get(f"{key}_max")

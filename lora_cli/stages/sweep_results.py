@@ -53,7 +53,7 @@ def write_results(run: RunFolder, sweep: Sweep) -> list[dict[str, Any]]:
 
 
 SEED = "seed"
-SUMMARISED = ("final_loss", "optimal_loss", "gap", "final_test_loss", "population_optimal_loss", "final_source_loss")
+SUMMARISED = ("final_loss", "optimal_loss", "gap", "final_test_loss", "population_optimal_loss", "final_source_loss", "intruders", "optimum_intruders")
 
 
 def by_seed(rows: list[dict[str, Any]], axes: tuple[str, ...]) -> list[dict[str, Any]]:
