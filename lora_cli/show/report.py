@@ -14,7 +14,7 @@ from typing import Any
 from lora_cli.show import html
 from lora_cli.show.tables import fmt_loss
 
-LOSS = ("final_loss", "final_test_loss", "optimal_loss", "gap", "population_optimal_loss", "baseline_loss")
+LOSS = ("final_loss", "final_test_loss", "optimal_loss", "gap", "population_optimal_loss", "baseline_loss", "final_source_loss")
 
 
 def report(runs: list[Any], generated: str) -> str:
@@ -64,7 +64,8 @@ def sweep_sections(run: Any) -> list[tuple[str, str, str]]:
     record = [("method", "method"), *((("rank", "rank"),) if "adapter.rank" not in sweep.axes else ())]
     columns = [("trial", "trial"), ("status", "status"), *((a, names[a]) for a in sweep.axes), *record,
                ("final_loss", "final loss"), ("optimal_loss", "optimum"), ("gap", "gap"), ("gap_relative", "gap ÷ optimum"),
-               ("final_test_loss", "test loss"), ("population_optimal_loss", "fresh-data optimum"), ("engine", "engine"), ("error", "error")]
+               ("final_test_loss", "test loss"), ("population_optimal_loss", "fresh-data optimum"), ("final_source_loss", "source loss"),
+               ("intruders", "intruders"), ("optimum_intruders", "optimum's intruders"), ("engine", "engine"), ("error", "error")]
     shown = {key: fmt_loss for key in LOSS} | {"gap_relative": lambda v: f"{v:.3g}"}
     sections = [("trials", f"Trials ({len(table)})", html.results_table("trials-table", columns, table, shown))]
     if SEED in sweep.axes:

@@ -104,6 +104,9 @@ def test_a_sweep_report_sorts_and_filters_its_trials_in_the_page(browser, folder
     text = page.inner_text("body")
     for row in rows:
         assert row["trial"] in text and fmt_loss(row["final_loss"]) in text and fmt_loss(row["gap"]) in text
+        assert fmt_loss(row["final_source_loss"]) in text
+    keys = [h.get_attribute("data-key") for h in page.locator("#trials-table th").all()]
+    assert {"final_source_loss", "intruders", "optimum_intruders"} <= set(keys)
     for trial in (folders / "sweep" / "trials").iterdir():
         assert _manifest(trial)["files"]["adapter/adapter_model.safetensors"]["sha256"] in text
     assert "Seeds aggregated" in text and "mean ± std" in text
