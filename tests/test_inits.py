@@ -79,6 +79,22 @@ def test_every_init_starts_at_the_base_s_function(name):
         torch.testing.assert_close((spec.scaling * (b @ a)).double(), best, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("scaling_rule", ["standard", "rslora"])
+def test_milora_is_pissa_on_the_minor_components(scaling_rule):
+    """MiLoRA's reference formula, written here from a float64 SVD: s·B₀·A₀ is W's bottom-r part,
+    A₀'s rows are √(σᵢ/s)·vᵢ and B₀'s columns √(σᵢ/s)·uᵢ for the r smallest σᵢ, the rest is frozen."""
+    w, spec = _base(), AdapterSpec(3, 1.5, "milora", scaling_rule)
+    a, b, frozen = init_adapter(w, spec, torch.Generator())
+    u, sigma, vh = torch.linalg.svd(w.double(), full_matrices=False)
+    bottom = (u[:, -3:] * sigma[-3:]) @ vh[-3:]
+    torch.testing.assert_close((spec.scaling * (b @ a)).double(), bottom, rtol=0, atol=1e-5)
+    torch.testing.assert_close(frozen.double(), w.double() - bottom, rtol=0, atol=1e-5)
+    root = (sigma[-3:] / spec.scaling).sqrt()
+    torch.testing.assert_close(a.double().norm(dim=1), root, rtol=1e-5, atol=0)
+    torch.testing.assert_close(b.double().norm(dim=0), root, rtol=1e-5, atol=0)
+    torch.testing.assert_close((a.double() @ vh[-3:].T).abs(), torch.diag(root), rtol=0, atol=1e-5)  # along the minor v's (up to sign)
+
+
 def test_orthogonal_needs_an_even_rank():
     with pytest.raises(ValueError, match="even rank"):
         init_adapter(_base(), AdapterSpec(3, 1.0, "orthogonal"), torch.Generator())

@@ -24,6 +24,8 @@ peft = pytest.importorskip("peft")
         (2, 4.0, ["--init", "pissa"]),
         (2, 4.0, ["--init", "pissa", "--rslora"]),
         (3, 1.0, ["--init", "olora"]),
+        (2, 4.0, ["--init", "milora"]),
+        (2, 4.0, ["--method", "lora_fb"]),  # frozen B: a PEFT LoRA too
         (2, 4.0, ["--dora"]),
         (2, 4.0, ["--dora", "--init", "pissa", "--lr-ratio", "4"]),
         (2, 4.0, ["--method", "lora_fa"]),  # LoRA-FA's adapter is a PEFT LoRA: only how it trained differs

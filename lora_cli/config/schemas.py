@@ -151,6 +151,9 @@ class Config(Section):
         problems = [("adapter.rank", rank_problem(self.adapter.rank, d.d_in, d.d_out), ("data.d_in", "data.d_out"))]
         if self.adapter.init == "orthogonal" and self.adapter.rank % 2:
             problems.append(("adapter.rank", "is not allowed: the orthogonal init needs an even rank", ("adapter.init",)))
+        init_problem = METHODS[self.adapter.method].init_problem(self.adapter.spec())
+        if init_problem:
+            problems.append(("adapter.init", init_problem, ("adapter.method",)))
         if self.shift.kind == "lowrank" and self.shift.rank > min(d.d_in, d.d_out):
             problem = f"is out of range: must be ≤ min(d_in, d_out) = {min(d.d_in, d.d_out)}"
             problems.append(("shift.rank", problem, ("data.d_in", "data.d_out", "shift.kind")))

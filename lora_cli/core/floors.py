@@ -48,3 +48,11 @@ def population_floor_in_rows(shift_target: torch.Tensor, rows: torch.Tensor, noi
     basis = u[:, sigma > sigma.max() * max(rows.shape) * torch.finfo(torch.float64).eps]
     kept = ((d64 @ basis) ** 2).sum()
     return noise_std**2 + max(((d64**2).sum() - kept).item(), 0.0) / shift_target.shape[0]
+
+
+def population_floor_in_columns(shift_target: torch.Tensor, columns: torch.Tensor, noise_std: float) -> float:
+    """min over M (r, d_in) of the expected MSE on fresh x ~ N(0, I) when ΔW = `columns`·M,
+    `columns` (d_out, r) fixed (frozen B₀): the best ΔW is P·D with P the projector onto the
+    columns' span, so the floor is σ² + ‖D − P·D‖²/d_out, D = θ2ᵀ − W (d_out, d_in)."""
+    transposed = population_floor_in_rows(shift_target.T, columns.T, 0.0)  # ‖Dᵀ − Dᵀ·P‖²/d_in: the same norm
+    return noise_std**2 + transposed * shift_target.shape[1] / shift_target.shape[0]

@@ -99,3 +99,16 @@ class Residual:
             explained = explained_all if rank is None or rank >= min(projected.shape) else energy[:rank].sum().item()
             out.append(max(self.rr - explained, 0.0) / self.numel)
         return out
+
+    def floor_in_columns(self, columns: torch.Tensor) -> float:
+        """min over M (d_in, r) of MSE(X·M·Cᵀ, R) for fixed `columns` C (d_out, r): with Q an
+        orthonormal basis of C's span, ‖R − X·M·Qᵀ‖² = ‖R·(I − QQᵀ)‖² + ‖R·Q − X·M‖², so the
+        floor is (‖R‖² − ‖Q_Xᵀ·R·Q‖²)/numel, Q_X an orthonormal basis of X's columns."""
+        basis = _span(columns.double().to(self.xtr.device))
+        return max(self.rr - (self.projected() @ basis).square().sum().item(), 0.0) / self.numel
+
+
+def _span(columns: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis (d, k) of the columns' span, dependent columns dropped."""
+    u, sigma, _ = torch.linalg.svd(columns, full_matrices=False)
+    return u[:, sigma > sigma.max() * max(columns.shape) * torch.finfo(torch.float64).eps]

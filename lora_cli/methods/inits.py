@@ -4,7 +4,7 @@ An adapter init sees the base weight W (d_out, d_in) and returns (lora_A, lora_B
 freeze). Every entry keeps W + s·B₀·A₀ = W at step 0: the random ones by B₀ = 0 (or, for
 orthogonal, B₀·A₀ = 0), PiSSA and OLoRA by freezing the residual W − s·B₀·A₀ instead of W.
 The names and formulas are PEFT's (peft/tuners/lora/layer.py, checked against 0.21.2),
-except `normal`, the blog's.
+except `normal`, the blog's, and `milora`, MiLoRA's reference code (PEFT has none).
 
 torch is imported inside the functions: config validation reads the registry's names and
 help without paying for torch.
@@ -74,6 +74,17 @@ def _pissa(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
     return a.contiguous(), b.contiguous(), w - spec.scaling * (b @ a)
 
 
+def _milora(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
+    import torch
+
+    # MiLoRA (Wang et al. 2024; its reference code's pissa_init on the minor components): PiSSA on
+    # W's bottom r singular triplets, A = diag(√S')·Vᵀ[-r:], B = U[:, -r:]·diag(√S'), S' = S[-r:]/s
+    u, sigma, vh = torch.linalg.svd(w.float(), full_matrices=False)
+    root = (sigma[-spec.rank :] / spec.scaling).sqrt()
+    a, b = root[:, None] * vh[-spec.rank :], u[:, -spec.rank :] * root
+    return a.contiguous(), b.contiguous(), w - spec.scaling * (b @ a)
+
+
 def _olora(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
     import torch
 
@@ -97,6 +108,8 @@ INITS: dict[str, InitEntry] = {
     "orthogonal": InitEntry(_orthogonal, "A, B from one orthogonal matrix with B·A = 0 (PEFT's; even rank)", "orthogonal"),
     "pissa": InitEntry(_pissa, "A, B from W's top-r singular triplets, the residual frozen (PEFT's pissa)", "pissa", True),
     "olora": InitEntry(_olora, "A, B from W's QR factors, the residual frozen (PEFT's olora)", "olora", True),
+    "milora": InitEntry(_milora, "A, B from W's bottom-r singular triplets, the residual frozen (MiLoRA: PiSSA on the minor components)",
+                        True, True),
 }
 
 

@@ -55,6 +55,10 @@ class Method:
         for the LoRA family three (b, r) x (r, d) products, O(b·r·(d_in + d_out)), no ΔW."""
         return 6.0 * batch * spec.rank * (d_in + d_out)
 
+    def init_problem(self, spec: AdapterSpec) -> str | None:
+        """Why spec.init cannot start this method (a config error on adapter.init), or None."""
+        return None
+
     def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator) -> tuple[Params, torch.Tensor]:
         """(params at step 0, the base weight to freeze), on the CPU, from the base W (d_out, d_in)."""
         raise NotImplementedError

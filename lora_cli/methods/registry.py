@@ -10,13 +10,14 @@ from lora_cli.methods.dora import DoRA
 from lora_cli.methods.full import Full
 from lora_cli.methods.lora import LoRA
 from lora_cli.methods.lora_fa import LoRAFA
+from lora_cli.methods.lora_fb import LoRAFB
 from lora_cli.methods.method import Method, Params
 from lora_cli.methods.spec import AdapterSpec
 
 if TYPE_CHECKING:
     import torch
 
-METHODS: dict[str, Method] = {m.name: m for m in (LoRA(), DoRA(), LoRAFA(), Full())}
+METHODS: dict[str, Method] = {m.name: m for m in (LoRA(), DoRA(), LoRAFA(), LoRAFB(), Full())}
 
 
 def method_of(spec: AdapterSpec) -> Method:

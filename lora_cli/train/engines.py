@@ -63,13 +63,13 @@ PRETRAIN = Full.name  # pretraining trains every weight of a fresh W
 ENGINES: dict[str, EngineEntry] = {
     "fast": EngineEntry(
         "hand-written gradients, cached base output, one fused optimiser step",
-        {"full": _lazy(_FAST, "FastPretrain"), "lora": _lazy(_FAST, "FastFinetune"), "lora_fa": _lazy(_FAST, "FastFinetune")},
+        {"full": _lazy(_FAST, "FastPretrain"), **{name: _lazy(_FAST, "FastFinetune") for name in ("lora", "lora_fa", "lora_fb")}},
         "it has no hand-written {method} gradients",
         parallel=True,
     ),
     "reference": EngineEntry(
         "plain autograd and torch.optim, as the blog",
-        {name: _lazy(_REFERENCE, "ReferencePretrain" if name == PRETRAIN else "ReferenceFinetune") for name in ("full", "lora", "dora", "lora_fa")},
+        {name: _lazy(_REFERENCE, "ReferencePretrain" if name == PRETRAIN else "ReferenceFinetune") for name in ("full", "lora", "dora", "lora_fa", "lora_fb")},
     ),
     "batched": EngineEntry(
         "a sweep's adapters on one base trained together, one fused step for all (lora sweep only)",

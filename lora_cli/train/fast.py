@@ -161,14 +161,15 @@ def held_out_residuals(base_w: torch.Tensor, held_out: dict) -> dict[str, tuple[
 
 class FastFinetune:
     """The optimiser on lora_A (r, d_in), lora_B (d_out, r) so x·Wᵀ + s·(x·Aᵀ)·Bᵀ ≈ y, W frozen; on
-    lora_B alone when the task does not train lora_A (LoRA-FA: no gradient for A is formed)."""
+    lora_B alone when the task does not train lora_A (LoRA-FA: no gradient for A is formed), on
+    lora_A alone when it does not train lora_B (frozen B)."""
 
     name = "fast"
 
     @torch.no_grad()
     def __init__(self, task, world: World = World()):
         base_w, spec, x, y, lr, batch_size = task.frozen, task.spec, task.x, task.y, task.lr, task.batch_size
-        a0, b0, self.train_a = task.start[KEY_A], task.start[KEY_B], KEY_A in task.trains
+        a0, b0, self.train_a, self.train_b = task.start[KEY_A], task.start[KEY_B], KEY_A in task.trains, KEY_B in task.trains
         n, d_in = x.shape
         d_out, r, b = y.shape[1], a0.shape[0], batch_size
         self.n, self.s, self.scale = n, spec.scaling, 2.0 / (b * d_out)
@@ -181,7 +182,9 @@ class FastFinetune:
         self.grad_a, self.grad_b = self.grad[: r * d_in].view(r, d_in), self.grad[r * d_in :].view(d_out, r)
         self.lora_a.copy_(a0)
         self.lora_b.copy_(b0)
-        if self.train_a:
+        if not self.train_b:  # lora_A's part of the buffers only (frozen B)
+            self.opt = FlatOptimizer(self.flat[: r * d_in], self.grad[: r * d_in], lr, task.optim)
+        elif self.train_a:
             lrs = [(r * d_in, lr * spec.lr_ratio)] if spec.lr_ratio != 1 else None  # LoRA+: lora_B's rate
             self.opt = FlatOptimizer(self.flat, self.grad, lr, task.optim, lrs=lrs)
         else:  # lora_B's part of the buffers only
@@ -200,7 +203,8 @@ class FastFinetune:
         for xb, rb in self.rows.epoch(self.share.of(batches.to(self.xr.device))):
             torch.mm(xb, self.a_t, out=u)  # (b, r)
             torch.addmm(rb, u, self.b_t, beta=-s * scale, alpha=s * s * scale, out=err)
-            torch.mm(err_t, u, out=self.grad_b)  # dL/dB = s·errᵀ·u, (d_out, r)
+            if self.train_b:
+                torch.mm(err_t, u, out=self.grad_b)  # dL/dB = s·errᵀ·u, (d_out, r)
             if self.train_a:
                 torch.mm(err, self.lora_b, out=grad_u)  # dL/du = s·err·B, (b, r)
                 torch.mm(grad_u_t, xb, out=self.grad_a)  # dL/dA = (dL/du)ᵀ·xb, (r, d_in)
