@@ -58,7 +58,7 @@ class CovarianceConfig(Section):
     """The pretraining inputs' covariance Σ (core/covariances.py): x ~ N(0, Σ), tr Σ = d_in."""
 
     kind: choice(COVARIANCES) = Field("isotropic", description=choices_help("the spectrum of the inputs' covariance", COVARIANCES))
-    decay: float = Field(1.0, gt=0.0, le=100.0, description="power_law: eigenvalue i ∝ i^-decay")
+    decay: float = Field(1.0, ge=0.0, le=100.0, description="power_law: eigenvalue i ∝ i^-decay (0: all equal, Σ = I)")
     spikes: int = whole(1, "spiked: how many strong directions (≤ d_in)")
     strength: float = Field(10.0, gt=0.0, le=1e6, description="spiked: the strong directions' eigenvalue, against 1 for the others")
     align: Literal[tuple(ALIGNS)] = Field("random", description="the directions: " + "; ".join(f"{k} = {v}" for k, v in ALIGNS.items()))
