@@ -102,3 +102,14 @@ def test_plan_batches_what_it_can_and_says_why_not():
     assert [(g.engine, g.trials) for g in groups[2:]] == [("fast", (5,)), ("reference", (6,))]
     assert "residual" in groups[2].why and "DoRA" in groups[3].why
     assert all(g.engine == "fast" and len(g.trials) == 1 for g in sweep.plan(cfgs[:3], "fast"))
+
+
+def test_a_gradient_init_lane_equals_its_trial_alone(base):
+    """LoRA-One keeps W frozen, so it trains as a lane; its start reads the group's shared moments."""
+    cfgs = _configs([(2, 4.0, "lora_one", "standard", 1.0, 1e-3), (1, 1.0, "normal", "standard", 1.0, 1e-3)], epochs=4)
+    assert len(sweep.plan(cfgs)) == 1  # one batched group
+    together = sweep.finetune_group(cfgs, base)
+    alone = pipeline.finetune(cfgs[0], base, runtime=Runtime("fast"))
+    assert_close(together[0].initial["base_model.model.linear.lora_A.weight"],
+                 alone.initial["base_model.model.linear.lora_A.weight"], rtol=0, atol=1e-6)
+    assert_close(_losses(together[0].history), _losses(alone.history), rtol=1e-5, atol=0)

@@ -64,12 +64,26 @@ def test_normal_is_the_blog_s_randn_and_b_starts_at_zero():
     assert torch.equal(b, torch.zeros(D_OUT, 3)) and torch.equal(frozen, _base())
 
 
+def _gradient(w, seed=3):
+    """∇_W of MSE(X·Wᵀ, y) by autograd on random rows: an independent first full gradient."""
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(200, D_IN, generator=g), torch.randn(200, D_OUT, generator=g)
+    weight = w.clone().requires_grad_()
+    torch.nn.functional.mse_loss(x @ weight.T, y).backward()
+    return weight.grad, x, y
+
+
 @pytest.mark.parametrize("name", sorted(INITS))
 def test_every_init_starts_at_the_base_s_function(name):
-    """W_frozen + s·B₀·A₀ = W, and for orthogonal B₀·A₀ = 0 with both factors non-zero."""
+    """W_frozen + s·B₀·A₀ = W (LoRA-One: W frozen as it is, the model one step away), and for
+    orthogonal B₀·A₀ = 0 with both factors non-zero."""
     w, spec = _base(), AdapterSpec(4, 2.0, name)
-    a, b, frozen = init_adapter(w, spec, torch.Generator().manual_seed(0))
+    grad = _gradient(w)[0] if INITS[name].gradient else None
+    a, b, frozen = init_adapter(w, spec, torch.Generator().manual_seed(0), grad)
     assert a.shape == (4, D_IN) and b.shape == (D_OUT, 4)
+    if not INITS[name].starts_at_base:
+        assert torch.equal(frozen, w) and (b @ a).abs().max() > 0
+        return
     torch.testing.assert_close(frozen + spec.scaling * (b @ a), w, rtol=1e-5, atol=1e-5)
     if name == "orthogonal":
         assert a.abs().max() > 0 and b.abs().max() > 0 and (b @ a).abs().max() < 1e-6
@@ -93,6 +107,45 @@ def test_milora_is_pissa_on_the_minor_components(scaling_rule):
     torch.testing.assert_close(a.double().norm(dim=1), root, rtol=1e-5, atol=0)
     torch.testing.assert_close(b.double().norm(dim=0), root, rtol=1e-5, atol=0)
     torch.testing.assert_close((a.double() @ vh[-3:].T).abs(), torch.diag(root), rtol=0, atol=1e-5)  # along the minor v's (up to sign)
+
+
+@pytest.mark.parametrize("gamma", [16.0, 64.0])
+def test_lora_one_is_its_reference_formula_on_the_first_full_gradient(gamma):
+    """LoRA-One's reference code, written here: −G = U·S·Vᵀ (G by autograd on the rows, and by our
+    moments), B = U_r·√S_r/√S₀/√γ, A = √S_r·V_rᵀ/√S₀/√γ, W frozen as it is."""
+    from lora_cli.core.moments import Moments
+
+    w, spec = _base(), AdapterSpec(3, 2.0, "lora_one", gamma=gamma)
+    grad, x, y = _gradient(w)
+    moments_grad = Moments.of(x, y).residual(w).gradient()
+    torch.testing.assert_close(moments_grad.float(), grad, rtol=1e-5, atol=1e-7)  # the recipes' gradient is autograd's
+    a, b, frozen = init_adapter(w, spec, torch.Generator(), moments_grad.float())
+    u, sigma, vh = torch.linalg.svd(-grad.double())
+    scale = 1 / (sigma[0] * gamma)  # (√S·√S)/(√S₀·√S₀)/γ per direction
+    expected = (u[:, :3] * sigma[:3]) @ vh[:3] * scale  # B·A
+    torch.testing.assert_close((b @ a).double(), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(b.double().norm(dim=0), (sigma[:3] / sigma[0] / gamma).sqrt(), rtol=1e-5, atol=0)
+    assert torch.equal(frozen, w)
+
+
+@pytest.mark.parametrize("scaling_rule, gamma", [("standard", 16.0), ("rslora", 4.0)])
+def test_lora_ga_is_peft_s_lora_ga_init_bit_for_bit(scaling_rule, gamma):
+    """PEFT's own lora_ga_init (ArB2r, stable scale) on the same gradient and the same random stream."""
+    w, spec = _base(), AdapterSpec(4, 3.0, "lora_ga", scaling_rule, gamma=gamma)
+    grad = _gradient(w)[0]
+    ours = init_adapter(w, spec, torch.Generator().manual_seed(11), grad)
+    layer = _peft_layer(w, spec)
+    layer.get_base_layer()._peft_loraga_grad = grad.clone()
+    torch.manual_seed(int(torch.randint(2**62, (), generator=torch.Generator().manual_seed(11))))
+    layer.lora_ga_init("default", peft.LoraGAConfig(direction="ArB2r", scale="stable", stable_gamma=gamma))
+    torch.testing.assert_close(ours[0], layer.lora_A["default"].weight.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(ours[1], layer.lora_B["default"].weight.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(ours[2], layer.base_layer.weight.detach(), rtol=0, atol=0)
+
+
+def test_a_gradient_init_without_the_gradient_is_refused():
+    with pytest.raises(ValueError, match="needs the first full gradient"):
+        init_adapter(_base(), AdapterSpec(2, 1.0, "lora_one"), torch.Generator())
 
 
 def test_orthogonal_needs_an_even_rank():

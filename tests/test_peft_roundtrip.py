@@ -25,6 +25,8 @@ peft = pytest.importorskip("peft")
         (2, 4.0, ["--init", "pissa", "--rslora"]),
         (3, 1.0, ["--init", "olora"]),
         (2, 4.0, ["--init", "milora"]),
+        (2, 4.0, ["--init", "lora_one"]),  # starts one gradient step off W: a plain LoRA onto W all the same
+        (2, 4.0, ["--init", "lora_ga", "--rslora"]),
         (2, 4.0, ["--method", "lora_fb"]),  # frozen B: a PEFT LoRA too
         (2, 4.0, ["--dora"]),
         (2, 4.0, ["--dora", "--init", "pissa", "--lr-ratio", "4"]),

@@ -101,10 +101,12 @@ class AdapterConfig(Section):
     init: choice(INITS) = Field("normal", description=choices_help("how lora_A and lora_B start", INITS))
     scaling: choice(SCALING_RULES) = Field("standard", description=choices_help("the scaling rule", SCALING_RULES))
     lr_ratio: float = positive(1.0, "LoRA+: lora_B's (and DoRA's m's) learning rate is finetune.lr times this (1 = plain LoRA)")
+    gamma: float = Field(16.0, gt=0.0, le=1e12, description="lora_one and lora_ga: the stable scale γ; their factors shrink by √γ")
 
     def spec(self) -> AdapterSpec:
         """The AdapterSpec this section describes: the one way from config to spec."""
-        return AdapterSpec(rank=self.rank, alpha=self.alpha, init=self.init, scaling_rule=self.scaling, lr_ratio=self.lr_ratio, method=self.method)
+        return AdapterSpec(rank=self.rank, alpha=self.alpha, init=self.init, scaling_rule=self.scaling, lr_ratio=self.lr_ratio, method=self.method,
+                           gamma=self.gamma)
 
 
 class TrainConfig(Section):
@@ -149,6 +151,10 @@ class Config(Section):
     def _relations(self, info: ValidationInfo) -> Config:
         d = self.data
         problems = [("adapter.rank", rank_problem(self.adapter.rank, d.d_in, d.d_out), ("data.d_in", "data.d_out"))]
+        spans = INITS[self.adapter.init].spans
+        if spans > 1 and spans * self.adapter.rank > min(d.d_in, d.d_out):
+            problem = f"is out of range: the {self.adapter.init} init reads {spans}·rank singular vectors, so rank ≤ {min(d.d_in, d.d_out) // spans}"
+            problems.append(("adapter.rank", problem, ("adapter.init", "data.d_in", "data.d_out")))
         if self.adapter.init == "orthogonal" and self.adapter.rank % 2:
             problems.append(("adapter.rank", "is not allowed: the orthogonal init needs an even rank", ("adapter.init",)))
         init_problem = METHODS[self.adapter.method].init_problem(self.adapter.spec())

@@ -100,6 +100,10 @@ class Residual:
             out.append(max(self.rr - explained, 0.0) / self.numel)
         return out
 
+    def gradient(self) -> torch.Tensor:
+        """∇_W of MSE(X·Wᵀ, y) at the frozen W the residual is of: −(2/numel)·(XᵀR)ᵀ, (d_out, d_in), float64."""
+        return -2.0 / self.numel * self.xtr.T
+
     def floor_in_columns(self, columns: torch.Tensor) -> float:
         """min over M (d_in, r) of MSE(X·M·Cᵀ, R) for fixed `columns` C (d_out, r): with Q an
         orthonormal basis of C's span, ‖R − X·M·Qᵀ‖² = ‖R·(I − QQᵀ)‖² + ‖R·Q − X·M‖², so the

@@ -50,8 +50,8 @@ class DoRA(LoRA):
     def shapes(self, spec: AdapterSpec, d_in: int, d_out: int) -> dict[str, tuple[int, ...]]:
         return {**super().shapes(spec, d_in, d_out), KEY_M: (d_out,)}
 
-    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator) -> tuple[Params, torch.Tensor]:
-        params, frozen = super().start(w, spec, g)
+    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None) -> tuple[Params, torch.Tensor]:
+        params, frozen = super().start(w, spec, g, grad)
         return {**params, KEY_M: start_magnitude(frozen, spec, params[KEY_A], params[KEY_B])}, frozen
 
     def merged(self, w: torch.Tensor, spec: AdapterSpec, params: Params) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """How the LoRA family's factors start: the adapter init registry.
 
-An adapter init sees the base weight W (d_out, d_in) and returns (lora_A, lora_B, W to
-freeze). Every entry keeps W + s·B₀·A₀ = W at step 0: the random ones by B₀ = 0 (or, for
-orthogonal, B₀·A₀ = 0), PiSSA and OLoRA by freezing the residual W − s·B₀·A₀ instead of W.
+An adapter init sees the base weight W (d_out, d_in), and a gradient init also the first full
+gradient ∇_W L at W on the finetune data, and returns (lora_A, lora_B, W to freeze). Every
+entry but LoRA-One keeps W + s·B₀·A₀ = W at step 0: the random ones by B₀ = 0 (or, for
+orthogonal, B₀·A₀ = 0), PiSSA, OLoRA, MiLoRA and LoRA-GA by freezing the residual W − s·B₀·A₀
+instead of W. LoRA-One starts one gradient step away from W, as its paper does.
 The names and formulas are PEFT's (peft/tuners/lora/layer.py, checked against 0.21.2),
 except `normal`, the blog's, and `milora`, MiLoRA's reference code (PEFT has none).
 
@@ -22,7 +24,8 @@ from lora_cli.methods.spec import AdapterSpec
 if TYPE_CHECKING:
     import torch
 
-AdapterInit = Callable[["torch.Tensor", AdapterSpec, "torch.Generator"], "tuple[torch.Tensor, torch.Tensor, torch.Tensor]"]
+# (W, spec, generator, the first full gradient ∇_W L at W or None) -> (lora_A, lora_B, W to freeze)
+AdapterInit = Callable[["torch.Tensor", AdapterSpec, "torch.Generator", "torch.Tensor | None"], "tuple[torch.Tensor, torch.Tensor, torch.Tensor]"]
 
 
 def _zeros_b(w: torch.Tensor, spec: AdapterSpec) -> torch.Tensor:
@@ -31,13 +34,13 @@ def _zeros_b(w: torch.Tensor, spec: AdapterSpec) -> torch.Tensor:
     return torch.zeros(w.shape[0], spec.rank)
 
 
-def _normal(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
+def _normal(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None):
     import torch
 
     return torch.empty(spec.rank, w.shape[1]).normal_(0.0, 1.0, generator=g), _zeros_b(w, spec), w
 
 
-def _kaiming(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
+def _kaiming(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None):
     import torch
 
     # PEFT's default (init_lora_weights=True): kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(d_in), 1/sqrt(d_in))
@@ -45,14 +48,14 @@ def _kaiming(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
     return a, _zeros_b(w, spec), w
 
 
-def _gaussian(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
+def _gaussian(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None):
     import torch
 
     # PEFT's "gaussian": std 1/r (not 1/sqrt(r))
     return torch.empty(spec.rank, w.shape[1]).normal_(0.0, 1.0 / spec.rank, generator=g), _zeros_b(w, spec), w
 
 
-def _orthogonal(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
+def _orthogonal(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None):
     import torch
 
     r, (d_out, d_in) = spec.rank, w.shape
@@ -64,7 +67,7 @@ def _orthogonal(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
     return a.contiguous(), b.contiguous(), w
 
 
-def _pissa(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
+def _pissa(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None):
     import torch
 
     # W = U·diag(S)·Vᵀ in float32; S' = S[:r]/s; A = diag(√S')·Vᵀ[:r], B = U[:, :r]·diag(√S'): s·B·A is W's top-r part
@@ -74,7 +77,7 @@ def _pissa(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
     return a.contiguous(), b.contiguous(), w - spec.scaling * (b @ a)
 
 
-def _milora(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
+def _milora(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None):
     import torch
 
     # MiLoRA (Wang et al. 2024; its reference code's pissa_init on the minor components): PiSSA on
@@ -85,12 +88,37 @@ def _milora(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
     return a.contiguous(), b.contiguous(), w - spec.scaling * (b @ a)
 
 
-def _olora(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator):
+def _olora(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None):
     import torch
 
     q, r_factor = torch.linalg.qr(w.float())  # B = Q[:, :r], A = R[:r], no division by s (as PEFT)
     a, b = r_factor[: spec.rank].contiguous(), q[:, : spec.rank].contiguous()
     return a, b, w - spec.scaling * (b @ a)
+
+
+def _lora_one(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None):
+    import torch
+
+    # LoRA-One (Zhang et al. 2025; its reference code's gradient_reinit, with an exact SVD): from
+    # −∇_W L = U·diag(S)·Vᵀ, B = U[:, :r]·diag(√S[:r])/√S₀, A = diag(√S[:r])·Vᵀ[:r]/√S₀, both / √γ.
+    # W stays frozen as it is: the model starts one best rank-r gradient step away from W.
+    u, sigma, vh = torch.linalg.svd(-grad.double(), full_matrices=False)
+    root = sigma[: spec.rank].sqrt() / (sigma[0].sqrt() * math.sqrt(spec.gamma))
+    return (root[:, None] * vh[: spec.rank]).float().contiguous(), (u[:, : spec.rank] * root).float().contiguous(), w
+
+
+def _lora_ga(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None):
+    import torch
+
+    # PEFT's lora_ga_init, direction "ArB2r", scale "stable": from ∇_W L ≈ U·diag(S)·Vᵀ (torch.svd_lowrank,
+    # q = min(4r, min(shape)), niter 4, seeded from `g`), A = Vᵀ[:r], B = U[:, r:2r]·diag(S[r:2r])·d_out^¼/√γ
+    r, d_out = spec.rank, w.shape[0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**62, (), generator=g)))
+        u, sigma, v = torch.svd_lowrank(grad.float(), q=min(4 * r, min(grad.shape)), niter=4)
+    a = v.t()[:r].contiguous()
+    b = (u[:, r : 2 * r] @ torch.diag(sigma[r : 2 * r]) * (d_out**0.25 / spec.gamma**0.5)).contiguous()
+    return a, b, w - spec.scaling * (b.float() @ a.float())
 
 
 @dataclass(frozen=True)
@@ -99,6 +127,9 @@ class InitEntry:
     help: str
     peft: bool | str  # PEFT's init_lora_weights for it (True is PEFT's default, kaiming)
     changes_base: bool = False  # freezes W − s·B₀·A₀ instead of W
+    gradient: bool = False  # reads the first full gradient ∇_W L at W on the finetune data
+    starts_at_base: bool = True  # W_frozen + s·B₀·A₀ = W (False: the model starts off the base, as LoRA-One does)
+    spans: int = 1  # it reads the top spans·r singular triplets: spans·rank ≤ min(d_in, d_out)
 
 
 INITS: dict[str, InitEntry] = {
@@ -108,17 +139,24 @@ INITS: dict[str, InitEntry] = {
     "orthogonal": InitEntry(_orthogonal, "A, B from one orthogonal matrix with B·A = 0 (PEFT's; even rank)", "orthogonal"),
     "pissa": InitEntry(_pissa, "A, B from W's top-r singular triplets, the residual frozen (PEFT's pissa)", "pissa", True),
     "olora": InitEntry(_olora, "A, B from W's QR factors, the residual frozen (PEFT's olora)", "olora", True),
+    "lora_one": InitEntry(_lora_one, "A, B from the top-r SVD of the first full gradient, W kept: one best rank-r gradient step, "
+                          "scaled by 1/√(γ·S₀) (LoRA-One)", True, gradient=True, starts_at_base=False),
+    "lora_ga": InitEntry(_lora_ga, "A, B from the first full gradient's singular vectors r:2r and :r, the residual frozen "
+                         "(PEFT's lora_ga, ArB2r, stable scale γ)", True, True, gradient=True, spans=2),
     "milora": InitEntry(_milora, "A, B from W's bottom-r singular triplets, the residual frozen (MiLoRA: PiSSA on the minor components)",
                         True, True),
 }
 
 
-def init_adapter(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def init_adapter(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(lora_A (r, d_in), lora_B (d_out, r), the base weight to freeze), all on the CPU.
+    `grad`: ∇_W L at W on the whole finetune data (d_out, d_in), for the inits that read it.
 
     Raises:
-        ValueError: for an init not in INITS.
+        ValueError: for an init not in INITS, or a gradient init without `grad`.
     """
     if spec.init not in INITS:
         raise ValueError(f"unknown adapter init {spec.init!r}; known: {', '.join(INITS)}")
-    return INITS[spec.init].fn(w, spec, g)
+    if INITS[spec.init].gradient and grad is None:
+        raise ValueError(f"the {spec.init} init needs the first full gradient on the finetune data")
+    return INITS[spec.init].fn(w, spec, g, grad)

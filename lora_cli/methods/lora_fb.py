@@ -32,11 +32,11 @@ class LoRAFB(LoRA):
     def init_problem(self, spec: AdapterSpec) -> str | None:
         from lora_cli.methods.inits import INITS
 
-        if INITS[spec.init].changes_base or spec.init == "orthogonal":
+        if INITS[spec.init].changes_base or INITS[spec.init].gradient or spec.init == "orthogonal":
             return f"is not allowed with {self.name}: it freezes a random lora_B, drawn as normal, kaiming or gaussian draw lora_A"
         return None
 
-    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator) -> tuple[Params, torch.Tensor]:
+    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None) -> tuple[Params, torch.Tensor]:
         import torch
 
         from lora_cli.methods.inits import init_adapter

@@ -45,6 +45,7 @@ class AdapterSpec:
     scaling_rule: str = "standard"  # an entry of SCALING_RULES
     lr_ratio: float = 1.0  # LoRA+: lora_B (and DoRA's m) learn at lr·lr_ratio, lora_A at lr (1: plain LoRA)
     method: str = "lora"  # an entry of methods/registry.METHODS
+    gamma: float = 16.0  # the gradient inits' stable scale γ (lora_one, lora_ga)
 
     @property
     def scaling(self) -> float:

@@ -6,6 +6,7 @@ and asks core/ for data, shift and init, and train/ for an engine and the loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,9 +102,19 @@ def finetune_optimum(cfg: Config, base_weight: torch.Tensor, result: FinetuneRes
         spec, start, frozen, theta2, data = result.spec, result.initial, result.frozen, result.theta2, result.data
     else:
         theta2, spec = thetas(cfg)[1], cfg.adapter.spec()
-        start, frozen = method_of(spec).start(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"))
         data = regression(cfg, theta2, "finetune")
+        start, frozen = adapter_start(cfg, spec, base_weight, lambda: Moments.of(*data).residual(base_weight))
     return adapter_optimum(spec, Moments.of(*data), frozen, start, theta2, cfg.data.noise_std, sigma_half(cfg, ADAPTED))
+
+
+def adapter_start(cfg: Config, spec: AdapterSpec, base_weight: torch.Tensor, fit: Callable[[], Any]) -> tuple[dict, torch.Tensor]:
+    """(params at step 0, the weight to freeze) of spec's method on `base_weight`, drawn from the
+    adapter seed; a gradient init (methods/inits.py) also reads ∇_W L at W on every finetune row,
+    from `fit()`, the rows' residual moments for that W (asked for only then)."""
+    from lora_cli.methods.inits import INITS
+
+    grad = fit().gradient().float() if INITS[spec.init].gradient else None
+    return method_of(spec).start(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"), grad)
 
 
 def adapter_optimum(spec: AdapterSpec, moments: Moments, frozen: torch.Tensor, start: dict, theta2: torch.Tensor, noise_std: float,
@@ -213,10 +224,11 @@ def finetune(
     """Fit the method's params on the frozen base to the shifted data y2 = X2·θ2 (see `pretrain`)."""
     dev = torch.device(runtime.device)
     theta, theta2 = thetas(cfg)
-    x, y = (t.to(dev) for t in regression(cfg, theta2, "finetune"))
+    rows = regression(cfg, theta2, "finetune")
+    x, y = (t.to(dev) for t in rows)
     spec = cfg.adapter.spec()
     method, seed = method_of(spec), adapter_seed(cfg)
-    initial, frozen = method.start(base_weight, spec, generator(seed, "init_adapter"))
+    initial, frozen = adapter_start(cfg, spec, base_weight, lambda: Moments.of(*rows).residual(base_weight))
     start = {key: t.to(dev) for key, t in initial.items()}
     test = finetune_held_out(cfg, theta, theta2, dev)
     tc = cfg.finetune

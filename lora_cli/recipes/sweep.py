@@ -146,7 +146,7 @@ def finetune_group(
     for cfg in cfgs:
         spec = cfg.adapter.spec()
         method = method_of(spec)
-        start, _ = method.start(base_weight, spec, generator(recipe.adapter_seed(cfg), "init_adapter"))
+        start, _ = recipe.adapter_start(cfg, spec, base_weight, lambda: data.fit(base_weight))
         lanes.append(Lane(spec, start[KEY_A].to(dev), start[KEY_B].to(dev), cfg.finetune.lr, KEY_A in method.trains))
     schedule = recipe.schedule(first.finetune)
     test = drawn.finetune_held_out(first, data.theta, data.theta2, device)
@@ -174,7 +174,6 @@ def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = 
     is the rank-r one, every trial's rank at once from one projection and one eigendecomposition,
     for the others one by one from `starts` (each trial's params at step 0; drawn when not given)."""
     from lora_cli.core import floors
-    from lora_cli.core.rng import generator
 
     data = shared or problem(cfgs[0])
     fit = data.fit(base_weight)
@@ -190,7 +189,7 @@ def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = 
         if method.rank_floor:
             optima.append(recipe.Optimum(next(losses), next(population)))
             continue
-        start = starts[i] if starts is not None else method.start(base_weight, spec, generator(recipe.adapter_seed(cfg), "init_adapter"))[0]
+        start = starts[i] if starts is not None else recipe.adapter_start(cfg, spec, base_weight, lambda: fit)[0]
         optima.append(recipe.Optimum(method.optimum(spec, fit, start), method.population(spec, target, cfg.data.noise_std, start, half)))
     return optima
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from lora_cli.config.loading import load_config
 from lora_cli.config.schemas import RENAMED, Config
 from lora_cli.methods import peft
+from lora_cli.methods.inits import INITS
 from lora_cli.methods.registry import method_of
 from lora_cli.errors import ConfigError, RunError
 from lora_cli.recipes import pipeline as recipe
@@ -186,6 +187,7 @@ def record_finetune(
         init=spec.init,
         scaling_rule=spec.scaling_rule,
         lr_ratio=spec.lr_ratio,
+        init_gradient_rows=cfg.rows(ADAPTED) if INITS[spec.init].gradient else None,
         method=spec.method,
         seed=recipe.adapter_seed(cfg),
         base_sha256=run.manifest()["files"][BASE]["sha256"],

@@ -74,3 +74,12 @@ def test_finetune_n_sizes_the_finetune_data_alone(tmp_path):
 def test_a_batch_larger_than_finetune_n_names_that_key(tmp_path):
     done = runner.invoke(app, ["validate", str(SMOKE), "--set", "finetune.n=20"])
     assert done.exit_code != 0 and "finetune.batch_size" in done.output and "finetune.n = 20" in done.output
+
+
+def test_a_gradient_init_records_the_rows_its_gradient_read(tmp_path):
+    _, stages, _ = _run(tmp_path, "one", "adapter.init=lora_one", "finetune.n=200", "finetune.batch_size=50")
+    assert stages["finetune"]["init_gradient_rows"] == 200 and stages["finetune"]["init"] == "lora_one"
+    _, plain, _ = _run(tmp_path, "plain")
+    assert plain["finetune"]["init_gradient_rows"] is None
+    done = runner.invoke(app, ["validate", str(SMOKE), "--set", "adapter.init=lora_ga", "--set", "adapter.rank=20"])
+    assert done.exit_code != 0 and "the lora_ga init reads 2·rank singular vectors, so rank ≤ 16" in done.output
