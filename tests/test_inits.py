@@ -143,6 +143,21 @@ def test_lora_ga_is_peft_s_lora_ga_init_bit_for_bit(scaling_rule, gamma):
     torch.testing.assert_close(ours[2], layer.base_layer.weight.detach(), rtol=0, atol=0)
 
 
+def test_lora_ga_paper_is_the_papers_formula():
+    """The LoRA-GA paper's code, written here from an exact float64 SVD of G: A = ±Vᵀ[:r]·c and
+    B = ±U[:, r:2r]·c with c = d_out^¼/√γ (no singular values), the residual frozen."""
+    w, spec = _base(), AdapterSpec(3, 2.0, "lora_ga_paper", gamma=8.0)
+    g = torch.Generator().manual_seed(2)  # a gradient with well-separated singular values, which a randomized SVD finds exactly
+    u, _ = torch.linalg.qr(torch.randn(D_OUT, D_OUT, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(D_IN, D_OUT, generator=g, dtype=torch.float64))
+    grad = ((u * 2.0 ** -torch.arange(D_OUT, dtype=torch.float64)) @ v.T).float()
+    a, b, frozen = init_adapter(w, spec, torch.Generator().manual_seed(1), grad)
+    c = D_OUT**0.25 / 8.0**0.5
+    torch.testing.assert_close((a.double() @ v[:, :3]).abs(), c * torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-5)
+    torch.testing.assert_close((u[:, 3:6].T @ b.double()).abs(), c * torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-5)
+    torch.testing.assert_close(frozen + spec.scaling * (b @ a), w, rtol=1e-5, atol=1e-5)
+
+
 def test_a_gradient_init_without_the_gradient_is_refused():
     with pytest.raises(ValueError, match="needs the first full gradient"):
         init_adapter(_base(), AdapterSpec(2, 1.0, "lora_one"), torch.Generator())

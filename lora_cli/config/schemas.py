@@ -101,7 +101,7 @@ class AdapterConfig(Section):
     init: choice(INITS) = Field("normal", description=choices_help("how lora_A and lora_B start", INITS))
     scaling: choice(SCALING_RULES) = Field("standard", description=choices_help("the scaling rule", SCALING_RULES))
     lr_ratio: float = positive(1.0, "LoRA+: lora_B's (and DoRA's m's) learning rate is finetune.lr times this (1 = plain LoRA)")
-    gamma: float = Field(16.0, gt=0.0, le=1e12, description="lora_one and lora_ga: the stable scale γ; their factors shrink by √γ")
+    gamma: float = Field(16.0, gt=0.0, le=1e12, description="the gradient inits (lora_one, lora_ga, lora_ga_paper): the stable scale γ; their factors shrink by √γ")
 
     def spec(self) -> AdapterSpec:
         """The AdapterSpec this section describes: the one way from config to spec."""

@@ -121,6 +121,20 @@ def _lora_ga(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch
     return a, b, w - spec.scaling * (b.float() @ a.float())
 
 
+def _lora_ga_paper(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None):
+    import torch
+
+    # The LoRA-GA paper's reference code (Wang et al. 2024), where it differs from PEFT's: B = U[:, r:2r]
+    # without the singular values, and the stable scale d_out^¼/√γ on both factors; the same seeded SVD
+    r, d_out = spec.rank, w.shape[0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**62, (), generator=g)))
+        u, _, v = torch.svd_lowrank(grad.float(), q=min(4 * r, min(grad.shape)), niter=4)
+    scale = d_out**0.25 / spec.gamma**0.5
+    a, b = (v.t()[:r] * scale).contiguous(), (u[:, r : 2 * r] * scale).contiguous()
+    return a, b, w - spec.scaling * (b @ a)
+
+
 @dataclass(frozen=True)
 class InitEntry:
     fn: AdapterInit
@@ -143,6 +157,8 @@ INITS: dict[str, InitEntry] = {
                           "scaled by 1/√(γ·S₀) (LoRA-One)", True, gradient=True, starts_at_base=False),
     "lora_ga": InitEntry(_lora_ga, "A, B from the first full gradient's singular vectors r:2r and :r, the residual frozen "
                          "(PEFT's lora_ga, ArB2r, stable scale γ)", True, True, gradient=True, spans=2),
+    "lora_ga_paper": InitEntry(_lora_ga_paper, "as lora_ga, but as the LoRA-GA paper's code: B without the singular values, "
+                               "the stable scale on both factors", True, True, gradient=True, spans=2),
     "milora": InitEntry(_milora, "A, B from W's bottom-r singular triplets, the residual frozen (MiLoRA: PiSSA on the minor components)",
                         True, True),
 }
