@@ -65,3 +65,31 @@ def test_diagnose_counts_directions_and_stable_rank_and_round_trips():
     assert len(result.shift.column_angles) == 1, "the true shift has one direction"
     assert result.target.relative_error == 0.0 and result.target.energy_captured == pytest.approx(1.0)
     assert Diagnostics.from_dict(result.to_dict()) == result
+
+
+def test_angles_to_the_best_update_are_scipys_subspace_angles():
+    """ΔW's top-k column and row spaces against those of the best rank-r update on fresh x ~ N(0, Σ),
+    [D·Σ^½]_r·Σ^-½, both computed here in numpy and measured by scipy.linalg.subspace_angles."""
+    import numpy as np
+    from scipy.linalg import sqrtm, subspace_angles
+
+    g = torch.Generator().manual_seed(3)
+    d, w, delta = (torch.randn(8, 12, generator=g, dtype=torch.float64) for _ in range(3))
+    m = torch.randn(12, 12, generator=g, dtype=torch.float64)
+    sigma = m @ m.T / 12 + 0.1 * torch.eye(12, dtype=torch.float64)
+    half = torch.from_numpy(np.real(sqrtm(sigma.numpy())))
+    diag = diagnose(delta, d, d, 3, base=w, half=half)
+    u, s, vt = np.linalg.svd(d.numpy() @ half.numpy())
+    best = (u[:, :3] * s[:3]) @ vt[:3] @ np.linalg.inv(half.numpy())
+    bu, _, bvt = np.linalg.svd(best)
+    du, _, dvt = np.linalg.svd(delta.numpy())
+    assert diag.optimum_column_angle == pytest.approx(math.degrees(subspace_angles(du[:, :3], bu[:, :3]).max()), abs=1e-9)
+    assert diag.optimum_row_angle == pytest.approx(math.degrees(subspace_angles(dvt[:3].T, bvt[:3].T).max()), abs=1e-9)
+
+
+def test_an_update_of_rounding_size_has_no_directions():
+    """ΔW at float32 rounding of W (an update that starts at 0, at step 0) is compared on no directions."""
+    g = torch.Generator().manual_seed(4)
+    w, d = torch.randn(8, 12, generator=g), torch.randn(8, 12, generator=g)
+    diag = diagnose(1e-9 * torch.randn(8, 12, generator=g), d, d, 3, base=w)
+    assert diag.rank == 0 and diag.optimum_column_angle is None and diag.target.column_angles == []

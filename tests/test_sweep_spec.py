@@ -97,3 +97,11 @@ def test_plot_names_a_swept_axis_and_is_stored(tmp_path):
         load_sweep(_spec(tmp_path, "grid: {finetune.n: [64, 128]}\nzip: [{adapter.rank: 1}, {adapter.rank: 2}]\nplot: {x: data.n}\n"))
     with pytest.raises(ConfigError, match="loss"):
         load_sweep(_spec(tmp_path, "grid: {adapter.rank: [1, 2]}\nplot: {loss: source}\n"))
+
+
+def test_plot_columns_must_be_results_columns(tmp_path):
+    spec = _spec(tmp_path, "grid: {adapter.rank: [1, 2]}\nplot: {columns: [optimum_column_angle, angle]}\n")
+    with pytest.raises(ConfigError, match="plot.columns names angle, not a column of results.csv; choose from rank, "):
+        load_sweep(spec)
+    ok = load_sweep(_spec(tmp_path, "grid: {adapter.rank: [1, 2]}\nplot: {columns: [optimum_column_angle]}\n"))
+    assert ok.plot.columns == ["optimum_column_angle"]

@@ -53,3 +53,13 @@ def test_intruders_stand_beside_the_optimums():
     rows = [_row("000-a", 2, 0.1) | {"intruders": 3, "optimum_intruders": 1}, _row("001-b", 4, 0.1) | {"intruders": None}]
     text = _text(summary_table(rows, ("adapter.rank",)))
     assert "intruders (optimum's)" in text and "3 (1)" in text
+
+
+def test_plot_columns_add_results_columns_to_the_table():
+    from lora_cli.config.sweep import PlotSpec
+
+    rows = [_row("000-a", 2, 0.1) | {"optimum_column_angle": 12.3456789}, _row("001-b", 4, 0.2) | {"optimum_column_angle": None}]
+    text = _text(summary_table(rows, ("adapter.rank",), plot=PlotSpec(columns=["optimum_column_angle"])))
+    assert "columns ∠ optimum's (°)" in text and "12.35" in text
+    lines = [line.split("│") for line in text.splitlines() if line.startswith("│")]
+    assert lines[1][-3].strip() == "-"

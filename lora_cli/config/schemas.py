@@ -110,7 +110,7 @@ class AdapterConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: int = whole(100, "passes; each has n // batch_size steps")
+    epochs: int = whole(100, "passes; each has n // batch_size steps (0: none, the start measured as it is)", 0)
     batch_size: int = whole(128, "distinct random rows per step")
     lr: float = positive(1e-3, "learning rate (the peak, under a schedule)")
     optimizer: choice(OPTIMIZERS) = Field("adam", description=choices_help("the update rule", OPTIMIZERS))

@@ -7,7 +7,8 @@ into trials, every one of them checked before anything runs.
     grid: {adapter.rank: [1, 2, 4, 8], shift.rank: [1, 4]}    # every combination
     zip: [{adapter.alpha: 1, adapter.scaling: standard}, {adapter.alpha: 8, adapter.scaling: rslora}]  # together
     seeds: [0, 1, 2]              # the top-level seed as one more axis
-    plot: {x: finetune.n, loss: test}  # sweep_rank.png's x axis and losses (default: rank, train)
+    plot: {x: finetune.n, loss: test, columns: [optimum_column_angle]}  # the loss figure's x axis and
+                                  # losses (default: rank, train); results.csv columns the table adds
 
 Trials are the product grid × zip × seeds, in that order. Every problem is reported at once:
 each axis value checked on its own (named by its axis), then each trial's whole config (named
@@ -32,11 +33,13 @@ Scalar = Union[bool, int, float, str]
 
 
 class PlotSpec(Section):
-    """What sweep_rank.png draws: along which axis, and which losses beside which optimum."""
+    """What sweep_rank.png draws (along which axis, which losses beside which optimum) and which
+    more of results.csv's columns the table shows."""
 
     x: str | None = Field(None, description="the swept key along the x axis (null: adapter.rank when swept, else the first axis)")
     loss: Literal["train", "test"] = Field("train", description="train = final loss beside the best on this data; "
                                            "test = held-out test loss beside the best expected on fresh data")
+    columns: list[str] = Field(default_factory=list, description="results.csv columns the sweep table shows too, e.g. optimum_column_angle")
 
 
 class SweepSpec(Section):
@@ -106,8 +109,17 @@ def load_sweep(path: Path, grid: list[tuple[str, list[Any]]] = (), sets: list[tu
     keys = tuple(key for names, _ in axes for key in names)
     if spec.plot.x is not None and RENAMED.get(spec.plot.x, spec.plot.x) not in keys:
         raise ConfigError(f"{path}: plot.x is {spec.plot.x}, which no axis sweeps; name one of {', '.join(keys)}")
+    _check_columns(spec.plot.columns, path)
     plot_spec = spec.plot.model_copy(update={"x": RENAMED.get(spec.plot.x, spec.plot.x)}) if spec.plot.x else spec.plot
     return Sweep(name, base, keys, tuple(_trials(base, axes, str(path))), own, plot_spec)
+
+
+def _check_columns(columns: list[str], path: Path) -> None:
+    from lora_cli.stages.result_rows import TABLE_COLUMNS  # the results' schema, read when a spec names columns
+
+    unknown = [c for c in columns if c not in TABLE_COLUMNS]
+    if unknown:
+        raise ConfigError(f"{path}: plot.columns names {', '.join(unknown)}, not a column of results.csv; choose from {', '.join(TABLE_COLUMNS)}")
 
 
 def _validate_spec(path: Path) -> SweepSpec:

@@ -42,6 +42,8 @@ class Diagnostics:
     rank_90: int | None = None  # how many of ΔW's singular values hold 90 % of ‖ΔW‖²_F (Biderman et al.)
     intruders: int | None = None  # W + ΔW's top-10 left singular vectors with |cos| < 0.5 to every one of W's
     optimum_intruders: int | None = None  # the same for W + the best update of its kind (the adapter's rank; full: any)
+    optimum_column_angle: float | None = None  # degrees: the largest principal angle between ΔW's top-k column space and that best update's
+    optimum_row_angle: float | None = None  # the same for the row spaces
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,10 +113,13 @@ class Base:
 
     weight: torch.Tensor
     basis: torch.Tensor  # (d_out, min(d_out, d_in)), by descending singular value
+    norm: float = 0.0  # σ₁(W)
 
     @classmethod
     def of(cls, weight: torch.Tensor | Base) -> Base:
-        return weight if isinstance(weight, Base) else cls(weight.double(), left_basis(weight))
+        if isinstance(weight, Base):
+            return weight
+        return cls(weight.double(), left_basis(weight), torch.linalg.matrix_norm(weight.double(), ord=2).item())
 
 
 def left_basis(weight: torch.Tensor) -> torch.Tensor:
@@ -140,6 +145,17 @@ def rank_90(sigma: torch.Tensor) -> int:
     return int((torch.cumsum(energy, 0) < 0.9 * energy.sum()).sum()) + 1
 
 
+def _angles_to(svd: tuple, k: int, best: torch.Tensor) -> dict[str, float]:
+    """The largest principal angles between ΔW's top-k column and row spaces (its `svd`) and
+    those of `best`, on as many directions as both have; none for a zero ΔW."""
+    bu, b_sigma, bvh = torch.linalg.svd(best, full_matrices=False)
+    k = min(k, numerical_rank(b_sigma))
+    if k == 0:
+        return {}
+    u, _, vh = svd
+    return {"optimum_column_angle": principal_angles(u[:, :k], bu[:, :k])[-1], "optimum_row_angle": principal_angles(vh[:k].T, bvh[:k].T)[-1]}
+
+
 def best_update(target: Target, rank: int | None, half: torch.Tensor | None = None) -> torch.Tensor:
     """The rank-r ΔW with the least expected loss on fresh x ~ N(0, Σ), Σ = half² (None: I):
     [D·Σ^½]_r·Σ^-½, D the target; for Σ = I the target's truncated SVD; rank None: D itself."""
@@ -160,13 +176,17 @@ def diagnose(delta: torch.Tensor, shift: torch.Tensor | Target, target: torch.Te
     svd = factored_svd(*factors) if factors is not None else torch.linalg.svd(delta.double(), full_matrices=False)
     sigma = svd[1]
     k = min(rank, numerical_rank(sigma))
+    base = Base.of(base) if base is not None else None
+    if base is not None and sigma.numel() and sigma[0] < NEGLIGIBLE * base.norm:
+        k = 0  # ΔW is W's float32 rounding (an update that starts at 0, measured at step 0): no directions to compare
     first = sigma[0].item() if sigma.numel() else 0.0
     stable = sigma.square().sum().item() / first**2 if first > 0 else 0.0
     counts = {}
     if base is not None:
-        base, truth = Base.of(base), Target.of(target)
-        counts = {"intruders": intruders(base, base.weight + delta.double()),
-                  "optimum_intruders": intruders(base, base.weight + best_update(truth, None if full else rank, half))}
+        truth = Target.of(target)
+        best = best_update(truth, None if full else rank, half)
+        counts = {"intruders": intruders(base, base.weight + delta.double()), "optimum_intruders": intruders(base, base.weight + best),
+                  **_angles_to(svd, k, best)}
         target = truth
     return Diagnostics(k, sigma[:SHOWN].tolist(), stable, compare(delta, shift, k, svd), compare(delta, target, k, svd),
                        rank_90=rank_90(sigma), **counts)

@@ -33,7 +33,8 @@ def groups_table(groups: list[dict[str, Any]]) -> Table:
 
 
 HEADERS = {"final_loss": "final loss", "optimal_loss": "optimum", "gap": "gap", "final_test_loss": "test loss",
-           "population_optimal_loss": "fresh-data optimum", "final_source_loss": "source loss", "intruders": "intruders (optimum's)"}
+           "population_optimal_loss": "fresh-data optimum", "final_source_loss": "source loss", "intruders": "intruders (optimum's)",
+           "optimum_column_angle": "columns ∠ optimum's (°)", "optimum_row_angle": "rows ∠ optimum's (°)"}
 COUNTS = ("intruders",)  # whole numbers, each beside the optimum's: "2 (1)"
 SPREAD = ("final_loss", "gap")  # the numbers whose spread over the seeds is shown
 
@@ -55,8 +56,9 @@ def summary_table(rows: list[dict[str, Any]], axes: tuple[str, ...], seeds: list
     keys += ["final_test_loss", "population_optimal_loss"] if any(row.get(f"final_test_loss{suffix}") is not None for row in shown) else []
     keys += ["final_source_loss"] if any(row.get(f"final_source_loss{suffix}") is not None for row in shown) else []
     keys += ["intruders"] if any(row.get(f"intruders{suffix}") is not None for row in shown) else []
+    extra = [c for c in (plot.columns if plot is not None else []) if c not in keys and not averaged]  # per trial: no seed statistics of them
     what = f"means over {len(rows) // max(len(shown), 1)} seeds" if averaged else "each trial"
-    table = _summary_columns(shown, shown_axes, keys, averaged, what, by if by in shown_axes else None, starred)
+    table = _summary_columns(shown, shown_axes, keys + extra, averaged, what, by if by in shown_axes else None, starred)
     marked = _best(shown, suffix, starred)
 
     def order(i: int) -> tuple:
@@ -65,7 +67,7 @@ def summary_table(rows: list[dict[str, Any]], axes: tuple[str, ...], seeds: list
 
     for i in sorted(range(len(shown)), key=order):
         row = shown[i]
-        cells = _mean_cells(row, keys) if averaged else _trial_cells(row, keys)
+        cells = _mean_cells(row, keys) if averaged else _trial_cells(row, keys) + [_plain(row.get(c)) for c in extra]
         label = " ".join(t.split("-", 1)[0] for t in row["trials"].split()) if averaged else row["trial"].split("-", 1)[0]
         table.add_row(label, *(str(row[a]) for a in shown_axes), *cells, "★" if i in marked else "")
     if any((row.get(f"gap{suffix}") or 0.0) < 0 for row in shown):
@@ -90,7 +92,7 @@ def _summary_columns(shown: list[dict[str, Any]], axes: tuple[str, ...], keys: l
         table.add_column("n", justify="right")
     for key in keys:
         spread = averaged and key in SPREAD
-        table.add_column(HEADERS[key] + (" (mean ± std)" if spread else ""), justify="right")
+        table.add_column(HEADERS.get(key, key) + (" (mean ± std)" if spread else ""), justify="right")
         if spread:
             table.add_column(f"{HEADERS[key]} min–max", justify="right")
     table.add_column("", justify="right")
@@ -111,6 +113,11 @@ def _trial_cells(row: dict[str, Any], keys: list[str]) -> list[str]:
     if row["status"] != "complete":
         return [row["status"], *[""] * (len(keys) - 1)]
     return [_count(row, k, "") if k in COUNTS else fmt_loss(row[k]) if row.get(k) is not None else "-" for k in keys]
+
+
+def _plain(value: Any) -> str:
+    """A results.csv value as the table shows an extra column: 4 significant digits, "-" for none."""
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _count(row: dict[str, Any], key: str, suffix: str) -> str:

@@ -171,6 +171,9 @@ def subspace_tables(diag: dict[str, Any] | None) -> list[RenderableType]:
         lines.append(f"Intruder dimensions (of W + ΔW's top 10 left singular vectors, those with |cos| < 0.5 to all of W's): "
                      f"{diag['intruders']}, against {diag['optimum_intruders']} for the best update of its kind on fresh data; "
                      f"90 % of ΔW's energy in {diag['rank_90']} direction{'' if diag['rank_90'] == 1 else 's'}")
+    if diag.get("optimum_column_angle") is not None:
+        lines.append(f"ΔW's top {diag['rank']} column and row spaces lie within {diag['optimum_column_angle']:.3g}° and "
+                     f"{diag['optimum_row_angle']:.3g}° of the best update's on fresh data")
     return lines
 
 

@@ -62,6 +62,8 @@ class Subspace(TypedDict):
     rank_90: NotRequired[int | None]  # absent in records made before they were measured
     intruders: NotRequired[int | None]
     optimum_intruders: NotRequired[int | None]
+    optimum_column_angle: NotRequired[float | None]
+    optimum_row_angle: NotRequired[float | None]
 
 
 class AdapterSource(TypedDict):

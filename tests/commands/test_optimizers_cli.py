@@ -83,3 +83,14 @@ def test_a_gradient_init_records_the_rows_its_gradient_read(tmp_path):
     assert plain["finetune"]["init_gradient_rows"] is None
     done = runner.invoke(app, ["validate", str(SMOKE), "--set", "adapter.init=lora_ga", "--set", "adapter.rank=20"])
     assert done.exit_code != 0 and "the lora_ga init reads 2·rank singular vectors, so rank ≤ 16" in done.output
+
+
+def test_zero_epochs_measures_the_start(tmp_path):
+    """finetune.epochs = 0: no step; the record is the start's (LoRA-One's starts one gradient step from W)."""
+    run, stages, _ = _run(tmp_path, "zero", "adapter.init=lora_one", "finetune.epochs=0")
+    ft = stages["finetune"]
+    rows = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["stage"] == "finetune"]
+    assert ft["final_loss"] == ft["baseline_loss"] and [r["epoch"] for r in rows] == [0]
+    assert ft["subspace"]["optimum_column_angle"] is not None  # ΔW₀ ≠ 0: its directions are measured
+    _, plain, _ = _run(tmp_path, "zero-kaiming", "adapter.init=kaiming", "finetune.epochs=0")
+    assert plain["finetune"]["subspace"]["optimum_column_angle"] is None  # ΔW₀ = 0: none

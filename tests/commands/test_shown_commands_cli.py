@@ -70,12 +70,14 @@ FAILING = {"lora run configs/smoke.yaml --rank 40", "lora run configs/smoke.yaml
 EITHER = {"lora merge"}  # shown failing (finetune not run) and, elsewhere, as the third stage
 
 
-def _shrink(doc: dict) -> dict:
-    """A pipeline config's (or a sweep spec's config:) sizes capped by SMALL; smoke keeps its own."""
+def _shrink(doc: dict, swept: set[str] = frozenset()) -> dict:
+    """A pipeline config's (or a sweep spec's config:) sizes capped by SMALL, but for the keys a
+    sweep's axes vary (`swept`: a value set there too is refused); smoke keeps its own."""
     for section, keys in (("data", ("n", "d_in", "d_out")), ("pretrain", ("epochs", "batch_size")), ("finetune", ("epochs", "batch_size"))):
         part = doc.setdefault(section, {})
         for key in keys:
-            part[key] = min(part.get(key, SMALL[key]), SMALL[key])
+            if f"{section}.{key}" not in swept:
+                part[key] = min(part.get(key, SMALL[key]), SMALL[key])
     return doc
 
 
@@ -89,7 +91,8 @@ def lab(tmp_path_factory):
         doc = yaml.safe_load(path.read_text())
         if path.name not in ("smoke.yaml", "approx.yaml"):
             if "grid" in doc or "zip" in doc or "seeds" in doc:
-                _shrink(doc.setdefault("config", {}))
+                swept = set(doc.get("grid", {})) | {key for point in doc.get("zip", []) for key in point}
+                _shrink(doc.setdefault("config", {}), swept)
             else:
                 _shrink(doc)
         target.write_text(yaml.safe_dump(doc, sort_keys=False))
