@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lora_cli.methods.inits import INITS, init_adapter
+from lora_cli.methods.inits import INITS, InitData, init_adapter
 from lora_cli.methods.lora import low_rank_delta, state_dict
 from lora_cli.methods.peft import export, export_spec
 from lora_cli.methods.spec import KEY_A, KEY_B, AdapterSpec
@@ -73,13 +73,18 @@ def _gradient(w, seed=3):
     return weight.grad, x, y
 
 
+def _data(grad=None, x=None, source=None):
+    """InitData of given tensors (what the recipes supply from the run's rows)."""
+    return InitData(lambda: grad, lambda: x, lambda: source)
+
+
 @pytest.mark.parametrize("name", sorted(INITS))
 def test_every_init_starts_at_the_base_s_function(name):
     """W_frozen + s·B₀·A₀ = W (LoRA-One: W frozen as it is, the model one step away), and for
     orthogonal B₀·A₀ = 0 with both factors non-zero."""
     w, spec = _base(), AdapterSpec(4, 2.0, name)
-    grad = _gradient(w)[0] if INITS[name].gradient else None
-    a, b, frozen = init_adapter(w, spec, torch.Generator().manual_seed(0), grad)
+    grad, x, _ = _gradient(w)
+    a, b, frozen = init_adapter(w, spec, torch.Generator().manual_seed(0), _data(grad, x, 2 * x + 1))
     assert a.shape == (4, D_IN) and b.shape == (D_OUT, 4)
     if not INITS[name].starts_at_base:
         assert torch.equal(frozen, w) and (b @ a).abs().max() > 0
@@ -119,7 +124,7 @@ def test_lora_one_is_its_reference_formula_on_the_first_full_gradient(gamma):
     grad, x, y = _gradient(w)
     moments_grad = Moments.of(x, y).residual(w).gradient()
     torch.testing.assert_close(moments_grad.float(), grad, rtol=1e-5, atol=1e-7)  # the recipes' gradient is autograd's
-    a, b, frozen = init_adapter(w, spec, torch.Generator(), moments_grad.float())
+    a, b, frozen = init_adapter(w, spec, torch.Generator(), _data(moments_grad.float()))
     u, sigma, vh = torch.linalg.svd(-grad.double())
     scale = 1 / (sigma[0] * gamma)  # (√S·√S)/(√S₀·√S₀)/γ per direction
     expected = (u[:, :3] * sigma[:3]) @ vh[:3] * scale  # B·A
@@ -133,7 +138,7 @@ def test_lora_ga_is_peft_s_lora_ga_init_bit_for_bit(scaling_rule, gamma):
     """PEFT's own lora_ga_init (ArB2r, stable scale) on the same gradient and the same random stream."""
     w, spec = _base(), AdapterSpec(4, 3.0, "lora_ga", scaling_rule, gamma=gamma)
     grad = _gradient(w)[0]
-    ours = init_adapter(w, spec, torch.Generator().manual_seed(11), grad)
+    ours = init_adapter(w, spec, torch.Generator().manual_seed(11), _data(grad))
     layer = _peft_layer(w, spec)
     layer.get_base_layer()._peft_loraga_grad = grad.clone()
     torch.manual_seed(int(torch.randint(2**62, (), generator=torch.Generator().manual_seed(11))))
@@ -151,15 +156,43 @@ def test_lora_ga_paper_is_the_papers_formula():
     u, _ = torch.linalg.qr(torch.randn(D_OUT, D_OUT, generator=g, dtype=torch.float64))
     v, _ = torch.linalg.qr(torch.randn(D_IN, D_OUT, generator=g, dtype=torch.float64))
     grad = ((u * 2.0 ** -torch.arange(D_OUT, dtype=torch.float64)) @ v.T).float()
-    a, b, frozen = init_adapter(w, spec, torch.Generator().manual_seed(1), grad)
+    a, b, frozen = init_adapter(w, spec, torch.Generator().manual_seed(1), _data(grad))
     c = D_OUT**0.25 / 8.0**0.5
     torch.testing.assert_close((a.double() @ v[:, :3]).abs(), c * torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-5)
     torch.testing.assert_close((u[:, 3:6].T @ b.double()).abs(), c * torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-5)
     torch.testing.assert_close(frozen + spec.scaling * (b @ a), w, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name, inputs", [("corda_ipm", "target"), ("corda_kpm", "source")])
+@pytest.mark.parametrize("scaling_rule", ["standard", "rslora"])
+def test_corda_is_peft_s_corda_bit_for_bit(name, inputs, scaling_rule):
+    """PEFT's own collect_eigens_for_layer, crop_corda_eigens and corda_init on the covariance its
+    preprocessing hook builds from one batch of every row: ipm from the finetune inputs (the top
+    r of W·C), kpm from the pretraining inputs (the bottom r)."""
+    from peft.tuners.lora import corda
+
+    w, spec = _base(), AdapterSpec(3, 2.0, name, scaling_rule)
+    g = torch.Generator().manual_seed(6)
+    target, source = torch.randn(300, D_IN, generator=g), 2.0 * torch.randn(300, D_IN, generator=g)
+    ours = init_adapter(w, spec, torch.Generator(), _data(None, target, source))
+    holder = Holder(w)
+    config = peft.LoraConfig(r=3, lora_alpha=2.0, target_modules=["linear"], init_lora_weights=False, use_rslora=scaling_rule == "rslora")
+    x = target if inputs == "target" else source
+    x = x / torch.max(x).abs()  # PEFT's hook on one batch of every row: its sum over 1 batch, divided by 1
+    holder.linear.covariance_matrix = x.t().matmul(x)
+    holder.linear.eigens = corda.collect_eigens_for_layer(holder.linear, config)
+    holder.linear.rank, holder.linear.corda_method = 3, name.split("_")[1]
+    corda.crop_corda_eigens(holder, config)
+    layer = peft.get_peft_model(holder, config).base_model.model.linear
+    base = layer.get_base_layer()
+    layer.corda_init("default", "corda")
+    torch.testing.assert_close(ours[0], layer.lora_A["default"].weight.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(ours[1], layer.lora_B["default"].weight.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(ours[2], base.weight.detach(), rtol=0, atol=0)
+
+
 def test_a_gradient_init_without_the_gradient_is_refused():
-    with pytest.raises(ValueError, match="needs the first full gradient"):
+    with pytest.raises(ValueError, match="the lora_one init needs data: gradient"):
         init_adapter(_base(), AdapterSpec(2, 1.0, "lora_one"), torch.Generator())
 
 

@@ -6,7 +6,7 @@ m starts at PEFT's ‖W + s·B₀·A₀‖ per row, so the adapter is a no-op at
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lora_cli.methods.lora import LoRA, low_rank_delta
 from lora_cli.methods.method import Method, Params
@@ -50,8 +50,8 @@ class DoRA(LoRA):
     def shapes(self, spec: AdapterSpec, d_in: int, d_out: int) -> dict[str, tuple[int, ...]]:
         return {**super().shapes(spec, d_in, d_out), KEY_M: (d_out,)}
 
-    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None) -> tuple[Params, torch.Tensor]:
-        params, frozen = super().start(w, spec, g, grad)
+    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, data: Any = None) -> tuple[Params, torch.Tensor]:
+        params, frozen = super().start(w, spec, g, data)
         return {**params, KEY_M: start_magnitude(frozen, spec, params[KEY_A], params[KEY_B])}, frozen
 
     def merged(self, w: torch.Tensor, spec: AdapterSpec, params: Params) -> torch.Tensor:

@@ -32,7 +32,7 @@ class Full(Method):
     def step_flops(self, spec: AdapterSpec, batch: int, d_in: int, d_out: int) -> float:
         return 4.0 * batch * d_in * d_out  # the forward and weight-gradient GEMMs, as pretraining
 
-    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None) -> tuple[Params, torch.Tensor]:
+    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, data: Any = None) -> tuple[Params, torch.Tensor]:
         return {KEY_W: w.clone()}, w
 
     def merged(self, w: torch.Tensor, spec: AdapterSpec, params: Params) -> torch.Tensor:

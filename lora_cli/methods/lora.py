@@ -37,10 +37,10 @@ class LoRA(Method):
     def shapes(self, spec: AdapterSpec, d_in: int, d_out: int) -> dict[str, tuple[int, ...]]:
         return {KEY_A: (spec.rank, d_in), KEY_B: (d_out, spec.rank)}
 
-    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None) -> tuple[Params, torch.Tensor]:
+    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, data: Any = None) -> tuple[Params, torch.Tensor]:
         from lora_cli.methods.inits import init_adapter
 
-        lora_a, lora_b, frozen = init_adapter(w, spec, g, grad)
+        lora_a, lora_b, frozen = init_adapter(w, spec, g, data)
         return state_dict(lora_a, lora_b), frozen
 
     def merged(self, w: torch.Tensor, spec: AdapterSpec, params: Params) -> torch.Tensor:

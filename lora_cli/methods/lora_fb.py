@@ -10,7 +10,7 @@ rank cut. It exports as a plain PEFT LoRA adapter.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lora_cli.methods.lora import LoRA, state_dict
 from lora_cli.methods.method import Params
@@ -32,11 +32,11 @@ class LoRAFB(LoRA):
     def init_problem(self, spec: AdapterSpec) -> str | None:
         from lora_cli.methods.inits import INITS
 
-        if INITS[spec.init].changes_base or INITS[spec.init].gradient or spec.init == "orthogonal":
+        if INITS[spec.init].changes_base or INITS[spec.init].reads or spec.init == "orthogonal":
             return f"is not allowed with {self.name}: it freezes a random lora_B, drawn as normal, kaiming or gaussian draw lora_A"
         return None
 
-    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None) -> tuple[Params, torch.Tensor]:
+    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, data: Any = None) -> tuple[Params, torch.Tensor]:
         import torch
 
         from lora_cli.methods.inits import init_adapter

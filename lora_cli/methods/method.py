@@ -59,9 +59,9 @@ class Method:
         """Why spec.init cannot start this method (a config error on adapter.init), or None."""
         return None
 
-    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, grad: torch.Tensor | None = None) -> tuple[Params, torch.Tensor]:
+    def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, data: Any = None) -> tuple[Params, torch.Tensor]:
         """(params at step 0, the base weight to freeze), on the CPU, from the base W (d_out, d_in);
-        `grad`, ∇_W L at W on the finetune data, for an init that reads it (methods/inits.py)."""
+        `data`: what a data-aware init reads (methods/inits.InitData)."""
         raise NotImplementedError
 
     def merged(self, w: torch.Tensor, spec: AdapterSpec, params: Params) -> torch.Tensor:

@@ -103,18 +103,20 @@ def finetune_optimum(cfg: Config, base_weight: torch.Tensor, result: FinetuneRes
     else:
         theta2, spec = thetas(cfg)[1], cfg.adapter.spec()
         data = regression(cfg, theta2, "finetune")
-        start, frozen = adapter_start(cfg, spec, base_weight, lambda: Moments.of(*data).residual(base_weight))
+        start, frozen = adapter_start(cfg, spec, base_weight, lambda: Moments.of(*data).residual(base_weight), lambda: data[0])
     return adapter_optimum(spec, Moments.of(*data), frozen, start, theta2, cfg.data.noise_std, sigma_half(cfg, ADAPTED))
 
 
-def adapter_start(cfg: Config, spec: AdapterSpec, base_weight: torch.Tensor, fit: Callable[[], Any]) -> tuple[dict, torch.Tensor]:
+def adapter_start(cfg: Config, spec: AdapterSpec, base_weight: torch.Tensor, fit: Callable[[], Any], inputs: Callable[[], torch.Tensor]
+                  ) -> tuple[dict, torch.Tensor]:
     """(params at step 0, the weight to freeze) of spec's method on `base_weight`, drawn from the
-    adapter seed; a gradient init (methods/inits.py) also reads ∇_W L at W on every finetune row,
-    from `fit()`, the rows' residual moments for that W (asked for only then)."""
-    from lora_cli.methods.inits import INITS
+    adapter seed. A data-aware init (methods/inits.py) reads, only when it asks: ∇_W L at W on
+    every finetune row (from `fit()`, their residual moments for that W), the finetune inputs
+    (`inputs()`) or the pretraining inputs (drawn again from the config)."""
+    from lora_cli.methods.inits import InitData
 
-    grad = fit().gradient().float() if INITS[spec.init].gradient else None
-    return method_of(spec).start(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"), grad)
+    data = InitData(lambda: fit().gradient().float(), inputs, lambda: regression(cfg, thetas(cfg)[0], BASE_STAGE)[0])
+    return method_of(spec).start(base_weight, spec, generator(adapter_seed(cfg), "init_adapter"), data)
 
 
 def adapter_optimum(spec: AdapterSpec, moments: Moments, frozen: torch.Tensor, start: dict, theta2: torch.Tensor, noise_std: float,
@@ -228,7 +230,7 @@ def finetune(
     x, y = (t.to(dev) for t in rows)
     spec = cfg.adapter.spec()
     method, seed = method_of(spec), adapter_seed(cfg)
-    initial, frozen = adapter_start(cfg, spec, base_weight, lambda: Moments.of(*rows).residual(base_weight))
+    initial, frozen = adapter_start(cfg, spec, base_weight, lambda: Moments.of(*rows).residual(base_weight), lambda: rows[0])
     start = {key: t.to(dev) for key, t in initial.items()}
     test = finetune_held_out(cfg, theta, theta2, dev)
     tc = cfg.finetune

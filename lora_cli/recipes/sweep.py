@@ -146,7 +146,7 @@ def finetune_group(
     for cfg in cfgs:
         spec = cfg.adapter.spec()
         method = method_of(spec)
-        start, _ = recipe.adapter_start(cfg, spec, base_weight, lambda: data.fit(base_weight))
+        start, _ = recipe.adapter_start(cfg, spec, base_weight, lambda: data.fit(base_weight), lambda: data.x)
         lanes.append(Lane(spec, start[KEY_A].to(dev), start[KEY_B].to(dev), cfg.finetune.lr, KEY_A in method.trains))
     schedule = recipe.schedule(first.finetune)
     test = drawn.finetune_held_out(first, data.theta, data.theta2, device)
@@ -189,7 +189,7 @@ def group_optima(cfgs: list[Config], base_weight: Any, shared: Problem | None = 
         if method.rank_floor:
             optima.append(recipe.Optimum(next(losses), next(population)))
             continue
-        start = starts[i] if starts is not None else recipe.adapter_start(cfg, spec, base_weight, lambda: fit)[0]
+        start = starts[i] if starts is not None else recipe.adapter_start(cfg, spec, base_weight, lambda: fit, lambda: data.x)[0]
         optima.append(recipe.Optimum(method.optimum(spec, fit, start), method.population(spec, target, cfg.data.noise_std, start, half)))
     return optima
 

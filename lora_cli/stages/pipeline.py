@@ -36,7 +36,7 @@ from lora_cli.stages.common import (
 from lora_cli.stages.results import FinetuneRecord, MergeRecord, Parameters, PretrainRecord, StageRecord
 from lora_cli.stages.recording import EpochTracker, recording
 from lora_cli.stages.trained_files import save_trained, to_merge
-from lora_cli.config.stages import ADAPTED, STAGES
+from lora_cli.config.stages import ADAPTED, BASE_STAGE, STAGES
 from lora_cli.stages.kinds import ADAPTER_CONFIG, BASE, MERGED, SHIFT, run_config, save_config
 from lora_cli.store.run_folder import RunFolder
 from lora_cli.train.engines import Runtime
@@ -187,7 +187,8 @@ def record_finetune(
         init=spec.init,
         scaling_rule=spec.scaling_rule,
         lr_ratio=spec.lr_ratio,
-        init_gradient_rows=cfg.rows(ADAPTED) if INITS[spec.init].gradient else None,
+        init_reads=INITS[spec.init].reads,
+        init_rows=cfg.rows(BASE_STAGE if INITS[spec.init].reads == "source_inputs" else ADAPTED) if INITS[spec.init].reads else None,
         method=spec.method,
         seed=recipe.adapter_seed(cfg),
         base_sha256=run.manifest()["files"][BASE]["sha256"],

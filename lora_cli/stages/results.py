@@ -135,7 +135,8 @@ class FinetuneRecord(PretrainRecord):
     scaling_rule: str = "standard"
     lr_ratio: float = 1.0  # LoRA+: lora_B's learning rate over lora_A's
     method: str = "lora"  # an entry of methods/registry.METHODS
-    init_gradient_rows: int | None = None  # a gradient init's first full gradient: on these many finetune rows (all of them)
+    init_reads: str | None = None  # what a data-aware init read (methods/inits.InitData): gradient, target_inputs or source_inputs
+    init_rows: int | None = None  # ... on how many rows (all of the split's training rows)
     seed: int  # of the adapter init and the batches
     base_sha256: str  # the base it was trained on; merge refuses any other
     population_optimal_loss: float | None = None  # the best rank-r update's expected loss on fresh data

@@ -78,9 +78,11 @@ def test_a_batch_larger_than_finetune_n_names_that_key(tmp_path):
 
 def test_a_gradient_init_records_the_rows_its_gradient_read(tmp_path):
     _, stages, _ = _run(tmp_path, "one", "adapter.init=lora_one", "finetune.n=200", "finetune.batch_size=50")
-    assert stages["finetune"]["init_gradient_rows"] == 200 and stages["finetune"]["init"] == "lora_one"
+    assert (stages["finetune"]["init_reads"], stages["finetune"]["init_rows"], stages["finetune"]["init"]) == ("gradient", 200, "lora_one")
+    _, kpm, _ = _run(tmp_path, "kpm", "adapter.init=corda_kpm", "finetune.n=200", "finetune.batch_size=50")
+    assert (kpm["finetune"]["init_reads"], kpm["finetune"]["init_rows"]) == ("source_inputs", 512)  # the pretraining rows
     _, plain, _ = _run(tmp_path, "plain")
-    assert plain["finetune"]["init_gradient_rows"] is None
+    assert plain["finetune"]["init_reads"] is None and plain["finetune"]["init_rows"] is None
     done = runner.invoke(app, ["validate", str(SMOKE), "--set", "adapter.init=lora_ga", "--set", "adapter.rank=20"])
     assert done.exit_code != 0 and "the lora_ga init reads 2·rank singular vectors, so rank ≤ 16" in done.output
 
