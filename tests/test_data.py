@@ -69,6 +69,24 @@ def test_a_lowrank_shift_has_exactly_the_singular_values_asked_for():
     assert torch.equal(theta2, again), "the same generator, the same shift"
 
 
+@pytest.mark.parametrize("align", ["top", "bottom"])
+def test_an_aligned_lowrank_shift_lies_in_the_bases_own_directions(align):
+    """shift.align: ΔW*'s column and row spaces are W = θᵀ's top (or bottom) r singular
+    subspaces (scipy's principal angles, 1e-5 rad), with the singular values asked for."""
+    from scipy.linalg import subspace_angles
+
+    theta = torch.randn(30, 20, generator=torch.Generator().manual_seed(0))
+    spec = shifts.ShiftSpec("lowrank", value=0.2, rank=3, decay=0.5, align=align)
+    delta = shifts.true_delta(theta, shifts.shift_theta(theta, spec, torch.Generator().manual_seed(4))).double()
+    u, sigma, vt = torch.linalg.svd(delta)
+    wu, _, wvt = torch.linalg.svd(theta.T.double(), full_matrices=False)
+    part = slice(None, 3) if align == "top" else slice(-3, None)
+    assert subspace_angles(u[:, :3].numpy(), wu[:, part].numpy()).max() < 1e-5
+    assert subspace_angles(vt[:3].T.numpy(), wvt[part].T.numpy()).max() < 1e-5
+    top = 0.2 * (30 * 20) ** 0.5
+    assert_close(sigma[:3], torch.tensor([top, top / 2, top / 4], dtype=torch.float64), rtol=1e-5, atol=0)
+
+
 def test_a_random_shift_is_full_rank_noise_of_the_given_size():
     theta = torch.zeros(200, 100)
     delta = shifts.true_delta(theta, shifts.shift_theta(theta, shifts.ShiftSpec("random", 0.3), torch.Generator().manual_seed(1)))

@@ -17,6 +17,7 @@ from lora_cli.methods.inits import INITS
 from lora_cli.methods.registry import METHODS
 from lora_cli.methods.spec import SCALING_RULES, AdapterSpec
 from lora_cli.core.covariances import ALIGNS, COVARIANCES, CovarianceSpec
+from lora_cli.core.shifts import ALIGNS as SHIFT_ALIGNS
 from lora_cli.core.shifts import SHIFTS
 from lora_cli.train.optimizers import OPTIMIZERS, SCHEDULES, Optim
 
@@ -88,6 +89,7 @@ class ShiftConfig(Section):
     value: float = Field(1.0, ge=-LIMIT, le=LIMIT, description="the size of the change, as each kind says")
     rank: int = whole(1, "lowrank: how many rank-1 terms (≤ min(d_in, d_out))")
     decay: float = Field(0.5, gt=0.0, le=1.0, description="lowrank: each term's singular value is decay times the one before")
+    align: Literal[tuple(SHIFT_ALIGNS)] = Field("random", description="lowrank: its directions: " + "; ".join(f"{k} = {v}" for k, v in SHIFT_ALIGNS.items()))
     covariance: TargetCovarianceConfig = Field(default_factory=TargetCovarianceConfig)
 
 
@@ -110,7 +112,7 @@ class AdapterConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: int = whole(100, "passes; each has n // batch_size steps (0: none, the start measured as it is)", 0)
+    epochs: int = whole(100, "passes; each has n // batch_size steps")
     batch_size: int = whole(128, "distinct random rows per step")
     lr: float = positive(1e-3, "learning rate (the peak, under a schedule)")
     optimizer: choice(OPTIMIZERS) = Field("adam", description=choices_help("the update rule", OPTIMIZERS))
@@ -128,6 +130,7 @@ class TrainConfig(Section):
 
 
 class FinetuneConfig(TrainConfig):
+    epochs: int = whole(100, "passes; each has n // batch_size steps (0: none, the adapter's start measured as it is)", 0)
     n: int | None = Field(None, ge=1, le=LIMIT, description="rows of the finetune data X2 (null: data.n)")
     seed: int | None = Field(
         None, ge=0, le=LIMIT, description="seeds the adapter init and the batches (null: the top-level seed)"

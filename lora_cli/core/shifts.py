@@ -21,6 +21,11 @@ class ShiftSpec:
     value: float = 1.0  # the size of the change (each kind's entry says how)
     rank: int = 1  # lowrank: how many rank-1 terms
     decay: float = 0.5  # lowrank: each term's singular value is `decay` times the one before
+    align: str = "random"  # lowrank: its directions, random or θ's own top or bottom singular vectors (ALIGNS)
+
+
+ALIGNS = {"random": "random orthonormal directions", "top": "θ's top singular vectors (the base's strongest directions)",
+          "bottom": "θ's bottom singular vectors (its weakest)"}
 
 
 Shift = Callable[["torch.Tensor", ShiftSpec, "torch.Generator | None"], "torch.Tensor"]
@@ -38,8 +43,13 @@ def _lowrank(theta: torch.Tensor, spec: ShiftSpec, g: torch.Generator | None) ->
     import torch
 
     d_in, d_out = theta.shape
-    u, _ = torch.linalg.qr(torch.randn(d_in, spec.rank, generator=g, dtype=torch.float64))
-    v, _ = torch.linalg.qr(torch.randn(d_out, spec.rank, generator=g, dtype=torch.float64))
+    if spec.align == "random":
+        u, _ = torch.linalg.qr(torch.randn(d_in, spec.rank, generator=g, dtype=torch.float64))
+        v, _ = torch.linalg.qr(torch.randn(d_out, spec.rank, generator=g, dtype=torch.float64))
+    else:  # θ's own singular pairs: θ = U·S·Vᵀ, its top or bottom `rank` of them
+        left, _, right_t = torch.linalg.svd(theta.double(), full_matrices=False)
+        part = slice(None, spec.rank) if spec.align == "top" else slice(-spec.rank, None)
+        u, v = left[:, part], right_t[part].T
     sigma = spec.value * (d_in * d_out) ** 0.5 * spec.decay ** torch.arange(spec.rank, dtype=torch.float64)
     return theta + ((u * sigma) @ v.T).to(theta.dtype)  # ΔW*'s singular values are exactly `sigma`
 
@@ -66,7 +76,8 @@ SHIFTS: dict[str, ShiftKind] = {
     "scale": ShiftKind(_scale, "θ2 = value·θ (full rank: θ's own spectrum)", none=1.0),
     "lowrank": ShiftKind(
         _lowrank,
-        "θ2 = θ + rank random orthogonal rank-1 terms with singular values value·√(d_in·d_out)·decayⁱ",
+        "θ2 = θ + rank orthogonal rank-1 terms (random, or θ's own top or bottom directions: shift.align) with singular values "
+        "value·√(d_in·d_out)·decayⁱ",
     ),
     "random": ShiftKind(_random, "θ2 = θ + value·N(0, 1) (full rank, a flat spectrum)"),
 }

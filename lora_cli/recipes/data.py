@@ -23,7 +23,7 @@ def thetas(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """(θ, θ2), each (d_in, d_out)."""
     theta = make_theta(cfg.data.d_in, cfg.data.d_out, generator(cfg.seed, "theta"))
     sh = cfg.shift
-    spec = ShiftSpec(sh.kind, sh.value, sh.rank, sh.decay)
+    spec = ShiftSpec(sh.kind, sh.value, sh.rank, sh.decay, sh.align)
     return theta, shift_theta(theta, spec, generator(cfg.seed, "shift"))
 
 

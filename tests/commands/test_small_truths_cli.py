@@ -44,7 +44,7 @@ def test_numbers_and_prose_are_never_cut_in_a_log(tmp_path):
 def test_config_problems_name_their_source_once_and_echo_values_short(tmp_path):
     unknown = lora("run", SMOKE, "--set", "nokey.x=1", "--set", "adapter.foo=2")
     assert sorted(_errors(unknown)) == [
-        "error: --set: unknown key adapter.foo; did you mean adapter.method? (keys in adapter: method, rank, alpha, init, scaling, lr_ratio)",
+        "error: --set: unknown key adapter.foo; did you mean adapter.method? (keys in adapter: method, rank, alpha, init, scaling, lr_ratio, gamma)",
         "error: --set: unknown key nokey (keys in the top level: name, seed, data, shift, adapter, pretrain, finetune)",
     ]
     spec = tmp_path / "u.yaml"
