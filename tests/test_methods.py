@@ -169,5 +169,5 @@ def test_engines_train_only_the_methods_they_declare():
 def test_every_method_counts_what_it_trains():
     d_in, d_out, spec = 7, 5, AdapterSpec(2, 1.0)
     counts = {name: m.parameter_count(spec, d_in, d_out) for name, m in METHODS.items()}
-    assert counts == {"lora": 2 * (7 + 5), "dora": 2 * (7 + 5) + 5, "lora_fa": 5 * 2, "lora_fb": 2 * 7, "full": 35}
+    assert counts == {"lora": 2 * (7 + 5), "dora": 2 * (7 + 5) + 5, "lora_fa": 5 * 2, "lora_fb": 2 * 7, "vera": 2 + 5, "full": 35}
     assert {KEY_B} == set(METHODS["lora_fa"].trains)

@@ -28,6 +28,7 @@ peft = pytest.importorskip("peft")
         (2, 4.0, ["--init", "lora_one"]),  # starts one gradient step off W: a plain LoRA onto W all the same
         (2, 4.0, ["--init", "lora_ga", "--rslora"]),
         (2, 4.0, ["--method", "lora_fb"]),  # frozen B: a PEFT LoRA too
+        (8, 1.0, ["--method", "vera"]),  # PEFT's VeRA format, projections saved
         (2, 4.0, ["--dora"]),
         (2, 4.0, ["--dora", "--init", "pissa", "--lr-ratio", "4"]),
         (2, 4.0, ["--method", "lora_fa"]),  # LoRA-FA's adapter is a PEFT LoRA: only how it trained differs

@@ -55,6 +55,10 @@ class Method:
         for the LoRA family three (b, r) x (r, d) products, O(b·r·(d_in + d_out)), no ΔW."""
         return 6.0 * batch * spec.rank * (d_in + d_out)
 
+    def peft_config(self, spec: AdapterSpec) -> dict[str, Any] | None:
+        """adapter_config.json in PEFT's format for this method when it is not LoRA's (None: LoRA's)."""
+        return None
+
     def init_problem(self, spec: AdapterSpec) -> str | None:
         """Why spec.init cannot start this method (a config error on adapter.init), or None."""
         return None

@@ -49,6 +49,29 @@ class LoRALinear(nn.Module):
         return named | ({KEY_M: self.magnitude} if self.magnitude is not None else {})
 
 
+class VeRALinear(nn.Module):
+    """A frozen `nn.Linear` plus VeRA's update (methods/vera.py): x·Wᵀ + λ_b ⊙ ((λ_d ⊙ (x·Aᵀ))·Bᵀ),
+    A and B frozen buffers, λ_b and λ_d trained; as PEFT's VeRA layer computes it."""
+
+    def __init__(self, base: nn.Linear, params: Params):
+        from lora_cli.methods.vera import KEY_LB, KEY_LD, KEY_VA, KEY_VB
+
+        super().__init__()
+        self.base = base
+        self.base.requires_grad_(False)
+        self.register_buffer("vera_A", params[KEY_VA].detach().clone())
+        self.register_buffer("vera_B", params[KEY_VB].detach().clone())
+        self.lambda_b, self.lambda_d = nn.Parameter(params[KEY_LB].detach().clone()), nn.Parameter(params[KEY_LD].detach().clone())
+        self.keys = (KEY_VA, KEY_VB, KEY_LB, KEY_LD)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.lambda_b * ((self.lambda_d * (x @ self.vera_A.T)) @ self.vera_B.T)
+
+    def named_adapter(self) -> dict[str, torch.Tensor]:
+        """Every tensor under its key: the frozen projections and the two trained vectors."""
+        return dict(zip(self.keys, (self.vera_A, self.vera_B, self.lambda_b, self.lambda_d)))
+
+
 def linear_from_weight(weight: torch.Tensor) -> nn.Linear:
     """An `nn.Linear(d_in, d_out, bias=False)` holding a copy of `weight` (d_out, d_in)."""
     d_out, d_in = weight.shape

@@ -24,7 +24,12 @@ from lora_cli.store.files import json_shown
 
 
 def adapter_config(spec: AdapterSpec) -> dict[str, Any]:
-    """adapter_config.json as PEFT writes it for a LoRA on the module `linear`."""
+    """adapter_config.json as PEFT writes it for a LoRA on the module `linear` (or the method's own format, VeRA's)."""
+    from lora_cli.methods.registry import METHODS
+
+    own = METHODS[spec.method].peft_config(spec)
+    if own is not None:
+        return own
     return {
         "peft_type": "LORA",
         "r": spec.rank,
@@ -66,7 +71,7 @@ def mismatch(saved: dict[str, Any], spec: AdapterSpec) -> str | None:
     """Which fields of a saved adapter_config.json disagree with `spec` (as exported), worded;
     None when none do."""
     expected = adapter_config(export_spec(spec))
-    keys = [k for k in ("r", "lora_alpha", "use_rslora", "use_dora") if saved.get(k) != expected[k]]
+    keys = [k for k in ("peft_type", "r", "lora_alpha", "use_rslora", "use_dora") if k in expected and saved.get(k) != expected[k]]
     if not keys:
         return None
     found = ", ".join(f"{k} = {saved.get(k)!r}" for k in keys)

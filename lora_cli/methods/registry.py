@@ -13,11 +13,12 @@ from lora_cli.methods.lora_fa import LoRAFA
 from lora_cli.methods.lora_fb import LoRAFB
 from lora_cli.methods.method import Method, Params
 from lora_cli.methods.spec import AdapterSpec
+from lora_cli.methods.vera import VeRA
 
 if TYPE_CHECKING:
     import torch
 
-METHODS: dict[str, Method] = {m.name: m for m in (LoRA(), DoRA(), LoRAFA(), LoRAFB(), Full())}
+METHODS: dict[str, Method] = {m.name: m for m in (LoRA(), DoRA(), LoRAFA(), LoRAFB(), VeRA(), Full())}
 
 
 def method_of(spec: AdapterSpec) -> Method:

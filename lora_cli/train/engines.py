@@ -69,7 +69,7 @@ ENGINES: dict[str, EngineEntry] = {
     ),
     "reference": EngineEntry(
         "plain autograd and torch.optim, as the blog",
-        {name: _lazy(_REFERENCE, "ReferencePretrain" if name == PRETRAIN else "ReferenceFinetune") for name in ("full", "lora", "dora", "lora_fa", "lora_fb")},
+        {name: _lazy(_REFERENCE, "ReferencePretrain" if name == PRETRAIN else "ReferenceFinetune") for name in ("full", "lora", "dora", "lora_fa", "lora_fb", "vera")},
     ),
     "batched": EngineEntry(
         "a sweep's adapters on one base trained together, one fused step for all (lora sweep only)",
