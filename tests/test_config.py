@@ -63,7 +63,7 @@ def test_overrides_apply_last_and_parse_values():
         ("finetune.epochs", 2.5, "finetune.epochs = 2.5 is not allowed: must be a whole number ≥ 0"),
         ("data.n", True, "data.n = True is not allowed: must be a whole number ≥ 1"),
         ("data.d_in", "big", "data.d_in = 'big' is not allowed: must be a whole number ≥ 1"),
-        ("adapter.init", "zeros", "adapter.init = 'zeros' is not allowed: must be one of normal, kaiming, gaussian, orthogonal, pissa, olora, lora_one, lora_ga, lora_ga_paper, corda_ipm, corda_kpm, milora"),
+        ("adapter.init", "zeros", "adapter.init = 'zeros' is not allowed: must be one of normal, kaiming, gaussian, orthogonal, pissa, olora, lora_one, lora_ga, lora_ga_paper, eva, corda_ipm, corda_kpm, milora"),
         ("finetune.rnak", 2, "unknown key finetune.rnak; did you mean adapter.rank?"),
         ("data", 5, "data must be a mapping of keys, found 5"),
     ],

@@ -157,6 +157,16 @@ def _corda(inputs: str, top: bool):
     return init
 
 
+def _eva(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, data: InitData | None = None):
+    import torch
+
+    # EVA (Paischer et al. 2024; PEFT's eva with rho 1): lora_A = the top-r principal directions of the
+    # finetune inputs (PCA: the centered rows' top right singular vectors, unit rows), lora_B = 0
+    x = data.target_inputs().double()
+    _, _, vh = torch.linalg.svd(x - x.mean(dim=0), full_matrices=False)
+    return vh[: spec.rank].float().contiguous(), _zeros_b(w, spec), w
+
+
 def _lora_ga(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, data: InitData | None = None):
     import torch
 
@@ -203,6 +213,8 @@ INITS: dict[str, InitEntry] = {
                          "(PEFT's lora_ga, ArB2r, stable scale γ)", True, True, reads="gradient", spans=2),
     "lora_ga_paper": InitEntry(_lora_ga_paper, "as lora_ga, but as the LoRA-GA paper's code: B without the singular values, "
                                "the stable scale on both factors", True, True, reads="gradient", spans=2),
+    "eva": InitEntry(_eva, "lora_A = the top-r principal directions of the finetune inputs, lora_B = 0 (PEFT's eva, rho 1)", True,
+                     reads="target_inputs"),
     "corda_ipm": InitEntry(_corda("target_inputs", True), "A, B from the top r of W·C, C the finetune inputs' covariance, the "
                            "residual frozen (PEFT's corda, instruction-previewed)", True, True, reads="target_inputs"),
     "corda_kpm": InitEntry(_corda("source_inputs", False), "A, B from the bottom r of W·C, C the pretraining inputs' covariance, "
