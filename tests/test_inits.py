@@ -193,18 +193,19 @@ def test_corda_is_peft_s_corda_bit_for_bit(name, inputs, scaling_rule):
 
 def test_eva_is_peft_s_eva_on_one_batch_of_every_row():
     """PEFT's get_eva_state_dict (rho 1) on one batch holding every finetune row: its incremental
-    PCA then sees all the rows at once, and its components are ours up to its randomized SVD."""
+    PCA then sees all the rows at once, and its components are ours to 1e-6 (its SVD is randomized,
+    so the test's spectrum is steep)."""
     from peft.tuners.lora.eva import get_eva_state_dict
 
     g = torch.Generator().manual_seed(7)
     q, _ = torch.linalg.qr(torch.randn(D_IN, D_IN, generator=g))
-    x = (torch.randn(2000, D_IN, generator=g) * torch.arange(1, D_IN + 1) ** -1.0) @ q.T + 0.3  # a steep spectrum, a mean
+    x = (torch.randn(2000, D_IN, generator=g) * torch.arange(1, D_IN + 1) ** -2.0) @ q.T + 0.3  # a steep spectrum, a mean
     w, spec = _base(), AdapterSpec(3, 2.0, "eva")
     a, b, frozen = init_adapter(w, spec, torch.Generator(), _data(None, x))
     config = peft.LoraConfig(r=3, target_modules=["linear"], init_lora_weights="eva", eva_config=peft.EvaConfig(rho=1.0))
     theirs = get_eva_state_dict(Holder(w), [x], config, forward_fn=lambda model, rows: model.linear(rows), prepare_model_inputs_fn=None,
                                 prepare_layer_inputs_fn=None, show_progress_bar=False)["linear"]
-    torch.testing.assert_close((a.double() @ theirs.double().T).abs(), torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-5)
+    torch.testing.assert_close((a.double() @ theirs.double().T).abs(), torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-6)
     assert torch.equal(b, torch.zeros(D_OUT, 3)) and torch.equal(frozen, w)
 
 
