@@ -69,6 +69,8 @@ def finetune(run_dir: RunDirOpt = None, sets: SetOpt = None, epochs: EpochsOpt =
     Example: lora finetune --rank 4 --alpha 8 --init pissa --rslora
     Example: lora finetune --rank 2 --dora --lr-ratio 16
     Example: lora finetune --method lora_fa --rank 4
+    Example: lora finetune --method vera --rank 16
+    Example: lora finetune --init lora_one --set finetune.optimizer=adamw --set finetune.schedule=cosine
     Example: lora finetune --method full
     """
     flags = {**adapter_flags(opts), "--epochs": (("finetune.epochs",), epochs)}

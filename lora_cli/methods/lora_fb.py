@@ -33,7 +33,7 @@ class LoRAFB(LoRA):
         from lora_cli.methods.inits import INITS
 
         if INITS[spec.init].changes_base or INITS[spec.init].reads or spec.init == "orthogonal":
-            return f"is not allowed with {self.name}: it freezes a random lora_B, drawn as normal, kaiming or gaussian draw lora_A"
+            return f"is not allowed with {self.name}, which freezes a random lora_B; use normal, kaiming or gaussian"
         return None
 
     def start(self, w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, data: Any = None) -> tuple[Params, torch.Tensor]:

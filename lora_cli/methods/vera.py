@@ -99,7 +99,7 @@ class VeRA(Method):
         from lora_cli.methods.inits import INITS
 
         if INITS[spec.init].changes_base or INITS[spec.init].reads:
-            return f"is not allowed with {self.name}: VeRA draws its own frozen projections and starts at ΔW = 0"
+            return f"is not allowed with {self.name}, which draws its own frozen projections and starts at ΔW = 0; leave adapter.init out"
         return None
 
     def terms(self, spec: AdapterSpec, d_in: int, d_out: int) -> str | None:
