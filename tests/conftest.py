@@ -69,3 +69,22 @@ def engine_for(engine: str, w, spec, start: dict, x, y, lr: float, batch_size: i
 
     method = METHODS[spec.method if spec is not None else "full"]
     return build(engine, method.name, Task(method.trains, w, spec, start, x, y, lr, batch_size))
+
+
+def lbfgs_minimum(objective, params, rounds: int, max_iter: int = 500) -> float:
+    """min of `objective()` over `params` by torch.optim.LBFGS (strong Wolfe line search, tight
+    tolerances), `rounds` steps of up to `max_iter` iterations: the tests' iterative solver."""
+    import torch
+
+    opt = torch.optim.LBFGS(params, lr=1, max_iter=max_iter, tolerance_grad=1e-15, tolerance_change=1e-18, history_size=50,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        value = objective()
+        value.backward()
+        return value
+
+    for _ in range(rounds):
+        opt.step(closure)
+    return objective().item()

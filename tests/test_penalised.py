@@ -10,6 +10,7 @@ from lora_cli.methods.spec import KEY_A, KEY_B, KEY_W, AdapterSpec
 from lora_cli.train.engines import Task, build
 from lora_cli.train.loop import Schedule, train
 from lora_cli.train.optimizers import Optim
+from tests.conftest import lbfgs_minimum
 
 D_OUT, D_IN = 6, 9
 
@@ -22,16 +23,7 @@ def _target(seed=0, values=(3.0, 2.0, 1.0, 0.5, 0.2, 0.1)):
 
 
 def _lbfgs(params, objective, iterations=60):
-    opt = torch.optim.LBFGS(params, lr=1, max_iter=500, tolerance_grad=1e-14, tolerance_change=1e-16, history_size=50,
-                            line_search_fn="strong_wolfe")
-    for _ in range(iterations):
-        def closure():
-            opt.zero_grad()
-            value = objective()
-            value.backward()
-            return value
-        opt.step(closure)
-    return objective().item()
+    return lbfgs_minimum(objective, params, iterations)
 
 
 @pytest.mark.parametrize("rank, weight_decay, scaling", [(2, 0.2, 1.0), (4, 0.05, 0.5), (6, 0.4, 2.0), (1, 0.01, 1.0)])

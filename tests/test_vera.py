@@ -12,7 +12,7 @@ from lora_cli.methods.spec import AdapterSpec
 from lora_cli.methods.vera import KEY_LB, KEY_LD, KEY_VA, KEY_VB, alternating_floor, projections, vera_delta
 from lora_cli.recipes import pipeline
 from lora_cli.train.engines import Runtime
-from tests.conftest import linear_holder, tiny_config
+from tests.conftest import lbfgs_minimum, linear_holder, tiny_config
 
 peft = pytest.importorskip("peft")
 D_OUT, D_IN, R = 6, 9, 4
@@ -38,16 +38,7 @@ def test_projections_and_delta_are_peft_s():
 
 
 def _lbfgs(objective, params):
-    opt = torch.optim.LBFGS(params, lr=1, max_iter=1000, tolerance_grad=1e-15, tolerance_change=1e-18, history_size=50,
-                            line_search_fn="strong_wolfe")
-    for _ in range(4):
-        def closure():
-            opt.zero_grad()
-            value = objective()
-            value.backward()
-            return value
-        opt.step(closure)
-    return objective().item()
+    return lbfgs_minimum(objective, params, 4, max_iter=1000)
 
 
 def test_the_alternating_optimum_is_the_best_lbfgs_minimum_on_the_data():
