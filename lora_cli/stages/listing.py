@@ -90,8 +90,10 @@ def sort_rows(rows: list[dict[str, Any]], key: str | None, reverse: bool = False
 
 
 def flat_config(path: Path) -> dict[str, Any] | None:
-    """A folder's config.yaml as flat keys (read as every config is: strictly, bounded); None
-    when it cannot be read."""
+    """A folder's config.yaml as flat keys (read as every config is: strictly, bounded), keys
+    renamed since the folder was written under their current names (finetune.rank ->
+    adapter.rank); None when it cannot be read."""
+    from lora_cli.config.schemas import RENAMED, renamed_value
     from lora_cli.config.yamlio import YamlError, read_yaml_file
     from lora_cli.store.run_folder import CONFIG
 
@@ -99,7 +101,14 @@ def flat_config(path: Path) -> dict[str, Any] | None:
         doc = read_yaml_file(path / CONFIG)
     except YamlError:
         return None
-    return flat_params(doc) if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        return None
+    flat = flat_params(doc)
+    for old, new in RENAMED.items():
+        if old in flat:
+            value = flat.pop(old)
+            flat.setdefault(new, renamed_value(old, value))
+    return flat
 
 
 def compare(folders: list[Any]) -> dict[str, Any]:

@@ -74,3 +74,23 @@ def test_compare_prints_the_keys_that_differ_and_the_results_side_by_side(root):
     assert "adapter.method" in text and fmt_loss(_finetune(root, "dora-2")["gap"]) in text
     one = runner.invoke(app, ["compare", str(a)])
     assert one.exit_code == 2 and "two or more run folders" in one.output
+
+
+def test_a_folder_written_before_a_key_was_renamed_is_filtered_by_its_current_name(tmp_path):
+    """config.yaml with finetune.rank and adapter.dora (as folders before the adapter section wrote
+    it) answers --filter adapter.rank and adapter.method, as loading it would read them."""
+    import yaml
+
+    from lora_cli.stages.listing import flat_config
+
+    old = tmp_path / "old"
+    done = runner.invoke(app, ["run", str(SMOKE), "--rank", "2", *SMALL, "--run-dir", str(old)])
+    assert done.exit_code == 0, done.output
+    doc = yaml.safe_load((old / "config.yaml").read_text())
+    doc["finetune"]["rank"] = doc["adapter"].pop("rank")
+    doc["adapter"]["dora"] = False
+    doc["adapter"].pop("method")
+    (old / "config.yaml").write_text(yaml.safe_dump(doc))
+    flat = flat_config(old)
+    assert flat["adapter.rank"] == 2 and flat["adapter.method"] == "lora" and "finetune.rank" not in flat
+    assert _names(["--root", str(tmp_path), "--filter", "adapter.rank=2", "--filter", "adapter.method=lora"]) == ["old"]
