@@ -67,10 +67,11 @@ class _Store:
             tags["mlflow.parentRunId"] = parent
         return self.client.create_run(self.experiment, run_name=name, tags=tags).info.run_id
 
-    def group_run(self) -> str:
-        """The parent run of the sweep this folder is in: found, or made."""
-        found = self.find(self.group, GROUP_STAGE)
-        return found.info.run_id if found is not None else self.create(self.group, GROUP_STAGE, self.group.name)
+    def group_run(self, sweep: Path | None = None) -> str:
+        """The parent run of the sweep folder `sweep` (default: the one this folder is in): found, or made."""
+        sweep = sweep or self.group
+        found = self.find(sweep, GROUP_STAGE)
+        return found.info.run_id if found is not None else self.create(sweep, GROUP_STAGE, sweep.name)
 
     def params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -119,8 +120,7 @@ def finish(run: Any, params: dict[str, Any], final: dict[str, float]) -> str | N
     if not (run.path / "grid.json").is_file():
         return None
     store = _Store(run)
-    store.group = run.path  # the sweep's own parent run
-    run_id = store.group_run()
+    run_id = store.group_run(run.path)  # the sweep's own parent run
     store.params(run_id, params)  # MLflow takes a parameter again when its value is the same
     store.metrics(run_id, final, 0)
     store.artifacts(run_id, run.path, GROUP_ARTIFACTS)
