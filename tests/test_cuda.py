@@ -56,6 +56,17 @@ def test_finetuning_on_the_gpu_follows_the_cpu(base, init, dora):
     assert_close(s * gpu.lora_B @ gpu.lora_A, s * cpu.lora_B @ cpu.lora_A, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("optimizer, schedule, engine", [("adamw", "cosine", "fast"), ("sgd", "warmup", "fast"), ("sgd", "cosine", "reference")])
+def test_every_optimiser_on_the_gpu_follows_the_cpu(base, optimizer, schedule, engine):
+    """The fused AdamW and SGD kernels on CUDA (and torch.optim's own), under a schedule, against the CPU run."""
+    sets = {"adapter.rank": 2, "finetune.epochs": 12, "finetune.log_every": 2, "finetune.optimizer": optimizer, "finetune.schedule": schedule,
+            "finetune.warmup_epochs": 2, "finetune.weight_decay": 0.01, "finetune.lr": 0.01}
+    cfg = tiny_config(**sets)
+    cpu = pipeline.finetune(cfg, base, runtime=Runtime(engine))
+    gpu = pipeline.finetune(cfg, base, runtime=Runtime(engine, DEVICE))
+    assert_close(_losses(gpu.history), _losses(cpu.history), **TRAJECTORY)
+
+
 def test_the_batched_engine_on_the_gpu_follows_each_trial_alone_on_the_cpu(base):
     cfgs = [tiny_config(**{"adapter.rank": r, "adapter.scaling": rule, "finetune.epochs": 12, "finetune.log_every": 2})
             for r, rule in [(1, "standard"), (2, "rslora"), (4, "standard")]]
