@@ -81,6 +81,14 @@ def _shrink(doc: dict, swept: set[str] = frozenset()) -> dict:
     return doc
 
 
+def _shrink_axes(grid: dict) -> None:
+    """A grid axis over a size SMALL caps: its values capped too, each kept distinct (0, 1, 10, 100 epochs -> 0, 1, 5, 6)."""
+    for key, values in grid.items():
+        leaf = key.rsplit(".", 1)[-1]
+        if key.split(".")[0] in ("data", "pretrain", "finetune") and leaf in SMALL and all(isinstance(v, int) for v in values):
+            grid[key] = [min(v, SMALL[leaf] + i) for i, v in enumerate(values)]
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A working folder with configs/ shrunk, the run folders the commands name, and a PEFT adapter."""
@@ -93,6 +101,7 @@ def lab(tmp_path_factory):
             if "grid" in doc or "zip" in doc or "seeds" in doc:
                 swept = set(doc.get("grid", {})) | {key for point in doc.get("zip", []) for key in point}
                 _shrink(doc.setdefault("config", {}), swept)
+                _shrink_axes(doc.get("grid", {}))
             else:
                 _shrink(doc)
         target.write_text(yaml.safe_dump(doc, sort_keys=False))
