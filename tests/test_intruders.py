@@ -71,12 +71,14 @@ def test_the_best_update_is_the_truncated_target_and_under_a_covariance_the_whit
     d = torch.randn(6, 8, generator=g, dtype=torch.float64)
     target = Target.of(d)
     u, s, vh = torch.linalg.svd(d, full_matrices=False)
-    assert torch.allclose(best_update(target, 2), (u[:, :2] * s[:2]) @ vh[:2])
+    assert torch.allclose(best_update(target, 2)[0], (u[:, :2] * s[:2]) @ vh[:2])
     a = torch.randn(8, 8, generator=g, dtype=torch.float64)
     sigma = a @ a.T + 0.5 * torch.eye(8, dtype=torch.float64)
     w, v = torch.linalg.eigh(sigma)
     half = (v * w.sqrt()) @ v.T
-    best = best_update(target, 2, half)
+    best, (bu, bs, bvh) = best_update(target, 2, half)
+    assert torch.allclose((bu * bs) @ bvh, best) and torch.allclose(bs, torch.linalg.svdvals(best)[:2])  # its SVD, from its factors
+    assert torch.allclose(bu.T @ bu, torch.eye(2, dtype=torch.float64)) and torch.allclose(bvh @ bvh.T, torch.eye(2, dtype=torch.float64))
     error = d - best
     others = [d - (u[:, :2] * s[:2]) @ vh[:2]]  # the isotropic answer is worse under Σ
     assert torch.linalg.matrix_rank(best) == 2

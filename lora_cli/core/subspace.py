@@ -119,15 +119,22 @@ class Base:
     def of(cls, weight: torch.Tensor | Base) -> Base:
         if isinstance(weight, Base):
             return weight
-        return cls(weight.double(), left_basis(weight), torch.linalg.matrix_norm(weight.double(), ord=2).item())
+        values, basis = _left_eigen(weight)
+        return cls(weight.double(), basis, values[0].clamp_min(0.0).sqrt().item())  # σ₁² is W·Wᵀ's top eigenvalue
 
 
 def left_basis(weight: torch.Tensor) -> torch.Tensor:
     """W's left singular vectors, σ descending: the eigenvectors of W·Wᵀ (float64), the top
     min(d_out, d_in) of them (PEFT's svd(full_matrices=False) has as many)."""
+    return _left_eigen(weight)[1]
+
+
+def _left_eigen(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(σᵢ², uᵢ) of W, descending: W·Wᵀ's eigenvalues and eigenvectors, the top min(d_out, d_in)."""
     w = weight.double()
-    _, vectors = torch.linalg.eigh(w @ w.T)
-    return vectors.flip(1)[:, : min(w.shape)]
+    values, vectors = torch.linalg.eigh(w @ w.T)
+    keep = min(w.shape)
+    return values.flip(0)[:keep], vectors.flip(1)[:, :keep]
 
 
 def intruders(base: Base, merged: torch.Tensor, top_k: int = TOP_K, epsilon: float = EPSILON) -> int:
@@ -145,10 +152,10 @@ def rank_90(sigma: torch.Tensor) -> int:
     return int((torch.cumsum(energy, 0) < 0.9 * energy.sum()).sum()) + 1
 
 
-def _angles_to(svd: tuple, k: int, best: torch.Tensor) -> dict[str, float]:
+def _angles_to(svd: tuple, k: int, best_svd: tuple) -> dict[str, float]:
     """The largest principal angles between ΔW's top-k column and row spaces (its `svd`) and
-    those of `best`, on as many directions as both have; none for a zero ΔW."""
-    bu, b_sigma, bvh = torch.linalg.svd(best, full_matrices=False)
+    those of the best update (its thin SVD), on as many directions as both have; none for a zero ΔW."""
+    bu, b_sigma, bvh = best_svd
     k = min(k, numerical_rank(b_sigma))
     if k == 0:
         return {}
@@ -156,15 +163,18 @@ def _angles_to(svd: tuple, k: int, best: torch.Tensor) -> dict[str, float]:
     return {"optimum_column_angle": principal_angles(u[:, :k], bu[:, :k])[-1], "optimum_row_angle": principal_angles(vh[:k].T, bvh[:k].T)[-1]}
 
 
-def best_update(target: Target, rank: int | None, half: torch.Tensor | None = None) -> torch.Tensor:
+def best_update(target: Target, rank: int | None, half: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple]:
     """The rank-r ΔW with the least expected loss on fresh x ~ N(0, Σ), Σ = half² (None: I):
-    [D·Σ^½]_r·Σ^-½, D the target; for Σ = I the target's truncated SVD; rank None: D itself."""
+    [D·Σ^½]_r·Σ^-½, D the target; for Σ = I the target's truncated SVD; rank None: D itself.
+    With its thin SVD, read off the target's or (Σ ≠ I) from its rank-r factors."""
     if rank is None:
-        return target.tensor
+        return target.tensor, (target.u, target.sigma, target.vh)
     if half is None:
-        return (target.u[:, :rank] * target.sigma[:rank]) @ target.vh[:rank]
+        u, sigma, vh = target.u[:, :rank], target.sigma[:rank], target.vh[:rank]
+        return (u * sigma) @ vh, (u, sigma, vh)
     u, sigma, vh = torch.linalg.svd(target.tensor @ half.double(), full_matrices=False)
-    return (u[:, :rank] * sigma[:rank]) @ vh[:rank] @ torch.linalg.inv(half.double())
+    left, right = u[:, :rank] * sigma[:rank], vh[:rank] @ torch.linalg.inv(half.double())
+    return left @ right, factored_svd(left, right)
 
 
 def diagnose(delta: torch.Tensor, shift: torch.Tensor | Target, target: torch.Tensor | Target, rank: int, factors=None,
@@ -184,9 +194,9 @@ def diagnose(delta: torch.Tensor, shift: torch.Tensor | Target, target: torch.Te
     counts = {}
     if base is not None:
         truth = Target.of(target)
-        best = best_update(truth, None if full else rank, half)
+        best, best_svd = best_update(truth, None if full else rank, half)
         counts = {"intruders": intruders(base, base.weight + delta.double()), "optimum_intruders": intruders(base, base.weight + best),
-                  **_angles_to(svd, k, best)}
+                  **_angles_to(svd, k, best_svd)}
         target = truth
     return Diagnostics(k, sigma[:SHOWN].tolist(), stable, compare(delta, shift, k, svd), compare(delta, target, k, svd),
                        rank_90=rank_90(sigma), **counts)
