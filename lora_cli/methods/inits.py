@@ -77,25 +77,22 @@ def _orthogonal(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, data: In
     return a.contiguous(), b.contiguous(), w
 
 
-def _pissa(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, data: InitData | None = None):
-    import torch
+def _singular_part(top: bool):
+    """PiSSA (top: W's top-r singular triplets, PEFT's pissa) or MiLoRA (its bottom r; Wang et al.
+    2024, its reference code's pissa_init on the minor components): from W = U·diag(S)·Vᵀ in
+    float32 and S' = S[part]/s, A = diag(√S')·Vᵀ[part], B = U[:, part]·diag(√S'), so that s·B·A
+    is that part of W, and the residual W − s·B·A is frozen."""
 
-    # W = U·diag(S)·Vᵀ in float32; S' = S[:r]/s; A = diag(√S')·Vᵀ[:r], B = U[:, :r]·diag(√S'): s·B·A is W's top-r part
-    u, sigma, vh = torch.linalg.svd(w.float(), full_matrices=False)
-    root = (sigma[: spec.rank] / spec.scaling).sqrt()
-    a, b = root[:, None] * vh[: spec.rank], u[:, : spec.rank] * root
-    return a.contiguous(), b.contiguous(), w - spec.scaling * (b @ a)
+    def init(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, data: InitData | None = None):
+        import torch
 
+        part = slice(None, spec.rank) if top else slice(-spec.rank, None)
+        u, sigma, vh = torch.linalg.svd(w.float(), full_matrices=False)
+        root = (sigma[part] / spec.scaling).sqrt()
+        a, b = root[:, None] * vh[part], u[:, part] * root
+        return a.contiguous(), b.contiguous(), w - spec.scaling * (b @ a)
 
-def _milora(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, data: InitData | None = None):
-    import torch
-
-    # MiLoRA (Wang et al. 2024; its reference code's pissa_init on the minor components): PiSSA on
-    # W's bottom r singular triplets, A = diag(√S')·Vᵀ[-r:], B = U[:, -r:]·diag(√S'), S' = S[-r:]/s
-    u, sigma, vh = torch.linalg.svd(w.float(), full_matrices=False)
-    root = (sigma[-spec.rank :] / spec.scaling).sqrt()
-    a, b = root[:, None] * vh[-spec.rank :], u[:, -spec.rank :] * root
-    return a.contiguous(), b.contiguous(), w - spec.scaling * (b @ a)
+    return init
 
 
 def _olora(w: torch.Tensor, spec: AdapterSpec, g: torch.Generator, data: InitData | None = None):
@@ -205,7 +202,7 @@ INITS: dict[str, InitEntry] = {
     "kaiming": InitEntry(_kaiming, "lora_A ~ U(±1/√d_in) (PEFT's default), lora_B = 0", True),
     "gaussian": InitEntry(_gaussian, "lora_A ~ N(0, 1/r²) (PEFT's gaussian), lora_B = 0", "gaussian"),
     "orthogonal": InitEntry(_orthogonal, "A, B from one orthogonal matrix with B·A = 0 (PEFT's; even rank)", "orthogonal"),
-    "pissa": InitEntry(_pissa, "A, B from W's top-r singular triplets, the residual frozen (PEFT's pissa)", "pissa", True),
+    "pissa": InitEntry(_singular_part(top=True), "A, B from W's top-r singular triplets, the residual frozen (PEFT's pissa)", "pissa", True),
     "olora": InitEntry(_olora, "A, B from W's QR factors, the residual frozen (PEFT's olora)", "olora", True),
     "lora_one": InitEntry(_lora_one, "A, B from the top-r SVD of the first full gradient, W kept: one best rank-r gradient step, "
                           "scaled by 1/√(γ·S₀) (LoRA-One)", True, reads="gradient", starts_at_base=False),
@@ -219,7 +216,7 @@ INITS: dict[str, InitEntry] = {
                            "residual frozen (PEFT's corda, instruction-previewed)", True, True, reads="target_inputs"),
     "corda_kpm": InitEntry(_corda("source_inputs", False), "A, B from the bottom r of W·C, C the pretraining inputs' covariance, "
                            "the residual frozen (PEFT's corda, knowledge-preserved)", True, True, reads="source_inputs"),
-    "milora": InitEntry(_milora, "A, B from W's bottom-r singular triplets, the residual frozen (MiLoRA: PiSSA on the minor components)",
+    "milora": InitEntry(_singular_part(top=False), "A, B from W's bottom-r singular triplets, the residual frozen (MiLoRA: PiSSA on the minor components)",
                         True, True),
 }
 
