@@ -55,8 +55,8 @@ class ReferenceEngine:
         tensors = {"steps": torch.tensor([self.steps])} if not self.optim.constant else {}
         for i, p in enumerate(self.params):
             tensors[f"param.{i}"] = p.detach()
-            for key in ("step", *self.optim.state_keys()) if self.prefix == "adam" else self.optim.state_keys():
-                if key in self.opt.state[p]:  # SGD's momentum appears at its first step
+            for key in ("step", *self.optim.state_keys()):
+                if key in self.opt.state[p]:  # SGD keeps no step, and its momentum appears at its first step
                     value = self.opt.state[p][key]
                     tensors[f"{self.prefix}.{i}.{key}"] = value.reshape(-1) if key == "step" else value
         return tensors
