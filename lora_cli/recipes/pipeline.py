@@ -100,11 +100,13 @@ def finetune_optimum(cfg: Config, base_weight: torch.Tensor, result: FinetuneRes
     weight when it has them; else everything is drawn again from the config."""
     if result is not None and result.data is not None:
         spec, start, frozen, theta2, data = result.spec, result.initial, result.frozen, result.theta2, result.data
+        moments = Moments.of(*data)
     else:
         theta2, spec = thetas(cfg)[1], cfg.adapter.spec()
         data = regression(cfg, theta2, "finetune")
-        start, frozen = adapter_start(cfg, spec, base_weight, lambda: Moments.of(*data).residual(base_weight), lambda: data[0])
-    return adapter_optimum(spec, Moments.of(*data), frozen, start, theta2, cfg.data.noise_std, sigma_half(cfg, ADAPTED))
+        moments = Moments.of(*data)  # once: a gradient init's start reads it too
+        start, frozen = adapter_start(cfg, spec, base_weight, lambda: moments.residual(base_weight), lambda: data[0])
+    return adapter_optimum(spec, moments, frozen, start, theta2, cfg.data.noise_std, sigma_half(cfg, ADAPTED))
 
 
 def adapter_start(cfg: Config, spec: AdapterSpec, base_weight: torch.Tensor, fit: Callable[[], Any], inputs: Callable[[], torch.Tensor]
