@@ -105,11 +105,7 @@ def loss_against_rank(rows: list[dict[str, Any]], axes: tuple[str, ...], x: str 
     ax.set_yscale("log")
     if floor:
         ax.set_ylim(bottom=floor / 1.5)
-    if numeric:
-        ax.set_xscale("log", base=2)
-    ticks = list(dict.fromkeys(r[x_axis] for r in rows))
-    ax.set_xticks([position(x) for x in ticks], [str(x) for x in ticks])
-    ax.set_xlabel(labels(list(axes))[x_axis])
+    _x_axis(ax, rows, axes, x_axis, position, numeric)
     ax.set_ylabel(f"{y_label} (log scale)")
     ax.grid(True, which="both", alpha=0.3)
     handles, names = ax.get_legend_handles_labels()
@@ -132,12 +128,8 @@ def _intruders_panel(ax: Any, rows: list[dict[str, Any]], axes: tuple[str, ...],
                     capsize=3, label=label)
         best = optima.get(label, [])
         ax.plot([position(p.x) for p in best], [p.mean for p in best], color=colour, linestyle="--", linewidth=1, marker="x", markersize=5)
-    if numeric:
-        ax.set_xscale("log", base=2)
-    ticks = list(dict.fromkeys(r[x_axis] for r in rows))
-    ax.set_xticks([position(x) for x in ticks], [str(x) for x in ticks])
+    _x_axis(ax, rows, axes, x_axis, position, numeric)
     ax.set_ylim(bottom=-0.3, top=10.3)  # W + ΔW's top 10 directions: 0 to 10 intruders
-    ax.set_xlabel(labels(list(axes))[x_axis])
     ax.set_ylabel("intruder dimensions (of the top 10)")
     ax.grid(True, alpha=0.3)
     handles, names = ax.get_legend_handles_labels()
@@ -145,6 +137,16 @@ def _intruders_panel(ax: Any, rows: list[dict[str, Any]], axes: tuple[str, ...],
     names.append("the best update of its kind on fresh data (same colour)")
     ax.legend(handles, names, fontsize=7)
     ax.set_title("Intruder dimensions beside the optimum's")
+
+
+def _x_axis(ax: Any, rows: list[dict[str, Any]], axes: tuple[str, ...], x_axis: str, position: Any, numeric: bool) -> None:
+    """The swept key's axis, as both panels of sweep_rank.png draw it: log₂ for positive numbers,
+    a tick at each value in the rows' order, the key's label."""
+    if numeric:
+        ax.set_xscale("log", base=2)
+    ticks = list(dict.fromkeys(r[x_axis] for r in rows))
+    ax.set_xticks([position(x) for x in ticks], [str(x) for x in ticks])
+    ax.set_xlabel(labels(list(axes))[x_axis])
 
 
 def _spread(points: list[Point]) -> list[list[float]] | None:
