@@ -26,8 +26,9 @@ from lora_cli.store.run_folder import RunFolder
 # the finetune record's fields each row carries, after the trial's id, status and axis values
 RECORD_FIELDS = ("rank", "alpha", "scaling_rule", "init", "lr_ratio", "method", "baseline_loss", "final_loss", "final_test_loss", "final_source_loss",
                  "optimal_loss", "gap", "population_optimal_loss", "engine")  # no timings: a resumed run's tables are byte-identical
-SUBSPACE_FIELDS = ("delta_relative_error", "energy_captured", "best_energy", "column_angle_max", "stable_rank", "rank_90", "intruders",
-                   "optimum_intruders", "optimum_column_angle", "optimum_row_angle")
+# the diagnostics' own fields a row carries as they are (absent in records made before they were measured)
+DIAGNOSTIC_FIELDS = ("rank_90", "intruders", "optimum_intruders", "optimum_column_angle", "optimum_row_angle")
+SUBSPACE_FIELDS = ("delta_relative_error", "energy_captured", "best_energy", "column_angle_max", "stable_rank", *DIAGNOSTIC_FIELDS)
 TABLE_COLUMNS = (*RECORD_FIELDS, "gap_relative", *SUBSPACE_FIELDS)  # what a sweep spec's plot.columns may add to the table
 CURVE_COLUMNS = ("trial", "stage", "epoch", "metric", "value")
 _NOT_METRICS = ("stage", "epoch", "step")
@@ -86,5 +87,5 @@ def _subspace(diagnostics: dict[str, Any] | None) -> dict[str, Any]:
         "best_energy": shift["best_energy"],
         "column_angle_max": max(angles) if angles else None,
         "stable_rank": diagnostics["stable_rank"],
-        **{key: diagnostics.get(key) for key in SUBSPACE_FIELDS[5:]},  # absent in older records
+        **{key: diagnostics.get(key) for key in DIAGNOSTIC_FIELDS},
     }
