@@ -65,7 +65,7 @@ class Optim:
 
     def factor(self, step: int) -> float:
         """The learning rate's multiplier at step `step` (0 = the first)."""
-        if self.schedule == "constant":
+        if self.constant:
             return 1.0
         if step < self.warmup:
             return (step + 1) / self.warmup
